@@ -1,0 +1,42 @@
+# Two commands on a fresh machine with Python 3.11 and make:
+#   make demo   set up .venv, generate the demo catalog, run workflows/demo.yaml
+#   make test   set up .venv, run the test suite (what CI runs)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow test-all bench lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'
+	@touch $(STAMP)
+
+catalogs/demo/catalog.json: | $(STAMP)
+	$(BIN)/aquila demo-catalog catalogs/demo --preset demo
+
+demo: $(STAMP) catalogs/demo/catalog.json
+	$(BIN)/aquila run workflows/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/peers.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/mypy pipeline
+
+clean:
+	rm -rf out benchmarks/_work .pytest_cache .hypothesis

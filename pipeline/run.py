@@ -1,0 +1,289 @@
+"""Spec → scenes → plan → one Dask task per output chunk → products and a run report.
+
+Reads like a table of contents: :func:`run_workflow` calls a few named steps. The heavy arrays
+never travel: each task reads, computes and writes its own chunk, and returns a small summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.catalog.normalise import normalise_item
+from pipeline.catalog.scene import Reject, Scene
+from pipeline.catalog.source import SearchQuery, iter_items
+from pipeline.chunk import ChunkSummary, process_chunk
+from pipeline.cube.store import create_cube, create_mosaic, write_attrs
+from pipeline.errors import AquilaError, InputError, NoScenesError, SceneRejected
+from pipeline.grid import TargetGrid
+from pipeline.io.hrefs import HrefPolicy
+from pipeline.io.reader import RasterReader, ReaderSettings
+from pipeline.plan import ChunkTask, Outputs, Plan, make_plan
+from pipeline.report import RunReport
+from pipeline.runtime.cluster import ClusterOptions, open_client
+from pipeline.workflow import WorkflowSpec
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    direct: bool = False  # run the chunk function in this process, without Dask
+    reader: ReaderSettings = field(default_factory=ReaderSettings)
+    report_path: Path | None = None
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def discover(spec: WorkflowSpec) -> tuple[list[Scene], list[Reject], int]:
+    """Search the catalog and normalise every item; returns (scenes, rejects, items found)."""
+    policy = HrefPolicy.for_catalog(spec.catalog, spec.allowed_roots)
+    query = SearchQuery(spec.collections, spec.bbox, spec.datetime)
+    scenes: list[Scene] = []
+    rejects: list[Reject] = []
+    found = 0
+    seen: set[str] = set()
+    for entry in iter_items(spec.catalog, query):
+        found += 1
+        if isinstance(entry, Reject):
+            rejects.append(entry)
+            continue
+        if entry.id in seen:
+            rejects.append(Reject(entry.id, entry.collection_id, "duplicate_id",
+                                  "the same item id appears twice; the first one is used"))
+            continue
+        seen.add(entry.id)
+        try:
+            scenes.append(normalise_item(entry, bands=spec.bands, policy=policy))
+        except SceneRejected as exc:
+            rejects.append(Reject(entry.id, entry.collection_id, exc.reason, exc.message))
+    return scenes, rejects, found
+
+
+def target_grid(spec: WorkflowSpec, scenes: Sequence[Scene]) -> TargetGrid:
+    g = spec.grid
+    if g.bounds is not None:
+        return TargetGrid.from_bounds(g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk)
+    return TargetGrid.covering((s.footprint for s in scenes), crs=g.crs,
+                               resolution=g.resolution, chunk=g.chunk, bbox=spec.bbox)
+
+
+def outputs_of(spec: WorkflowSpec) -> Outputs:
+    p = spec.products
+    return Outputs(
+        bands=spec.bands,
+        resampling=spec.grid.resampling,
+        cube_store=p.cube.store if p.cube else None,
+        mosaic_store=p.mosaic.store if p.mosaic else None,
+        mosaic_method=p.mosaic.method if p.mosaic else "median",
+    )
+
+
+def create_stores(plan: Plan, attrs: dict[str, Any]) -> None:
+    o = plan.outputs
+    if o.cube_store is not None:
+        create_cube(o.cube_store, plan.grid, o.bands, plan.slots, attrs=attrs)
+    if o.mosaic_store is not None:
+        create_mosaic(o.mosaic_store, plan.grid, o.bands, method=o.mosaic_method, attrs=attrs)
+
+
+def task_key(task: ChunkTask, outputs: Outputs) -> str:
+    """Readable, deterministic task name: the chunk and a hash of its inputs (no scene ids)."""
+    ident = repr((task.chunk, [(s.slot, [(sc.id, [b.href for b in sc.bands]) for sc in s.scenes])
+                               for s in task.slots], outputs))
+    return f"chunk-{task.chunk.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+_PROCESS_READER: RasterReader | None = None
+
+
+def _chunk_task(task: ChunkTask, outputs: Outputs, settings: ReaderSettings) -> ChunkSummary:
+    """The Dask task: one reader per worker process, so its tasks share open files and cache."""
+    global _PROCESS_READER  # per-process state on purpose: workers keep datasets open
+    if _PROCESS_READER is None:
+        _PROCESS_READER = RasterReader(settings)
+    return process_chunk(task, outputs=outputs, reader=_PROCESS_READER)
+
+
+def execute_direct(plan: Plan, settings: ReaderSettings,
+                   progress: Progress | None = None) -> list[ChunkSummary]:
+    """The same chunk function, in this process, no Dask."""
+    reader = RasterReader(settings)
+    out = []
+    try:
+        for i, task in enumerate(plan.tasks, 1):
+            out.append(process_chunk(task, outputs=plan.outputs, reader=reader))
+            if progress:
+                progress(i, len(plan.tasks))
+    finally:
+        reader.close()
+    return out
+
+
+def execute_dask(client, plan: Plan, settings: ReaderSettings,
+                 progress: Progress | None = None) -> tuple[list[ChunkSummary], list[dict]]:
+    """Submit one task per chunk and gather the summaries as they complete."""
+    from distributed import as_completed
+
+    futures = {
+        client.submit(_chunk_task, task, plan.outputs, settings,
+                      key=task_key(task, plan.outputs), pure=False, retries=1): task
+        for task in plan.tasks
+    }
+    summaries: list[ChunkSummary] = []
+    failed: list[dict] = []
+    done = 0
+    for fut in as_completed(futures):
+        task = futures[fut]
+        try:
+            summaries.append(fut.result())
+        except Exception as exc:  # noqa: BLE001 - reported per chunk, the run goes on
+            failed.append({"chunk": task.chunk.name, "error": f"{type(exc).__name__}: {exc}"})
+        done += 1
+        if progress:
+            progress(done, len(futures))
+    return summaries, failed
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_workflow(
+    spec: WorkflowSpec,
+    *,
+    spec_path: str = "",
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+    on_event: Callable[[str, Any], None] | None = None,
+) -> RunReport:
+    """Run a workflow end to end and return its report (also written as JSON)."""
+    options = options or RunOptions()
+    emit = on_event or (lambda kind, value: None)
+    t0 = time.perf_counter()
+    started = dt.datetime.now(dt.UTC)
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    report = RunReport(run_id=run_id, workflow=spec.name, spec=spec_path,
+                       started=started.isoformat())
+    report_path = options.report_path or default_report_path(spec)
+    try:
+        scenes, rejects, found = discover(spec)
+        report.scenes_found = found
+        report.rejected = [r.as_dict() for r in rejects]
+        report.seconds["discover"] = time.perf_counter() - t0
+        emit("discovered", (len(scenes), rejects))
+        if not scenes:
+            raise NoScenesError(
+                f"no usable scene in {spec.catalog} for collections={spec.collections}, "
+                f"bbox={spec.bbox}, datetime={spec.datetime} ({len(rejects)} rejected)"
+            )
+        grid = target_grid(spec, scenes)
+        plan = make_plan(scenes, grid=grid, outputs=outputs_of(spec))
+        if not plan.tasks:
+            raise NoScenesError("no scene footprint touches the grid; check grid.bounds and bbox")
+        report.grid = {"crs": grid.crs, "transform": list(grid.transform),
+                       "shape": list(grid.shape), "chunk": grid.chunk}
+        report.tasks = len(plan.tasks)
+        report.time_slots = len(plan.slots)
+        emit("planned", plan)
+        attrs = _product_attrs(spec, plan, run_id)
+        create_stores(plan, attrs)
+        t1 = time.perf_counter()
+        if options.direct:
+            summaries, failed = execute_direct(plan, options.reader, progress), []
+        else:
+            with open_client(options.cluster) as client:
+                report.dashboard = client.dashboard_link
+                emit("dashboard", client.dashboard_link)
+                summaries, failed = execute_dask(client, plan, options.reader, progress)
+        report.seconds["compute"] = time.perf_counter() - t1
+        _collect(report, plan, summaries, failed)
+        _commit(plan, report, attrs)
+        report.status = "partial" if (report.read_failures or failed) else "success"
+    except InputError as exc:
+        report.status = "bad_input"
+        report.error = f"[{exc.reason}] {exc.message}"
+    except AquilaError as exc:
+        report.status = "failed"
+        report.error = f"[{exc.reason}] {exc.message}"
+    except Exception as exc:  # noqa: BLE001 - an honest failure report, then re-raise
+        report.status = "failed"
+        report.error = f"{type(exc).__name__}: {exc}"
+        _finish(report, t0, report_path)
+        raise
+    _finish(report, t0, report_path)
+    return report
+
+
+def default_report_path(spec: WorkflowSpec) -> Path:
+    p = spec.products
+    store = p.mosaic.store if p.mosaic else p.cube.store  # type: ignore[union-attr]
+    return store.parent / f"{spec.name}.run-report.json"
+
+
+def _finish(report: RunReport, t0: float, path: Path) -> None:
+    report.finished = dt.datetime.now(dt.UTC).isoformat()
+    report.seconds["total"] = time.perf_counter() - t0
+    report.write(path)
+    report.products.setdefault("report", str(path))
+
+
+def _collect(report: RunReport, plan: Plan, summaries: Iterable[ChunkSummary],
+             failed: list[dict]) -> None:
+    used: set[str] = set()
+    failures: dict[tuple[str, str], list[str]] = {}
+    for s in summaries:
+        used.update(s.used)
+        report.pixels_written += s.pixels_written
+        for scene_id, reason, message in s.failures:
+            failures.setdefault((scene_id, f"[{reason}] {message}"), []).append(s.chunk)
+    order = {s.id: i for i, s in enumerate(plan.scenes)}
+    report.scenes_used = sorted(used, key=lambda i: order.get(i, 0))
+    report.read_failures = [{"item": sid, "error": msg, "chunks": sorted(ch)}
+                            for (sid, msg), ch in sorted(failures.items())]
+    report.chunk_failures = failed
+    o = plan.outputs
+    if o.cube_store:
+        report.products["cube"] = str(o.cube_store)
+    if o.mosaic_store:
+        report.products["mosaic"] = str(o.mosaic_store)
+
+
+def _product_attrs(spec: WorkflowSpec, plan: Plan, run_id: str) -> dict[str, Any]:
+    return {
+        "title": f"Aquila {spec.name}",
+        "aquila:run_id": run_id,
+        "aquila:workflow": spec.model_dump(mode="json"),
+        "aquila:status": "incomplete",  # set to "complete" by the commit step
+    }
+
+
+def _commit(plan: Plan, report: RunReport, attrs: dict[str, Any]) -> None:
+    """Record lineage once every chunk is written."""
+    used = set(report.scenes_used)
+    scenes = [s for s in plan.scenes if s.id in used]
+    lineage = {
+        "aquila:status": "complete" if not report.chunk_failures else "incomplete",
+        "aquila:scenes": [s.id for s in scenes],
+        "aquila:providers": sorted({s.provider for s in scenes}),
+        "aquila:collections": sorted({s.collection for s in scenes}),
+        "aquila:created": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    o = plan.outputs
+    if o.cube_store is not None:
+        write_attrs(o.cube_store, lineage)
+    if o.mosaic_store is not None:
+        sources = [
+            {"index": slot.index, "time": slot.time.isoformat(), "collection": slot.collection,
+             "scenes": [sid for sid in slot.scene_ids if sid in used]}
+            for slot in plan.slots
+        ]
+        write_attrs(o.mosaic_store, lineage | {"aquila:method": o.mosaic_method,
+                                               "sources": sources})

@@ -1,0 +1,297 @@
+"""The workflow spec: a YAML file, loaded safely and validated strictly.
+
+Pydantic lives at this boundary only; everything after it works with the typed, frozen
+:class:`WorkflowSpec`. Loose inputs (``datetime`` as a range string or a date, paths relative to
+the spec file) are normalised here once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import SpecError
+
+MAX_SPEC_BYTES = 256 * 1024
+"""A workflow spec is a few hundred bytes; anything this large is refused before parsing."""
+
+Resampling = Literal["nearest", "bilinear", "cubic", "average"]
+MosaicMethod = Literal["median", "latest"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GridSpec(_Strict):
+    """The target grid: every product is on it. Units of the grid CRS (metres for UTM)."""
+
+    crs: str = Field(description="target CRS, e.g. EPSG:32632")
+    resolution: Annotated[float, Field(gt=0)] = Field(description="pixel size in CRS units")
+    bounds: tuple[float, float, float, float] | None = Field(
+        default=None, description="xmin, ymin, xmax, ymax in the grid CRS; default: union of scenes"
+    )
+    chunk: Annotated[int, Field(ge=64, le=8192)] = Field(
+        default=1024, description="output chunk edge in pixels (one task per chunk)"
+    )
+    resampling: Resampling = "nearest"
+
+    @field_validator("crs")
+    @classmethod
+    def _crs_parses(cls, value: str) -> str:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(value)
+        except CRSError as exc:
+            raise ValueError(f"{value!r} is not a CRS pyproj understands ({exc})") from None
+        return value
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds_ordered(cls, value: tuple[float, float, float, float] | None):
+        if value is not None and not (value[0] < value[2] and value[1] < value[3]):
+            raise ValueError("bounds must be [xmin, ymin, xmax, ymax] with xmin < xmax, ymin < ymax")
+        return value
+
+
+class CubeProduct(_Strict):
+    store: Path
+
+
+class MosaicProduct(_Strict):
+    store: Path
+    method: MosaicMethod = "median"
+
+
+class Products(_Strict):
+    cube: CubeProduct | None = None
+    mosaic: MosaicProduct | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Products:
+        if self.cube is None and self.mosaic is None:
+            raise ValueError("ask for at least one product: 'cube' and/or 'mosaic'")
+        return self
+
+
+class WorkflowSpec(_Strict):
+    """A validated workflow. Paths are absolute (resolved against the spec file's folder)."""
+
+    version: Literal[1]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    catalog: str = Field(description="static catalog path/URL, or an http(s) STAC API root")
+    collections: tuple[str, ...] | None = None
+    datetime: tuple[dt.datetime | None, dt.datetime | None] | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    bands: tuple[str, ...] = Field(min_length=1)
+    grid: GridSpec
+    products: Products
+    allowed_roots: tuple[str, ...] | None = Field(
+        default=None,
+        description="folders/URL prefixes asset links may point into; default: the catalog's own",
+    )
+
+    @field_validator("datetime", mode="before")
+    @classmethod
+    def _parse_datetime(cls, value: Any):
+        return parse_datetime_range(value) if value is not None else None
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox_lonlat(cls, value: tuple[float, float, float, float] | None):
+        if value is None:
+            return value
+        w, s, e, n = value
+        if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s < n <= 90):
+            raise ValueError("bbox is [west, south, east, north] in degrees (lon/lat)")
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_unique(cls, value: tuple[str, ...]):
+        if len(set(value)) != len(value):
+            raise ValueError("bands must not repeat")
+        return value
+
+    @property
+    def is_api(self) -> bool:
+        return self.catalog.startswith(("http://", "https://")) and not self.catalog.endswith(
+            ".json"
+        )
+
+
+def parse_datetime_range(value: Any) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """Normalise 'a/b', 'a/..', '../b', a date or a datetime into an inclusive UTC range."""
+    if isinstance(value, dt.datetime):
+        v = _utc(value)
+        return v, v
+    if isinstance(value, dt.date):
+        return _day_start(value), _day_end(value)
+    if not isinstance(value, str):
+        raise ValueError("datetime is 'START/END' (either may be '..'), a date, or a datetime")
+    parts = value.split("/")
+    if len(parts) == 1:
+        return parse_datetime_range(_parse_instant(parts[0]))
+    if len(parts) != 2:
+        raise ValueError(f"datetime {value!r}: expected 'START/END'")
+    start = _parse_bound(parts[0], end=False)
+    end = _parse_bound(parts[1], end=True)
+    if start and end and start > end:
+        raise ValueError(f"datetime {value!r}: start is after end")
+    return start, end
+
+
+def _parse_instant(text: str) -> dt.date | dt.datetime:
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date or datetime") from None
+
+
+def _parse_bound(text: str, *, end: bool) -> dt.datetime | None:
+    if text.strip() in ("", ".."):
+        return None
+    instant = _parse_instant(text)
+    if isinstance(instant, dt.datetime):
+        return _utc(instant)
+    return _day_end(instant) if end else _day_start(instant)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _day_end(day: dt.date) -> dt.datetime:
+    return _day_start(day) + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+class _NoAliasSafeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors/aliases: specs never need them, alias bombs do."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML aliases (*name) are not allowed in workflow specs",
+                event.start_mark,
+            )
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML anchors (&name) are not allowed in workflow specs",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def load_spec(path: str | Path) -> WorkflowSpec:
+    """Read, safely parse and strictly validate a workflow spec file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read workflow spec {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{path}: {len(raw)} bytes is larger than the {MAX_SPEC_BYTES}-byte limit for a spec"
+        )
+    try:
+        data = yaml.load(raw.decode("utf-8"), Loader=_NoAliasSafeLoader)  # noqa: S506 (safe)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid YAML for a workflow spec: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a workflow spec is a mapping of keys (version, name, ...)")
+    return spec_from_dict(data, base_dir=path.parent.resolve(), source=str(path))
+
+
+def spec_from_dict(data: dict[str, Any], *, base_dir: Path, source: str = "spec") -> WorkflowSpec:
+    """Validate a spec mapping; relative paths are resolved against ``base_dir``."""
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_explain(exc, source)) from None
+    return _resolve_paths(spec, base_dir)
+
+
+def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (base_dir / p).resolve()
+
+    catalog = spec.catalog
+    if "://" not in catalog:
+        catalog = str(resolve(Path(catalog)))
+    products = spec.products.model_copy(
+        update={
+            "cube": spec.products.cube
+            and spec.products.cube.model_copy(update={"store": resolve(spec.products.cube.store)}),
+            "mosaic": spec.products.mosaic
+            and spec.products.mosaic.model_copy(
+                update={"store": resolve(spec.products.mosaic.store)}
+            ),
+        }
+    )
+    roots = spec.allowed_roots
+    if roots is not None:
+        roots = tuple(r if "://" in r else str(resolve(Path(r))) for r in roots)
+    return spec.model_copy(update={"catalog": catalog, "products": products, "allowed_roots": roots})
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that a location (without its last element) points into."""
+    model: type[BaseModel] | None = WorkflowSpec
+    for part in loc:
+        if model is None or not isinstance(part, str):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _model_of(field.annotation)
+    return model
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: the workflow spec is not valid:"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            model = _model_at(loc[:-1])
+            allowed = sorted(model.model_fields) if model else []
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            line = f"  - unknown key {where!r}; allowed here: {', '.join(allowed)}"
+            if hint:
+                line += f" (did you mean {hint[0]!r}?)"
+        elif err["type"] == "missing":
+            line = f"  - missing required key {where!r}"
+        else:
+            line = f"  - {where}: {err['msg']} (got {err.get('input')!r})"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Shared fixtures: a generated multi-provider catalog (real COGs) and a real LocalCluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_REAL = SHARED / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def tiny_catalog(tmp_path_factory):
+    """The 'tiny' synthetic catalog (4 km × 4 km, three providers), generated once per session."""
+    from pipeline.testing.synthetic import generate_catalog
+
+    root = tmp_path_factory.mktemp("tiny-catalog")
+    return generate_catalog(root / "catalog", preset="tiny", seed=0)
+
+
+@pytest.fixture()
+def catalog_copy(tiny_catalog, tmp_path):
+    """A private copy of the tiny catalog that a test may break."""
+    dst = tmp_path / "catalog"
+    shutil.copytree(tiny_catalog.root, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A real dask.distributed LocalCluster: 2 worker processes × 1 thread, loopback only."""
+    from distributed import Client, LocalCluster
+
+    os.environ.setdefault("DASK_DISTRIBUTED__WORKER__DAEMON", "True")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as lc, Client(lc) as client:
+        yield client
+
+
+def make_spec_dict(catalog_root: Path, out: Path, *, bounds, method="median", cube=True,
+                   chunk=128, resolution=10.0, **extra) -> dict:
+    products = {"mosaic": {"store": str(out / "mosaic.zarr"), "method": method}}
+    if cube:
+        products["cube"] = {"store": str(out / "cube.zarr")}
+    spec = {
+        "version": 1,
+        "name": "test",
+        "catalog": str(catalog_root / "catalog.json"),
+        "bands": ["blue", "green", "red", "nir"],
+        "grid": {"crs": "EPSG:32632", "resolution": resolution, "bounds": list(bounds),
+                 "chunk": chunk, "resampling": "nearest"},
+        "products": products,
+    }
+    spec.update(extra)
+    return spec
