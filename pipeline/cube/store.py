@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
@@ -95,16 +97,21 @@ def create_mosaic(
                            for b in bands}
     data["count"] = (("y", "x"), da.zeros((ny, nx), dtype=np.uint16, chunks=(c, c)),
                      {"long_name": "valid observations per pixel"})
-    enc["count"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "_FillValue": 0}
+    enc["count"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "fill_value": 0}
     if method == "latest":
         data["source"] = (("y", "x"), da.full((ny, nx), -1, dtype=np.int32, chunks=(c, c)),
                           {"long_name": "time slot index of the chosen observation (-1: none); "
                                         "see the 'sources' attribute"})
-        enc["source"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "_FillValue": -1}
+        enc["source"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "fill_value": -1}
     _finish(xr.Dataset(data, coords=_base_dataset(grid)), grid, store, enc, attrs)
 
 
 def write_attrs(store: Path, attrs: Mapping[str, Any]) -> None:
-    """Record lineage and run metadata once the chunks are written (JSON-safe values)."""
+    """Record lineage and run metadata once the chunks are written (JSON-safe values), then
+    consolidate the metadata so that a plain ``xarray.open_zarr(store)`` opens it in one read."""
     group = zarr.open_group(str(store), mode="r+")
     group.attrs.update(json.loads(json.dumps(attrs, default=str)))
+    with warnings.catch_warnings():
+        # zarr-python warns that consolidated metadata is not (yet) in the v3 spec
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(str(store))

@@ -43,7 +43,7 @@ def configure_gdal(settings: ReaderSettings) -> None:
     Process-wide on purpose: the block cache is shared by all threads of a worker. Must run
     before the first read in the process for the cache cap to take effect.
     """
-    set_gdal_config("GDAL_CACHEMAX", str(settings.gdal_cache_mb))
+    set_gdal_config("GDAL_CACHEMAX", int(settings.gdal_cache_mb))  # MB
     for key, value in GDAL_OPTIONS.items():
         set_gdal_config(key, value)
 

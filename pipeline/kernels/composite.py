@@ -26,9 +26,11 @@ __all__ = [
 #: Largest time axis the mosaics accept (their ``count`` output is uint16).
 MAX_TIME = int(np.iinfo(np.uint16).max)
 
-# Below this many valid observations the median sorts with an inline insertion sort; above it,
-# with numba's in-place introsort of the scratch buffer.
+# Up to this many valid observations the median insertion-sorts the scratch buffer; above it,
+# it uses quickselect (O(n)).
 _INSERTION_SORT_MAX = 32
+# Pixels per scratch tile of the median (tile = _TILE_X * B * T float32, L1/L2-sized).
+_TILE_X = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,26 +65,88 @@ def merge_first_valid_kernel(scene, masked, slot):
     return copied
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _sorted_value(buf, n, p):
-    """Value at position p of sorted buf[:n] under the total order -0.0 < +0.0 (a sort by `<`
-    leaves zeros of both signs in input order; this makes the median bit-independent of it)."""
-    v = buf[p]
-    if v != 0.0:
-        return v
-    lo = p
-    while lo > 0 and buf[lo - 1] == 0.0:
-        lo -= 1
-    hi = p
-    while hi < n - 1 and buf[hi + 1] == 0.0:
-        hi += 1
+@numba.njit(cache=True, nogil=True)
+def _select(a, n, k):
+    """Partially order a[:n] in place so that a[k] is its k-th smallest value, a[:k] <= a[k] and
+    a[k + 1:n] >= a[k] (Hoare/Wirth quickselect, median-of-three pivot; no NaN in a)."""
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _signed_zero(a, n, p):
+    """The zero at rank p of a[:n] (which holds a zero at rank p) under the total order
+    -0.0 < +0.0, so the median's sign does not depend on the input order of the zeros."""
     n_neg = 0
-    for i in range(lo, hi + 1):
-        if math.copysign(1.0, buf[i]) < 0.0:
+    n_neg_zero = 0
+    for i in range(n):
+        v = a[i]
+        if v < 0.0:
             n_neg += 1
-    if p - lo < n_neg:
+        elif v == 0.0 and math.copysign(1.0, v) < 0.0:
+            n_neg_zero += 1
+    if p - n_neg < n_neg_zero:
         return -0.0
     return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _median(a, n):
+    """Median of the n finite values in a[:n] (reorders them): the middle one, or the mean of
+    the two middle ones computed in float64; bit-identical for any order of the inputs."""
+    m = n // 2
+    if n <= _INSERTION_SORT_MAX:
+        for k in range(1, n):
+            v = a[k]
+            j = k
+            while j > 0 and a[j - 1] > v:
+                a[j] = a[j - 1]
+                j -= 1
+            a[j] = v
+        hi = a[m]
+        lo = a[m - 1] if n % 2 == 0 else hi
+    else:
+        _select(a, n, m)
+        hi = a[m]
+        lo = hi
+        if n % 2 == 0:
+            lo = a[0]
+            for k in range(1, m):
+                if a[k] > lo:
+                    lo = a[k]
+    if hi == 0.0:
+        hi = _signed_zero(a, n, m)
+    if n % 2 == 1:
+        return hi
+    if lo == 0.0:
+        lo = _signed_zero(a, n, m - 1)
+    return (lo + hi) / 2.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -93,43 +157,37 @@ def composite_median_kernel(stack, out, count):
     nb = stack.shape[1]
     ny = stack.shape[2]
     nx = stack.shape[3]
+    # A strip of _TILE_X pixels of one row is copied to a (pixel, band, time) scratch tile with
+    # sequential reads, so the per-pixel work does not stride through T * B planes.
+    tile = np.empty((_TILE_X, nb, nt), dtype=np.float32)
     idx = np.empty(nt, dtype=np.int64)
     buf = np.empty(nt, dtype=np.float64)
     for y in range(ny):
-        for x in range(nx):
-            n = 0
+        for x0 in range(0, nx, _TILE_X):
+            w = min(_TILE_X, nx - x0)
             for t in range(nt):
-                valid = True
                 for b in range(nb):
-                    if not np.isfinite(stack[t, b, y, x]):
-                        valid = False
-                        break
-                if valid:
-                    idx[n] = t
-                    n += 1
-            count[y, x] = n
-            if n == 0:
-                continue
-            for b in range(nb):
-                if n <= _INSERTION_SORT_MAX:
-                    for i in range(n):
-                        v = np.float64(stack[idx[i], b, y, x])
-                        j = i
-                        while j > 0 and buf[j - 1] > v:
-                            buf[j] = buf[j - 1]
-                            j -= 1
-                        buf[j] = v
-                else:
-                    for i in range(n):
-                        buf[i] = stack[idx[i], b, y, x]
-                    buf[:n].sort()
-                m = n // 2
-                if n % 2 == 1:
-                    out[b, y, x] = np.float32(_sorted_value(buf, n, m))
-                else:
-                    lo = _sorted_value(buf, n, m - 1)
-                    hi = _sorted_value(buf, n, m)
-                    out[b, y, x] = np.float32((lo + hi) / 2.0)
+                    for i in range(w):
+                        tile[i, b, t] = stack[t, b, y, x0 + i]
+            for i in range(w):
+                px = tile[i]
+                n = 0
+                for t in range(nt):
+                    valid = True
+                    for b in range(nb):
+                        if not np.isfinite(px[b, t]):
+                            valid = False
+                            break
+                    if valid:
+                        idx[n] = t
+                        n += 1
+                count[y, x0 + i] = n
+                if n == 0:
+                    continue
+                for b in range(nb):
+                    for k in range(n):
+                        buf[k] = px[b, idx[k]]
+                    out[b, y, x0 + i] = np.float32(_median(buf, n))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -140,24 +198,27 @@ def composite_latest_kernel(stack, out, source, count):
     nb = stack.shape[1]
     ny = stack.shape[2]
     nx = stack.shape[3]
-    for y in range(ny):
+    ok = np.empty(nx, dtype=np.bool_)
+    for y in range(ny):  # row at a time: sequential reads along x
         for x in range(nx):
-            n = 0
-            last = -1
-            for t in range(nt):
-                valid = True
-                for b in range(nb):
+            count[y, x] = 0
+            source[y, x] = -1
+        for t in range(nt):
+            for x in range(nx):
+                ok[x] = True
+            for b in range(nb):
+                for x in range(nx):
                     if not np.isfinite(stack[t, b, y, x]):
-                        valid = False
-                        break
-                if valid:
-                    n += 1
-                    last = t
-            count[y, x] = n
-            source[y, x] = last
-            if last >= 0:
-                for b in range(nb):
-                    out[b, y, x] = stack[last, b, y, x]
+                        ok[x] = False
+            for x in range(nx):
+                if ok[x]:
+                    count[y, x] += 1
+                    source[y, x] = t
+        for b in range(nb):
+            for x in range(nx):
+                t = source[y, x]
+                if t >= 0:
+                    out[b, y, x] = stack[t, b, y, x]
 
 
 # --------------------------------------------------------------------------------------------
