@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rich.markup import escape as esc
+
 from pipeline.report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 EPILOG = """\
@@ -74,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from rich.console import Console
 
-    console = Console(stderr=False, highlight=False)
-    err = Console(stderr=True, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     from pipeline.errors import AquilaError, InputError
 
     try:
@@ -85,20 +87,20 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.workflow import load_spec
 
             spec = load_spec(args.spec)
-            console.print(f"[green]ok[/green] {args.spec}: workflow {spec.name!r}")
+            console.print(f"[green]ok[/green] {esc(str(args.spec))}: workflow {spec.name!r}")
             console.print_json(spec.model_dump_json())
             return EXIT_OK
         if args.command == "demo-catalog":
             from pipeline.testing.synthetic import generate_catalog
 
             cat = generate_catalog(args.root, preset=args.preset, seed=args.seed)
-            console.print(f"wrote {len(cat.scenes)} scenes to {cat.catalog_href}")
+            console.print(f"wrote {len(cat.scenes)} scenes to {esc(str(cat.catalog_href))}")
             return EXIT_OK
     except InputError as exc:
-        err.print(f"[red]error[/red] [{exc.reason}] {exc.message}", markup=True)
+        err.print(f"[red]error[/red] {esc(f'[{exc.reason}] {exc.message}')}")
         return EXIT_BAD_INPUT
     except AquilaError as exc:
-        err.print(f"[red]failed[/red] [{exc.reason}] {exc.message}")
+        err.print(f"[red]failed[/red] {esc(f'[{exc.reason}] {exc.message}')}")
         return EXIT_FAILED
     return EXIT_FAILED  # pragma: no cover
 
@@ -129,9 +131,9 @@ def _run(args, console) -> int:
             n, rejects = value
             console.print(f"scenes: {n} usable, {len(rejects)} rejected")
             for r in rejects:
-                console.print(f"  [yellow]rejected[/yellow] {r.item_id}: [{r.reason}] {r.message}")
+                console.print(f"  [yellow]rejected[/yellow] {esc(f'{r.item_id}: [{r.reason}] {r.message}')}")
         elif kind == "planned":
-            console.print(f"plan: {value.summary()}")
+            console.print(f"plan: {esc(value.summary())}")
         elif kind == "dashboard":
             console.print(f"dashboard: [link={value}]{value}[/link]")
 
@@ -155,18 +157,18 @@ def _summary(console, report) -> None:
     console.print(f"[{colour}]{report.status}[/{colour}] run {report.run_id} "
                   f"in {report.seconds.get('total', 0):.1f} s")
     if report.error:
-        console.print(f"  error: {report.error}")
+        console.print(f"  error: {esc(report.error)}")
     console.print(f"  scenes: {report.scenes_found} found, {len(report.scenes_used)} used, "
                   f"{len(report.rejected)} rejected, {len(report.read_failures)} failed to read")
     for f in report.read_failures:
-        console.print(f"  [yellow]read failed[/yellow] {f['item']}: {f['error']}")
+        console.print(f"  [yellow]read failed[/yellow] {esc(f['item'] + ': ' + f['error'])}")
     for f in report.chunk_failures:
-        console.print(f"  [red]chunk failed[/red] {f['chunk']}: {f['error']}")
+        console.print(f"  [red]chunk failed[/red] {esc(f['chunk'] + ': ' + f['error'])}")
     if report.tasks:
         console.print(f"  {report.tasks} chunk tasks, {report.time_slots} time slots, "
                       f"{report.pixels_written:,} pixels written per band")
     for name, path in report.products.items():
-        console.print(f"  {name}: {path}")
+        console.print(f"  {name}: {esc(path)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

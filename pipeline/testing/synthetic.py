@@ -38,11 +38,11 @@ reflectance is unitless surface reflectance (0..1); angles in degrees.
 from __future__ import annotations
 
 import math
-import os
+import multiprocessing
 import shutil
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1215,7 +1215,7 @@ def generate_catalog(
     seed: int = 0,
     area_bounds: tuple[float, float, float, float] | None = None,
     scenes_per_provider: int | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> SyntheticCatalog:
     """Generate the synthetic catalog under ``root`` (created; previous output replaced).
 
@@ -1229,8 +1229,8 @@ def generate_catalog(
             EPSG:32632 metres.
         scenes_per_provider: override of the preset's scene count per provider
             (>= 2 for each provider's union to cover the area).
-        workers: threads rendering/writing scenes in parallel (default: CPU count,
-            at most 4). Output does not depend on it.
+        workers: number of forked worker processes rendering/writing scenes
+            (default 1: in-process, no fork). Output does not depend on it.
 
     Returns:
         The :class:`SyntheticCatalog` (scene parameters and oracles).
@@ -1252,13 +1252,13 @@ def generate_catalog(
     for pi, spec in enumerate(PROVIDERS.values()):
         for scene in _plan_provider(spec, pi, area, n, seed):  # type: ignore[arg-type]
             jobs.append((scene, spec, root / spec.collection / scene.item_id))
-    nworkers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-        if nworkers > 1:
-            with ThreadPoolExecutor(nworkers) as pool:
-                results = list(pool.map(lambda j: _write_scene(*j), jobs))
-        else:
-            results = [_write_scene(*j) for j in jobs]
+    if workers > 1:
+        # rasterio holds the GIL while writing COGs, so parallelism needs processes
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            results = list(pool.map(_write_scene, *zip(*jobs, strict=True)))
+    else:
+        results = [_write_scene(*j) for j in jobs]
 
     catalog = pystac.Catalog(
         id=f"aquila-synthetic-{preset}",

@@ -1,0 +1,122 @@
+"""Items → Scenes: each provider's conventions resolve to the right calibration and grid."""
+
+from __future__ import annotations
+
+import json
+
+import pystac
+import pytest
+
+from pipeline.catalog.normalise import normalise_item
+from pipeline.catalog.source import SearchQuery, iter_items
+from pipeline.errors import SceneRejected
+from pipeline.io.hrefs import HrefPolicy
+
+BANDS = ("blue", "green", "red", "nir")
+
+
+@pytest.fixture(scope="module")
+def items(tiny_catalog):
+    found = list(iter_items(str(tiny_catalog.catalog_href), SearchQuery()))
+    assert all(isinstance(i, pystac.Item) for i in found)
+    return {i.collection_id: i for i in found}
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_catalog):
+    return HrefPolicy.for_catalog(str(tiny_catalog.catalog_href))
+
+
+# (collection, band) -> (asset, index, nodata, scale, offset, crs, pixel size): the conventions
+# each synthetic provider publishes (Sentinel-2 >= 04.00, Landsat C2 L2, PlanetScope-like)
+EXPECTED = {
+    ("north", "blue"): ("B02", 1, 0.0, 1e-4, -0.1, "EPSG:32632", 10.0),
+    ("north", "nir"): ("B08", 1, 0.0, 1e-4, -0.1, "EPSG:32632", 10.0),
+    ("south", "red"): ("red", 1, 0.0, 2.75e-5, -0.2, "EPSG:32632", 30.0),
+    ("south", "nir"): ("nir08", 1, 0.0, 2.75e-5, -0.2, "EPSG:32632", 30.0),
+    ("east", "blue"): ("analytic", 1, 65535.0, 5e-5, 0.0, "EPSG:32633", 20.0),
+    ("east", "nir"): ("analytic", 4, 65535.0, 5e-5, 0.0, "EPSG:32633", 20.0),
+}
+
+
+@pytest.mark.parametrize(("key", "expected"), EXPECTED.items(), ids=lambda v: str(v))
+def test_band_calibration_per_provider(items, policy, key, expected):
+    collection, band = key
+    scene = normalise_item(items[collection], bands=BANDS, policy=policy)
+    src = scene.bands[BANDS.index(band)]
+    asset, index, nodata, scale, offset, crs, res = expected
+    assert (src.asset, src.index, src.nodata, src.scale, src.offset) == (
+        asset, index, nodata, scale, offset)
+    assert src.grid.crs == crs and src.grid.transform[0] == res
+    assert src.dtype == "uint16"
+
+
+def test_quality_assets(items, policy):
+    north = normalise_item(items["north"], bands=BANDS, policy=policy)
+    (scl,) = north.quality
+    assert scl.asset == "SCL" and scl.grid.transform[0] == 20.0  # asset-level proj
+    assert set(scl.masked_values) == {0, 3, 8, 9}  # no_data, shadows, cloud medium/high
+    south = normalise_item(items["south"], bands=BANDS, policy=policy)
+    (qa,) = south.quality
+    assert {(o, n) for o, n, _ in qa.bitfields} >= {(0, 1), (3, 1), (4, 1)}
+    east = normalise_item(items["east"], bands=BANDS, policy=policy)
+    assert set(east.quality[0].masked_values) == {1, 2, 255}
+
+
+def test_scene_fields(items, policy):
+    s = normalise_item(items["south"], bands=BANDS, policy=policy)
+    assert s.collection == "south" and s.datetime.tzinfo is not None
+    assert s.sun_elevation is not None and s.footprint.bounds[0] > 8.9
+    # solar day: ~10:05 UTC at 9° E is ~10:41 local, same calendar day
+    assert s.solar_day == s.datetime.date()
+
+
+def _edited(item: pystac.Item, edit) -> pystac.Item:
+    d = item.to_dict()
+    edit(d)
+    out = pystac.Item.from_dict(d)
+    out.set_self_href(item.get_self_href())
+    return out
+
+
+def test_missing_band_is_rejected_with_what_is_offered(items, policy):
+    with pytest.raises(SceneRejected) as err:
+        normalise_item(items["north"], bands=("red", "swir16"), policy=policy)
+    assert err.value.reason == "missing_band"
+    assert "swir16" in str(err.value) and "'red'" in str(err.value)
+
+
+def test_href_outside_the_catalog_is_rejected_before_io(items, policy):
+    def edit(d):
+        d["assets"]["B04"]["href"] = "/etc/passwd.tif"
+
+    with pytest.raises(SceneRejected) as err:
+        normalise_item(_edited(items["north"], edit), bands=BANDS, policy=policy)
+    assert err.value.reason == "href_not_allowed"
+
+
+def test_item_without_datetime_is_a_reject_in_the_walk(catalog_copy):
+    item_file = sorted(catalog_copy.glob("east/*/*.json"))[0]
+    doc = json.loads(item_file.read_text())
+    doc["properties"]["datetime"] = None
+    item_file.write_text(json.dumps(doc))
+    found = list(iter_items(str(catalog_copy / "catalog.json"), SearchQuery()))
+    rejects = [f for f in found if not isinstance(f, pystac.Item)]
+    assert [(r.item_id, r.reason) for r in rejects] == [(item_file.stem, "item_unreadable")]
+    assert "datetime" in rejects[0].message
+    assert sum(isinstance(f, pystac.Item) for f in found) == len(found) - 1
+
+
+def test_grid_from_file_header_when_proj_is_absent(items, policy):
+    def edit(d):
+        for key in [k for k in d["properties"] if k.startswith("proj:")]:
+            del d["properties"][key]
+        for a in d["assets"].values():
+            for key in [k for k in a if k.startswith("proj:")]:
+                del a[key]
+
+    plain = normalise_item(items["south"], bands=BANDS, policy=policy)
+    headed = normalise_item(_edited(items["south"], edit), bands=BANDS, policy=policy)
+    assert [b.grid.transform for b in headed.bands] == [b.grid.transform for b in plain.bands]
+    assert json.dumps([b.grid.shape for b in headed.bands]) == json.dumps(
+        [b.grid.shape for b in plain.bands])
