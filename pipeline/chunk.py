@@ -64,12 +64,14 @@ def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
     slots: list[tuple[int, np.ndarray]] = []
     used: list[str] = []
     failures: list[tuple[str, str, str]] = []
+    windows: dict = {}  # index maps by source grid: the bands of one asset grid share them
     for slot_scenes in task.slots:
         slot = np.full((nb, chunk.height, chunk.width), np.nan, dtype=np.float32)
         filled = 0
         for scene in slot_scenes.scenes:
             try:
-                read = read_scene(scene, chunk, resampling=outputs.resampling, reader=reader)
+                read = read_scene(scene, chunk, resampling=outputs.resampling, reader=reader,
+                                  windows=windows)
             except ReadError as exc:
                 failures.append((scene.id, exc.reason, exc.message))
                 continue
@@ -116,10 +118,19 @@ def composite(
 
 
 def read_scene(
-    scene: Scene, chunk: ChunkGrid, *, resampling: str, reader: RasterReader
+    scene: Scene, chunk: ChunkGrid, *, resampling: str, reader: RasterReader,
+    windows: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """One scene on the chunk's grid: reflectance (B, Y, X) float32 (NaN = nodata) and the
-    quality mask (Y, X) bool. None when the scene's rasters do not reach the chunk."""
+    quality mask (Y, X) bool. None when the scene's rasters do not reach the chunk.
+    ``windows`` memoises index maps by source grid within one chunk."""
+    windows = {} if windows is None else windows
+
+    def window(grid):
+        if grid not in windows:
+            windows[grid] = nearest_window(chunk, grid)
+        return windows[grid]
+
     nb = len(scene.bands)
     values = np.full((nb, chunk.height, chunk.width), np.nan, dtype=np.float32)
     any_read = False
@@ -130,7 +141,7 @@ def read_scene(
         offset = np.array([b.offset for _, b in group], dtype=np.float64)
         nodata = first.nodata
         if resampling == "nearest":
-            win = nearest_window(chunk, first.grid)
+            win = window(first.grid)
             if win is None:
                 continue
             dn = reader.read(first.href, [b.index for _, b in group],
@@ -149,7 +160,7 @@ def read_scene(
         return None
     masked = np.zeros((chunk.height, chunk.width), dtype=bool)
     for q in scene.quality:
-        win = nearest_window(chunk, q.grid)
+        win = window(q.grid)
         if win is None:
             masked[:] = True  # no quality information here: do not trust the pixels
             continue
@@ -219,10 +230,12 @@ def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
     written = 0
     if outputs.cube_store is not None and out.slots:
         group = zarr.open_group(str(outputs.cube_store), mode="r+")
+        arrays = [group[name] for name in outputs.bands]
         for slot_index, arr in out.slots:
-            for b, name in enumerate(outputs.bands):
-                group[name][slot_index, ys, xs] = arr[b]
-            written += c.height * c.width
+            # whole-chunk writes (store chunks are (1, chunk, chunk)): no read-modify-write
+            for b, zarray in enumerate(arrays):
+                zarray[slot_index, ys, xs] = arr[b]
+        written += c.height * c.width * len(out.slots)
     if outputs.mosaic_store is not None and out.mosaic is not None:
         group = zarr.open_group(str(outputs.mosaic_store), mode="r+")
         for b, name in enumerate(outputs.bands):

@@ -397,6 +397,7 @@ STACK_CASES = [
     "odd_counts",
     "long_t",  # > the insertion-sort threshold: the introsort path
     "ties_and_signed_zeros",
+    "long_t_ties_and_signed_zeros",
     "inf",
     "non_contiguous",
 ]
@@ -406,7 +407,7 @@ def stack_case(case: str, rng) -> np.ndarray:
     nt, nb, ny, nx = 6, 3, 5, 7
     if case == "t1":
         nt = 1
-    if case == "long_t":
+    if case.startswith("long_t"):
         nt = 80
     stack = rng.uniform(-0.1, 1.0, (nt, nb, ny, nx)).astype(np.float32)
     holes = rng.random((nt, ny, nx)) < 0.3
@@ -426,7 +427,7 @@ def stack_case(case: str, rng) -> np.ndarray:
         for y in range(ny):
             for x in range(nx):
                 stack[rng.permutation(nt)[k:], 0, y, x] = np.nan
-    elif case == "ties_and_signed_zeros":
+    elif case in ("ties_and_signed_zeros", "long_t_ties_and_signed_zeros"):
         choices = np.array([0.0, -0.0, 0.25, 0.25, 1.0, np.nan], dtype=np.float32)
         stack = choices[rng.integers(0, len(choices), stack.shape)]
     elif case == "inf":
@@ -508,6 +509,7 @@ def test_composite_known_values():
         ((0.0, -0.0), 0.0),
         ((-0.0, -0.0), -0.0),
         ((-1.0, -0.0, 0.0, 0.0), 0.0),
+        ((-1.0, -0.0, -0.0, 0.0), -0.0),
     ]:
         for perm in itertools.permutations(values):
             out, _ = composite_median(np.array(perm, np.float32).reshape(-1, 1, 1, 1))
@@ -549,6 +551,21 @@ def test_median_property(stack, data):
     out_p, count_p = composite_median(stack[list(perm)])
     assert np.array_equal(bits(out_p), bits(out))  # bit-identical, signed zeros included
     np.testing.assert_array_equal(count_p, count)
+
+
+@PROPS
+@given(data=st.data())
+def test_median_quickselect_property(data):
+    """More than 32 valid observations: the quickselect path, with many ties."""
+    shape = (data.draw(st.integers(33, 90)), data.draw(st.integers(1, 2)), 1, 2)
+    few = st.sampled_from([np.nan, 0.0, -0.0, 0.25, 0.5, -1.0])
+    stack = data.draw(hnp.arrays(np.float32, shape, elements=st.one_of(few, _floats32)))
+    out, count = composite_median(stack)
+    ref_out, ref_count = composite_median_reference(stack)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(count, ref_count)
+    perm = data.draw(st.permutations(range(shape[0])))
+    assert np.array_equal(bits(composite_median(stack[list(perm)])[0]), bits(out))
 
 
 @PROPS

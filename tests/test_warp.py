@@ -64,11 +64,22 @@ def test_index_map_does_not_depend_on_chunking(crs):
             np.testing.assert_array_equal(c, wc[sl])
 
 
-def test_window_is_clipped_and_outside_is_minus_one():
-    src = RasterGrid("EPSG:32632", (10.0, 0.0, 500640.0, 0.0, -10.0, 5004000.0), (50, 50))
+@pytest.mark.parametrize("crs", ["EPSG:32632", "EPSG:32633"])
+def test_window_is_clipped_and_outside_pixels_index_outside_it(crs):
+    tr = Transformer.from_crs(32632, crs, always_xy=True)
+    x0, y0 = tr.transform(500640, 5004000)
+    src = RasterGrid(crs, (10.0, 0.0, round(x0), 0.0, -10.0, round(y0)), (50, 50))
     win = nearest_window(GRID.chunk_grid(0, 0), src)
-    assert (win.row0, win.col0, win.height, win.width) == (0, 0, 50, 50)
-    assert (win.cols[:, :64] == -1).all() and (win.cols[:50, 64:114] >= 0).all()
-    assert (win.rows[50:] == -1).all()
+    inside_r = (win.rows >= 0) & (win.rows < win.height)
+    inside_c = (win.cols >= 0) & (win.cols < win.width)
+    inside = inside_r & inside_c
+    # independent: a pixel is inside iff its centre falls in the 500 m source square
+    a, _, c, _, e, f = GRID.chunk_grid(0, 0).transform
+    xx, yy = np.meshgrid(c + a * (np.arange(128) + 0.5), f + e * (np.arange(128) + 0.5))
+    sx, sy = tr.transform(xx, yy)
+    expect = (sx >= src.transform[2]) & (sx < src.transform[2] + 500) & (
+        sy <= src.transform[5]) & (sy > src.transform[5] - 500)
+    assert (inside == expect).mean() > 0.999  # exact up to pixel-edge rounding
+    assert win.height <= 50 and win.width <= 50 and win.row0 >= 0 and win.col0 >= 0
     far = RasterGrid("EPSG:32632", (10.0, 0.0, 600000.0, 0.0, -10.0, 5004000.0), (50, 50))
     assert nearest_window(GRID.chunk_grid(0, 0), far) is None

@@ -31,8 +31,8 @@ class SourceWindow:
     col0: int
     height: int
     width: int
-    rows: np.ndarray  # (Y, X) int32, relative to row0; -1 = outside the source
-    cols: np.ndarray  # (Y, X) int32, relative to col0; -1 = outside the source
+    rows: np.ndarray  # (Y, X) int32, relative to row0; outside [0, height) = no source pixel
+    cols: np.ndarray  # (Y, X) int32, relative to col0; outside [0, width) = no source pixel
 
 
 @lru_cache(maxsize=64)
@@ -49,19 +49,31 @@ def source_pixel_coords(chunk: ChunkGrid, grid: RasterGrid) -> tuple[np.ndarray,
     """Fractional source (row, col) of every chunk pixel centre; arrays (Y, X) float64.
 
     Pixel i covers [i, i + 1) in fractional coordinates, so ``floor`` gives the nearest pixel.
+    For a same-CRS axis-aligned source the arrays are broadcast views of 1-D rows/cols.
     """
+    sep = _separable(chunk, grid)
+    if sep is not None:
+        rows, cols = sep
+        shape = (chunk.height, chunk.width)
+        return np.broadcast_to(rows[:, None], shape), np.broadcast_to(cols[None, :], shape)
+    return _transformed(chunk, grid)
+
+
+def _separable(chunk: ChunkGrid, grid: RasterGrid) -> tuple[np.ndarray, np.ndarray] | None:
+    """1-D fractional source rows (Y,) and cols (X,) when the mapping is separable, else None."""
     a, b, c, d, e, f = chunk.transform
     sa, sb, sc, sd, se, sf = grid.transform
-    axis_aligned = b == 0 and d == 0 and sb == 0 and sd == 0
-    if axis_aligned and _same_crs(chunk.crs, grid.crs):
-        x = c + a * (np.arange(chunk.width) + 0.5)
-        y = f + e * (np.arange(chunk.height) + 0.5)
-        cols = (x - sc) / sa
-        rows = (y - sf) / se
-        return np.broadcast_to(rows[:, None], (chunk.height, chunk.width)), np.broadcast_to(
-            cols[None, :], (chunk.height, chunk.width)
-        )
-    # Node grid anchored to global pixel indices (multiples of NODE_STEP), covering the chunk.
+    if not (b == 0 and d == 0 and sb == 0 and sd == 0 and _same_crs(chunk.crs, grid.crs)):
+        return None
+    x = c + a * (np.arange(chunk.width) + 0.5)
+    y = f + e * (np.arange(chunk.height) + 0.5)
+    return (y - sf) / se, (x - sc) / sa
+
+
+def _transformed(chunk: ChunkGrid, grid: RasterGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Exact transform on a node grid anchored to global pixel indices, bilinear in between."""
+    a, b, c, d, e, f = chunk.transform
+    sa, sb, sc, sd, se, sf = grid.transform
     gy = np.arange(chunk.y0, chunk.y0 + chunk.height)
     gx = np.arange(chunk.x0, chunk.x0 + chunk.width)
     ny0, ny1 = (gy[0] // NODE_STEP) * NODE_STEP, -(-(gy[-1] + 1) // NODE_STEP) * NODE_STEP
@@ -69,47 +81,67 @@ def source_pixel_coords(chunk: ChunkGrid, grid: RasterGrid) -> tuple[np.ndarray,
     node_y = np.arange(ny0, ny1 + 1, NODE_STEP)
     node_x = np.arange(nx0, nx1 + 1, NODE_STEP)
     # global pixel index -> chunk-local -> map coords of pixel centres (affine of the chunk)
-    ly = node_y - chunk.y0 + 0.5
-    lx = node_x - chunk.x0 + 0.5
-    LX, LY = np.meshgrid(lx, ly)
-    mx = c + a * LX + b * LY
-    my = f + d * LX + e * LY
+    lx, ly = np.meshgrid(node_x - chunk.x0 + 0.5, node_y - chunk.y0 + 0.5)
+    mx = c + a * lx + b * ly
+    my = f + d * lx + e * ly
     sx, sy = _transformer(chunk.crs, grid.crs).transform(mx, my)
     det = sa * se - sb * sd
     ccol = (se * (sx - sc) - sb * (sy - sf)) / det
     crow = (-sd * (sx - sc) + sa * (sy - sf)) / det
-    # bilinear interpolation of the node values onto every pixel
+    # bilinear = linear along x on every node row, then linear along y (two full-size passes)
     ty = (gy - ny0) / NODE_STEP
     tx = (gx - nx0) / NODE_STEP
     iy = np.minimum(ty.astype(np.int64), len(node_y) - 2)
     ix = np.minimum(tx.astype(np.int64), len(node_x) - 2)
     fy = (ty - iy)[:, None]
-    fx = (tx - ix)[None, :]
+    fx = tx - ix
 
     def interp(v: np.ndarray) -> np.ndarray:
-        v00 = v[iy][:, ix]
-        v01 = v[iy][:, ix + 1]
-        v10 = v[iy + 1][:, ix]
-        v11 = v[iy + 1][:, ix + 1]
-        return (v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy
+        along_x = v[:, ix] * (1 - fx) + v[:, ix + 1] * fx  # (node rows, X)
+        return along_x[iy] * (1 - fy) + along_x[iy + 1] * fy
 
     return interp(crow), interp(ccol)
 
 
+def _span(idx: np.ndarray, inside: np.ndarray, size: int, pad: int) -> tuple[int, int]:
+    lo = max(int(idx[inside].min()) - pad, 0)
+    hi = min(int(idx[inside].max()) + 1 + pad, size)
+    return lo, hi
+
+
 def nearest_window(chunk: ChunkGrid, grid: RasterGrid, *, pad: int = 0) -> SourceWindow | None:
-    """The source window and nearest-neighbour index maps for one chunk, or None if disjoint."""
-    frow, fcol = source_pixel_coords(chunk, grid)
-    rows = np.floor(frow).astype(np.int64)
-    cols = np.floor(fcol).astype(np.int64)
+    """The source window and nearest-neighbour index maps for one chunk, or None if disjoint.
+
+    Indices are relative to the window; a pixel outside the source raster gets an index outside
+    ``[0, height) × [0, width)`` (negative or too large), which the kernels skip.
+    """
     h, w = grid.shape
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    shape = (chunk.height, chunk.width)
+    sep = _separable(chunk, grid)
+    if sep is not None:
+        r1 = np.floor(sep[0]).astype(np.int64)
+        c1 = np.floor(sep[1]).astype(np.int64)
+        rin, cin = (r1 >= 0) & (r1 < h), (c1 >= 0) & (c1 < w)
+        if not (rin.any() and cin.any()):
+            return None
+        row0, row1 = _span(r1, rin, h, pad)
+        col0, col1 = _span(c1, cin, w, pad)
+        rows = np.broadcast_to(_clip32(r1 - row0)[:, None], shape)
+        cols = np.broadcast_to(_clip32(c1 - col0)[None, :], shape)
+        return SourceWindow(row0, col0, row1 - row0, col1 - col0, rows, cols)
+    frow, fcol = _transformed(chunk, grid)
+    rows64 = np.floor(frow, out=frow)
+    cols64 = np.floor(fcol, out=fcol)
+    inside = (rows64 >= 0) & (rows64 < h) & (cols64 >= 0) & (cols64 < w)
     if not inside.any():
         return None
-    r_in, c_in = rows[inside], cols[inside]
-    row0 = max(int(r_in.min()) - pad, 0)
-    col0 = max(int(c_in.min()) - pad, 0)
-    row1 = min(int(r_in.max()) + 1 + pad, h)
-    col1 = min(int(c_in.max()) + 1 + pad, w)
-    rel_r = np.where(inside, rows - row0, -1).astype(np.int32)
-    rel_c = np.where(inside, cols - col0, -1).astype(np.int32)
-    return SourceWindow(row0, col0, row1 - row0, col1 - col0, rel_r, rel_c)
+    row0, row1 = _span(rows64, inside, h, pad)
+    col0, col1 = _span(cols64, inside, w, pad)
+    rows = _clip32(rows64 - row0)
+    cols = _clip32(cols64 - col0)
+    return SourceWindow(row0, col0, row1 - row0, col1 - col0, rows, cols)
+
+
+def _clip32(a: np.ndarray) -> np.ndarray:
+    """To int32 without wrap-around for far-away pixels (they stay outside the window)."""
+    return np.clip(a, -1, np.iinfo(np.int32).max).astype(np.int32)

@@ -28,7 +28,7 @@ MAX_TIME = int(np.iinfo(np.uint16).max)
 
 # Up to this many valid observations the median insertion-sorts the scratch buffer; above it,
 # it uses quickselect (O(n)).
-_INSERTION_SORT_MAX = 64
+_INSERTION_SORT_MAX = 32
 # Pixels per scratch tile of the median (tile = _TILE_X * B * T float32, L1/L2-sized).
 _TILE_X = 64
 
