@@ -70,8 +70,9 @@ def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
         filled = 0
         for scene in slot_scenes.scenes:
             try:
-                read = read_scene(scene, chunk, resampling=outputs.resampling, reader=reader,
-                                  windows=windows)
+                read = read_scene(
+                    scene, chunk, resampling=outputs.resampling, reader=reader, windows=windows
+                )
             except ReadError as exc:
                 failures.append((scene.id, exc.reason, exc.message))
                 continue
@@ -118,7 +119,11 @@ def composite(
 
 
 def read_scene(
-    scene: Scene, chunk: ChunkGrid, *, resampling: str, reader: RasterReader,
+    scene: Scene,
+    chunk: ChunkGrid,
+    *,
+    resampling: str,
+    reader: RasterReader,
     windows: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """One scene on the chunk's grid: reflectance (B, Y, X) float32 (NaN = nodata) and the
@@ -144,11 +149,20 @@ def read_scene(
             win = window(first.grid)
             if win is None:
                 continue
-            dn = reader.read(first.href, [b.index for _, b in group],
-                             (win.row0, win.col0, win.height, win.width))
-            gather_calibrate(dn, win.rows, win.cols, band_out,
-                             np.nan if nodata is None else float(nodata), nodata is not None,
-                             scale, offset, values)
+            dn = reader.read(
+                first.href, [b.index for _, b in group], (win.row0, win.col0, win.height, win.width)
+            )
+            gather_calibrate(
+                dn,
+                win.rows,
+                win.cols,
+                band_out,
+                np.nan if nodata is None else float(nodata),
+                nodata is not None,
+                scale,
+                offset,
+                values,
+            )
         else:
             warped = _warp_gdal(first, [b.index for _, b in group], chunk, resampling, reader)
             if warped is None:
@@ -188,10 +202,12 @@ def _lut(q: QualitySource) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _identity_maps(chunk: ChunkGrid) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.broadcast_to(np.arange(chunk.height, dtype=np.int32)[:, None],
-                           (chunk.height, chunk.width))
-    cols = np.broadcast_to(np.arange(chunk.width, dtype=np.int32)[None, :],
-                           (chunk.height, chunk.width))
+    rows = np.broadcast_to(
+        np.arange(chunk.height, dtype=np.int32)[:, None], (chunk.height, chunk.width)
+    )
+    cols = np.broadcast_to(
+        np.arange(chunk.width, dtype=np.int32)[None, :], (chunk.height, chunk.width)
+    )
     return np.ascontiguousarray(rows), np.ascontiguousarray(cols)
 
 
@@ -210,8 +226,14 @@ def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, rea
     t = Affine(*band.grid.transform) * Affine.translation(win.col0, win.row0)
     out = np.full((len(indexes), chunk.height, chunk.width), np.nan, dtype=np.float32)
     reproject(
-        src, out, src_transform=t, src_crs=band.grid.crs, src_nodata=np.nan,
-        dst_transform=Affine(*chunk.transform), dst_crs=chunk.crs, dst_nodata=np.nan,
+        src,
+        out,
+        src_transform=t,
+        src_crs=band.grid.crs,
+        src_nodata=np.nan,
+        dst_transform=Affine(*chunk.transform),
+        dst_crs=chunk.crs,
+        dst_nodata=np.nan,
         resampling=Resampling[resampling],
     )
     return out
@@ -254,8 +276,10 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
     t1 = time.perf_counter()
     written = write_chunk(out, outputs=outputs)
     t2 = time.perf_counter()
-    valid = int((out.mosaic["count"] > 0).sum()) if out.mosaic is not None else int(
-        sum(np.isfinite(a[0]).sum() for _, a in out.slots)
+    valid = (
+        int((out.mosaic["count"] > 0).sum())
+        if out.mosaic is not None
+        else int(sum(np.isfinite(a[0]).sum() for _, a in out.slots))
     )
     return ChunkSummary(
         chunk=task.chunk.name,

@@ -33,39 +33,80 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a workflow spec (YAML) and write its products",
-                         description="Run a workflow: search the catalog, normalise items, plan "
-                         "one task per output chunk, compute on Dask, write Zarr products and a "
-                         "run report (JSON, next to the products).")
+    run = sub.add_parser(
+        "run",
+        help="run a workflow spec (YAML) and write its products",
+        description="Run a workflow: search the catalog, normalise items, plan "
+        "one task per output chunk, compute on Dask, write Zarr products and a "
+        "run report (JSON, next to the products).",
+    )
     run.add_argument("spec", type=Path, help="workflow spec file, e.g. workflows/demo.yaml")
     where = run.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="use an existing Dask scheduler (tcp://host:8786) instead of "
-                       "starting a local cluster")
-    where.add_argument("--direct", action="store_true",
-                       help="run every chunk in this process without Dask (debugging)")
-    run.add_argument("--workers", type=int, default=2, metavar="N",
-                     help="local cluster: worker processes (default 2)")
-    run.add_argument("--threads", type=int, default=1, metavar="N",
-                     help="local cluster: threads per worker (default 1)")
-    run.add_argument("--memory-limit", default="auto", metavar="SIZE",
-                     help="local cluster: memory per worker, e.g. 4GiB (default: auto)")
-    run.add_argument("--dashboard", default="127.0.0.1:8787", metavar="HOST:PORT",
-                     help="local cluster: dashboard address (default 127.0.0.1:8787, loopback)")
-    run.add_argument("--gdal-cache-mb", type=int, default=256, metavar="MB",
-                     help="GDAL block cache per worker process (default 256)")
-    run.add_argument("--report", type=Path, metavar="FILE",
-                     help="where to write the run report (default: beside the products)")
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use an existing Dask scheduler (tcp://host:8786) instead of starting a local cluster",
+    )
+    where.add_argument(
+        "--direct",
+        action="store_true",
+        help="run every chunk in this process without Dask (debugging)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="local cluster: worker processes (default 2)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="local cluster: threads per worker (default 1)",
+    )
+    run.add_argument(
+        "--memory-limit",
+        default="auto",
+        metavar="SIZE",
+        help="local cluster: memory per worker, e.g. 4GiB (default: auto)",
+    )
+    run.add_argument(
+        "--dashboard",
+        default="127.0.0.1:8787",
+        metavar="HOST:PORT",
+        help="local cluster: dashboard address (default 127.0.0.1:8787, loopback)",
+    )
+    run.add_argument(
+        "--gdal-cache-mb",
+        type=int,
+        default=256,
+        metavar="MB",
+        help="GDAL block cache per worker process (default 256)",
+    )
+    run.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="where to write the run report (default: beside the products)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    val = sub.add_parser("validate", help="check a workflow spec and exit",
-                         description="Load and validate a workflow spec; print it resolved.")
+    val = sub.add_parser(
+        "validate",
+        help="check a workflow spec and exit",
+        description="Load and validate a workflow spec; print it resolved.",
+    )
     val.add_argument("spec", type=Path)
 
-    demo = sub.add_parser("demo-catalog", help="generate the synthetic multi-provider catalog",
-                          description="Write a deterministic static STAC catalog of real COGs "
-                          "from three synthetic providers (different CRS, resolution, nodata, "
-                          "scale/offset, band layout), with known true reflectance.")
+    demo = sub.add_parser(
+        "demo-catalog",
+        help="generate the synthetic multi-provider catalog",
+        description="Write a deterministic static STAC catalog of real COGs "
+        "from three synthetic providers (different CRS, resolution, nodata, "
+        "scale/offset, band layout), with known true reflectance.",
+    )
     demo.add_argument("root", type=Path, help="output folder, e.g. catalogs/demo")
     demo.add_argument("--preset", default="demo", help="tiny | demo | medium (default demo)")
     demo.add_argument("--seed", type=int, default=0)
@@ -115,15 +156,25 @@ def _run(args, console) -> int:
 
     spec = load_spec(args.spec)
     options = RunOptions(
-        cluster=ClusterOptions(scheduler=args.scheduler, n_workers=args.workers,
-                               threads_per_worker=args.threads, memory_limit=args.memory_limit,
-                               dashboard_address=args.dashboard),
+        cluster=ClusterOptions(
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            threads_per_worker=args.threads,
+            memory_limit=args.memory_limit,
+            dashboard_address=args.dashboard,
+        ),
         direct=args.direct,
         reader=ReaderSettings(gdal_cache_mb=args.gdal_cache_mb),
         report_path=args.report,
     )
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=console, disable=args.no_progress)
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.no_progress,
+    )
     state: dict = {}
 
     def on_event(kind: str, value) -> None:
@@ -131,7 +182,9 @@ def _run(args, console) -> int:
             n, rejects = value
             console.print(f"scenes: {n} usable, {len(rejects)} rejected")
             for r in rejects:
-                console.print(f"  [yellow]rejected[/yellow] {esc(f'{r.item_id}: [{r.reason}] {r.message}')}")
+                console.print(
+                    f"  [yellow]rejected[/yellow] {esc(f'{r.item_id}: [{r.reason}] {r.message}')}"
+                )
         elif kind == "planned":
             console.print(f"plan: {esc(value.summary())}")
         elif kind == "dashboard":
@@ -144,8 +197,9 @@ def _run(args, console) -> int:
         bar.update(state["task"], completed=done)
 
     try:
-        report = run_workflow(spec, spec_path=str(args.spec), options=options,
-                              progress=progress, on_event=on_event)
+        report = run_workflow(
+            spec, spec_path=str(args.spec), options=options, progress=progress, on_event=on_event
+        )
     finally:
         bar.stop()
     _summary(console, report)
@@ -154,19 +208,25 @@ def _run(args, console) -> int:
 
 def _summary(console, report) -> None:
     colour = {"success": "green", "partial": "yellow"}.get(report.status, "red")
-    console.print(f"[{colour}]{report.status}[/{colour}] run {report.run_id} "
-                  f"in {report.seconds.get('total', 0):.1f} s")
+    console.print(
+        f"[{colour}]{report.status}[/{colour}] run {report.run_id} "
+        f"in {report.seconds.get('total', 0):.1f} s"
+    )
     if report.error:
         console.print(f"  error: {esc(report.error)}")
-    console.print(f"  scenes: {report.scenes_found} found, {len(report.scenes_used)} used, "
-                  f"{len(report.rejected)} rejected, {len(report.read_failures)} failed to read")
+    console.print(
+        f"  scenes: {report.scenes_found} found, {len(report.scenes_used)} used, "
+        f"{len(report.rejected)} rejected, {len(report.read_failures)} failed to read"
+    )
     for f in report.read_failures:
         console.print(f"  [yellow]read failed[/yellow] {esc(f['item'] + ': ' + f['error'])}")
     for f in report.chunk_failures:
         console.print(f"  [red]chunk failed[/red] {esc(f['chunk'] + ': ' + f['error'])}")
     if report.tasks:
-        console.print(f"  {report.tasks} chunk tasks, {report.time_slots} time slots, "
-                      f"{report.pixels_written:,} pixels written per band")
+        console.print(
+            f"  {report.tasks} chunk tasks, {report.time_slots} time slots, "
+            f"{report.pixels_written:,} pixels written per band"
+        )
     for name, path in report.products.items():
         console.print(f"  {name}: {esc(path)}")
 

@@ -99,11 +99,19 @@ class TargetGrid:
         sub = self.tiles[iy, ix]
         t = sub.transform
         return ChunkGrid(
-            iy, ix, iy * self.chunk, ix * self.chunk, sub.shape.y, sub.shape.x, self.crs,
+            iy,
+            ix,
+            iy * self.chunk,
+            ix * self.chunk,
+            sub.shape.y,
+            sub.shape.x,
+            self.crs,
             (t.a, t.b, t.c, t.d, t.e, t.f),
         )
 
-    def chunks_touching(self, footprint: BaseGeometry, *, pad_pixels: float = 2.0) -> list[tuple[int, int]]:
+    def chunks_touching(
+        self, footprint: BaseGeometry, *, pad_pixels: float = 2.0
+    ) -> list[tuple[int, int]]:
         """Chunk indices (iy, ix) whose area intersects a lon/lat footprint (padded a little)."""
         g = geom.Geometry(footprint, "EPSG:4326").to_crs(self.crs)
         g = g.buffer(pad_pixels * abs(self.transform[0]))

@@ -109,7 +109,9 @@ def make_plan(scenes: Sequence[Scene], *, grid: TargetGrid, outputs: Outputs) ->
     slots = time_slots(used)
     slot_of = {sid: slot.index for slot in slots for sid in slot.scene_ids}
     ordered = sorted(used, key=lambda s: (slot_of[s.id], s.datetime, s.id))
-    per_chunk: dict[tuple[int, int], dict[int, list[Scene]]] = defaultdict(lambda: defaultdict(list))
+    per_chunk: dict[tuple[int, int], dict[int, list[Scene]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for scene in ordered:
         for key in touching[scene.id]:
             per_chunk[key][slot_of[scene.id]].append(scene)

@@ -57,8 +57,14 @@ def discover(spec: WorkflowSpec) -> tuple[list[Scene], list[Reject], int]:
             rejects.append(entry)
             continue
         if entry.id in seen:
-            rejects.append(Reject(entry.id, entry.collection_id, "duplicate_id",
-                                  "the same item id appears twice; the first one is used"))
+            rejects.append(
+                Reject(
+                    entry.id,
+                    entry.collection_id,
+                    "duplicate_id",
+                    "the same item id appears twice; the first one is used",
+                )
+            )
             continue
         seen.add(entry.id)
         try:
@@ -72,8 +78,13 @@ def target_grid(spec: WorkflowSpec, scenes: Sequence[Scene]) -> TargetGrid:
     g = spec.grid
     if g.bounds is not None:
         return TargetGrid.from_bounds(g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk)
-    return TargetGrid.covering((s.footprint for s in scenes), crs=g.crs,
-                               resolution=g.resolution, chunk=g.chunk, bbox=spec.bbox)
+    return TargetGrid.covering(
+        (s.footprint for s in scenes),
+        crs=g.crs,
+        resolution=g.resolution,
+        chunk=g.chunk,
+        bbox=spec.bbox,
+    )
 
 
 def outputs_of(spec: WorkflowSpec) -> Outputs:
@@ -97,8 +108,16 @@ def create_stores(plan: Plan, attrs: dict[str, Any]) -> None:
 
 def task_key(task: ChunkTask, outputs: Outputs) -> str:
     """Readable, deterministic task name: the chunk and a hash of its inputs (no scene ids)."""
-    ident = repr((task.chunk, [(s.slot, [(sc.id, [b.href for b in sc.bands]) for sc in s.scenes])
-                               for s in task.slots], outputs))
+    ident = repr(
+        (
+            task.chunk,
+            [
+                (s.slot, [(sc.id, [b.href for b in sc.bands]) for sc in s.scenes])
+                for s in task.slots
+            ],
+            outputs,
+        )
+    )
     return f"chunk-{task.chunk.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
@@ -113,8 +132,9 @@ def _chunk_task(task: ChunkTask, outputs: Outputs, settings: ReaderSettings) -> 
     return process_chunk(task, outputs=outputs, reader=_PROCESS_READER)
 
 
-def execute_direct(plan: Plan, settings: ReaderSettings,
-                   progress: Progress | None = None) -> list[ChunkSummary]:
+def execute_direct(
+    plan: Plan, settings: ReaderSettings, progress: Progress | None = None
+) -> list[ChunkSummary]:
     """The same chunk function, in this process, no Dask."""
     reader = RasterReader(settings)
     out = []
@@ -128,26 +148,32 @@ def execute_direct(plan: Plan, settings: ReaderSettings,
     return out
 
 
-def execute_dask(client, plan: Plan, settings: ReaderSettings,
-                 progress: Progress | None = None) -> tuple[list[ChunkSummary], list[dict]]:
+def execute_dask(
+    client, plan: Plan, settings: ReaderSettings, progress: Progress | None = None
+) -> tuple[list[ChunkSummary], list[dict]]:
     """Submit one task per chunk and gather the summaries as they complete."""
     from distributed import as_completed
 
     futures = {
-        client.submit(_chunk_task, task, plan.outputs, settings,
-                      key=task_key(task, plan.outputs), pure=False, retries=1): task
+        client.submit(
+            _chunk_task,
+            task,
+            plan.outputs,
+            settings,
+            key=task_key(task, plan.outputs),
+            pure=False,
+            retries=1,
+        ): task
         for task in plan.tasks
     }
     summaries: list[ChunkSummary] = []
     failed: list[dict] = []
-    done = 0
-    for fut in as_completed(futures):
+    for done, fut in enumerate(as_completed(futures), 1):
         task = futures[fut]
         try:
             summaries.append(fut.result())
         except Exception as exc:  # noqa: BLE001 - reported per chunk, the run goes on
             failed.append({"chunk": task.chunk.name, "error": f"{type(exc).__name__}: {exc}"})
-        done += 1
         if progress:
             progress(done, len(futures))
     return summaries, failed
@@ -170,8 +196,9 @@ def run_workflow(
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    report = RunReport(run_id=run_id, workflow=spec.name, spec=spec_path,
-                       started=started.isoformat())
+    report = RunReport(
+        run_id=run_id, workflow=spec.name, spec=spec_path, started=started.isoformat()
+    )
     report_path = options.report_path or default_report_path(spec)
     try:
         scenes, rejects, found = discover(spec)
@@ -188,8 +215,12 @@ def run_workflow(
         plan = make_plan(scenes, grid=grid, outputs=outputs_of(spec))
         if not plan.tasks:
             raise NoScenesError("no scene footprint touches the grid; check grid.bounds and bbox")
-        report.grid = {"crs": grid.crs, "transform": list(grid.transform),
-                       "shape": list(grid.shape), "chunk": grid.chunk}
+        report.grid = {
+            "crs": grid.crs,
+            "transform": list(grid.transform),
+            "shape": list(grid.shape),
+            "chunk": grid.chunk,
+        }
         report.tasks = len(plan.tasks)
         report.time_slots = len(plan.slots)
         emit("planned", plan)
@@ -235,8 +266,9 @@ def _finish(report: RunReport, t0: float, path: Path) -> None:
     report.products.setdefault("report", str(path))
 
 
-def _collect(report: RunReport, plan: Plan, summaries: Iterable[ChunkSummary],
-             failed: list[dict]) -> None:
+def _collect(
+    report: RunReport, plan: Plan, summaries: Iterable[ChunkSummary], failed: list[dict]
+) -> None:
     used: set[str] = set()
     failures: dict[tuple[str, str], list[str]] = {}
     for s in summaries:
@@ -246,8 +278,10 @@ def _collect(report: RunReport, plan: Plan, summaries: Iterable[ChunkSummary],
             failures.setdefault((scene_id, f"[{reason}] {message}"), []).append(s.chunk)
     order = {s.id: i for i, s in enumerate(plan.scenes)}
     report.scenes_used = sorted(used, key=lambda i: order.get(i, 0))
-    report.read_failures = [{"item": sid, "error": msg, "chunks": sorted(ch)}
-                            for (sid, msg), ch in sorted(failures.items())]
+    report.read_failures = [
+        {"item": sid, "error": msg, "chunks": sorted(ch)}
+        for (sid, msg), ch in sorted(failures.items())
+    ]
     report.chunk_failures = failed
     o = plan.outputs
     if o.cube_store:
@@ -281,9 +315,14 @@ def _commit(plan: Plan, report: RunReport, attrs: dict[str, Any]) -> None:
         write_attrs(o.cube_store, lineage)
     if o.mosaic_store is not None:
         sources = [
-            {"index": slot.index, "time": slot.time.isoformat(), "collection": slot.collection,
-             "scenes": [sid for sid in slot.scene_ids if sid in used]}
+            {
+                "index": slot.index,
+                "time": slot.time.isoformat(),
+                "collection": slot.collection,
+                "scenes": [sid for sid in slot.scene_ids if sid in used],
+            }
             for slot in plan.slots
         ]
-        write_attrs(o.mosaic_store, lineage | {"aquila:method": o.mosaic_method,
-                                               "sources": sources})
+        write_attrs(
+            o.mosaic_store, lineage | {"aquila:method": o.mosaic_method, "sources": sources}
+        )

@@ -57,7 +57,7 @@ class GridSpec(_Strict):
     @classmethod
     def _bounds_ordered(cls, value: tuple[float, float, float, float] | None):
         if value is not None and not (value[0] < value[2] and value[1] < value[3]):
-            raise ValueError("bounds must be [xmin, ymin, xmax, ymax] with xmin < xmax, ymin < ymax")
+            raise ValueError("bounds are [xmin, ymin, xmax, ymax] with xmin < xmax, ymin < ymax")
         return value
 
 
@@ -250,7 +250,8 @@ def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     roots = spec.allowed_roots
     if roots is not None:
         roots = tuple(r if "://" in r else str(resolve(Path(r))) for r in roots)
-    return spec.model_copy(update={"catalog": catalog, "products": products, "allowed_roots": roots})
+    update = {"catalog": catalog, "products": products, "allowed_roots": roots}
+    return spec.model_copy(update=update)
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

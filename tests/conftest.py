@@ -35,13 +35,30 @@ def cluster():
     from distributed import Client, LocalCluster
 
     os.environ.setdefault("DASK_DISTRIBUTED__WORKER__DAEMON", "True")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as lc, Client(lc) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as lc,
+        Client(lc) as client,
+    ):
         yield client
 
 
-def make_spec_dict(catalog_root: Path, out: Path, *, bounds, method="median", cube=True,
-                   chunk=128, resolution=10.0, **extra) -> dict:
+def make_spec_dict(
+    catalog_root: Path,
+    out: Path,
+    *,
+    bounds,
+    method="median",
+    cube=True,
+    chunk=128,
+    resolution=10.0,
+    **extra,
+) -> dict:
     products = {"mosaic": {"store": str(out / "mosaic.zarr"), "method": method}}
     if cube:
         products["cube"] = {"store": str(out / "cube.zarr")}
@@ -50,8 +67,13 @@ def make_spec_dict(catalog_root: Path, out: Path, *, bounds, method="median", cu
         "name": "test",
         "catalog": str(catalog_root / "catalog.json"),
         "bands": ["blue", "green", "red", "nir"],
-        "grid": {"crs": "EPSG:32632", "resolution": resolution, "bounds": list(bounds),
-                 "chunk": chunk, "resampling": "nearest"},
+        "grid": {
+            "crs": "EPSG:32632",
+            "resolution": resolution,
+            "bounds": list(bounds),
+            "chunk": chunk,
+            "resampling": "nearest",
+        },
         "products": products,
     }
     spec.update(extra)

@@ -20,8 +20,9 @@ BIN = Path(sys.executable).parent
 
 
 def aquila(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "aquila"), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "aquila"), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_help_explains_commands_and_exit_codes():
@@ -46,8 +47,12 @@ def test_typo_in_spec_exits_2_with_a_helpful_message(tmp_path, tiny_catalog):
 
 
 def test_no_scene_is_bad_input(tmp_path, tiny_catalog):
-    spec = make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds,
-                          datetime="2020-01-01/2020-01-31")
+    spec = make_spec_dict(
+        tiny_catalog.root,
+        tmp_path,
+        bounds=tiny_catalog.area_bounds,
+        datetime="2020-01-01/2020-01-31",
+    )
     path = tmp_path / "empty.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = aquila("run", str(path), "--direct")
@@ -62,18 +67,49 @@ def external_scheduler(tmp_path):
     """A cluster started the way an operator would: `dask scheduler` and `dask worker`."""
     sched_file = tmp_path / "scheduler.json"
     env = dict(os.environ)
-    procs = [subprocess.Popen(
-        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    ]
     try:
         deadline = time.time() + 60
         while not sched_file.exists() and time.time() < deadline:
             time.sleep(0.2)
-        procs.append(subprocess.Popen(
-            [str(BIN / "dask"), "worker", "--scheduler-file", str(sched_file), "--nworkers", "2",
-             "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "dask"),
+                    "worker",
+                    "--scheduler-file",
+                    str(sched_file),
+                    "--nworkers",
+                    "2",
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        )
         from distributed import Client
 
         with Client(scheduler_file=str(sched_file), timeout="30s") as c:
@@ -91,8 +127,9 @@ def external_scheduler(tmp_path):
 
 
 def test_run_against_an_external_scheduler(tmp_path, tiny_catalog, external_scheduler):
-    spec = make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds,
-                          method="latest", cube=False)
+    spec = make_spec_dict(
+        tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds, method="latest", cube=False
+    )
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = aquila("run", str(path), "--scheduler", external_scheduler, "--no-progress")

@@ -103,8 +103,9 @@ def test_cube_layout(median_run, tiny_catalog):
 
 
 def test_latest_mosaic_points_at_the_latest_valid_slot(tiny_catalog, cluster, tmp_path):
-    spec = make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds,
-                          method="latest")
+    spec = make_spec_dict(
+        tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds, method="latest"
+    )
     report = run(spec, scheduler=cluster.scheduler.address)
     assert report.status == "success", report.error
     cube = open_store(tmp_path / "cube.zarr").load()
@@ -171,8 +172,9 @@ def test_tasks_grow_with_chunks_not_scenes(tmp_path_factory, cluster):
             if item.stem not in keep:
                 shutil.rmtree(item.parent)
         _drop_dangling_links(sub / "catalog")
-        spec = make_spec_dict(sub / "catalog", sub / "out", bounds=cat.area_bounds, chunk=128,
-                              cube=False)
+        spec = make_spec_dict(
+            sub / "catalog", sub / "out", bounds=cat.area_bounds, chunk=128, cube=False
+        )
         with get_task_stream(cluster) as ts:
             report = run(spec, scheduler=cluster.scheduler.address)
         assert report.status == "success", report.error
@@ -187,7 +189,8 @@ def _drop_dangling_links(root: Path) -> None:
     for coll in root.glob("*/collection.json"):
         doc = json.loads(coll.read_text())
         doc["links"] = [
-            link for link in doc["links"]
+            link
+            for link in doc["links"]
             if link["rel"] != "item" or (coll.parent / link["href"]).exists()
         ]
         coll.write_text(json.dumps(doc))

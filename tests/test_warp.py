@@ -11,8 +11,9 @@ from pipeline.catalog.scene import RasterGrid
 from pipeline.grid import TargetGrid
 from pipeline.io.warp import nearest_window, source_pixel_coords
 
-GRID = TargetGrid.from_bounds((500000, 5000000, 504000, 5004000), crs="EPSG:32632",
-                              resolution=10, chunk=128)
+GRID = TargetGrid.from_bounds(
+    (500000, 5000000, 504000, 5004000), crs="EPSG:32632", resolution=10, chunk=128
+)
 
 
 def test_same_crs_30m_source_by_hand():
@@ -32,13 +33,15 @@ def test_other_crs_matches_exact_per_pixel_transform():
     # a 20 m north-up source in the neighbouring zone (EPSG:32633)
     tr = Transformer.from_crs(32632, 32633, always_xy=True)
     x0, y0 = tr.transform(499000, 5005000)
-    src = RasterGrid("EPSG:32633", (20.0, 0.0, round(x0, -1), 0.0, -20.0, round(y0, -1)),
-                     (400, 400))
+    src = RasterGrid(
+        "EPSG:32633", (20.0, 0.0, round(x0, -1), 0.0, -20.0, round(y0, -1)), (400, 400)
+    )
     chunk = GRID.chunk_grid(1, 2)
     rows, cols = source_pixel_coords(chunk, src)
     a, _, c, _, e, f = chunk.transform
-    xx, yy = np.meshgrid(c + a * (np.arange(chunk.width) + 0.5),
-                         f + e * (np.arange(chunk.height) + 0.5))
+    xx, yy = np.meshgrid(
+        c + a * (np.arange(chunk.width) + 0.5), f + e * (np.arange(chunk.height) + 0.5)
+    )
     sx, sy = tr.transform(xx, yy)
     exact_c = (sx - src.transform[2]) / src.transform[0]
     exact_r = (sy - src.transform[5]) / src.transform[4]
@@ -51,8 +54,9 @@ def test_index_map_does_not_depend_on_chunking(crs):
     tr = Transformer.from_crs(32632, crs, always_xy=True)
     x0, y0 = tr.transform(499500, 5004500)
     src = RasterGrid(crs, (20.0, 0.0, round(x0, -1), 0.0, -20.0, round(y0, -1)), (300, 300))
-    big = TargetGrid.from_bounds((500000, 5000000, 504000, 5004000), crs="EPSG:32632",
-                                 resolution=10, chunk=400)
+    big = TargetGrid.from_bounds(
+        (500000, 5000000, 504000, 5004000), crs="EPSG:32632", resolution=10, chunk=400
+    )
     whole = big.chunk_grid(0, 0)
     wr, wc = (np.floor(a).astype(int) for a in source_pixel_coords(whole, src))
     for iy in range(GRID.chunk_counts[0]):
@@ -77,8 +81,12 @@ def test_window_is_clipped_and_outside_pixels_index_outside_it(crs):
     a, _, c, _, e, f = GRID.chunk_grid(0, 0).transform
     xx, yy = np.meshgrid(c + a * (np.arange(128) + 0.5), f + e * (np.arange(128) + 0.5))
     sx, sy = tr.transform(xx, yy)
-    expect = (sx >= src.transform[2]) & (sx < src.transform[2] + 500) & (
-        sy <= src.transform[5]) & (sy > src.transform[5] - 500)
+    expect = (
+        (sx >= src.transform[2])
+        & (sx < src.transform[2] + 500)
+        & (sy <= src.transform[5])
+        & (sy > src.transform[5] - 500)
+    )
     assert (inside == expect).mean() > 0.999  # exact up to pixel-edge rounding
     assert win.height <= 50 and win.width <= 50 and win.row0 >= 0 and win.col0 >= 0
     far = RasterGrid("EPSG:32632", (10.0, 0.0, 600000.0, 0.0, -10.0, 5004000.0), (50, 50))

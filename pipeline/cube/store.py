@@ -32,8 +32,10 @@ COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 def _base_dataset(grid: TargetGrid) -> dict[str, Any]:
     y, x = grid.coords()
-    return {"y": ("y", y, {"units": "m", "long_name": "y (pixel centre)"}),
-            "x": ("x", x, {"units": "m", "long_name": "x (pixel centre)"})}
+    return {
+        "y": ("y", y, {"units": "m", "long_name": "y (pixel centre)"}),
+        "x": ("x", x, {"units": "m", "long_name": "x (pixel centre)"}),
+    }
 
 
 def _finish(ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs: Mapping) -> None:
@@ -48,8 +50,9 @@ def _finish(ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs
     if store.exists():
         shutil.rmtree(store)
     store.parent.mkdir(parents=True, exist_ok=True)
-    ds.to_zarr(str(store), compute=False, mode="w", encoding=encoding, zarr_format=3,
-               consolidated=False)
+    ds.to_zarr(
+        str(store), compute=False, mode="w", encoding=encoding, zarr_format=3, consolidated=False
+    )
 
 
 def _affine(grid: TargetGrid):
@@ -59,8 +62,12 @@ def _affine(grid: TargetGrid):
 
 
 def create_cube(
-    store: Path, grid: TargetGrid, bands: Sequence[str], slots: Sequence[TimeSlot],
-    *, attrs: Mapping[str, Any],
+    store: Path,
+    grid: TargetGrid,
+    bands: Sequence[str],
+    slots: Sequence[TimeSlot],
+    *,
+    attrs: Mapping[str, Any],
 ) -> None:
     """An empty cube: (time, y, x) float32 per band, chunks (1, chunk, chunk)."""
     ny, nx = grid.shape
@@ -71,37 +78,57 @@ def create_cube(
     coords["collection"] = ("time", np.array([s.collection for s in slots], dtype=object))
     shape = (len(slots), ny, nx)
     data = {
-        b: (("time", "y", "x"), da.full(shape, np.nan, dtype=np.float32, chunks=(1, c, c)),
-            {"long_name": f"{b} reflectance", "units": "1"})
+        b: (
+            ("time", "y", "x"),
+            da.full(shape, np.nan, dtype=np.float32, chunks=(1, c, c)),
+            {"long_name": f"{b} reflectance", "units": "1"},
+        )
         for b in bands
     }
-    enc = {b: {"chunks": (1, c, c), "compressors": [COMPRESSOR], "_FillValue": np.nan}
-           for b in bands}
+    enc = {
+        b: {"chunks": (1, c, c), "compressors": [COMPRESSOR], "_FillValue": np.nan} for b in bands
+    }
     enc["time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
     _finish(xr.Dataset(data, coords=coords), grid, store, enc, attrs)
 
 
 def create_mosaic(
-    store: Path, grid: TargetGrid, bands: Sequence[str], *, method: str,
+    store: Path,
+    grid: TargetGrid,
+    bands: Sequence[str],
+    *,
+    method: str,
     attrs: Mapping[str, Any],
 ) -> None:
     """An empty mosaic: (y, x) float32 per band, plus ``count`` (and ``source`` for latest)."""
     ny, nx = grid.shape
     c = grid.chunk
     data: dict[str, Any] = {
-        b: (("y", "x"), da.full((ny, nx), np.nan, dtype=np.float32, chunks=(c, c)),
-            {"long_name": f"{b} reflectance ({method} mosaic)", "units": "1"})
+        b: (
+            ("y", "x"),
+            da.full((ny, nx), np.nan, dtype=np.float32, chunks=(c, c)),
+            {"long_name": f"{b} reflectance ({method} mosaic)", "units": "1"},
+        )
         for b in bands
     }
-    enc: dict[str, Any] = {b: {"chunks": (c, c), "compressors": [COMPRESSOR], "_FillValue": np.nan}
-                           for b in bands}
-    data["count"] = (("y", "x"), da.zeros((ny, nx), dtype=np.uint16, chunks=(c, c)),
-                     {"long_name": "valid observations per pixel"})
+    enc: dict[str, Any] = {
+        b: {"chunks": (c, c), "compressors": [COMPRESSOR], "_FillValue": np.nan} for b in bands
+    }
+    data["count"] = (
+        ("y", "x"),
+        da.zeros((ny, nx), dtype=np.uint16, chunks=(c, c)),
+        {"long_name": "valid observations per pixel"},
+    )
     enc["count"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "fill_value": 0}
     if method == "latest":
-        data["source"] = (("y", "x"), da.full((ny, nx), -1, dtype=np.int32, chunks=(c, c)),
-                          {"long_name": "time slot index of the chosen observation (-1: none); "
-                                        "see the 'sources' attribute"})
+        data["source"] = (
+            ("y", "x"),
+            da.full((ny, nx), -1, dtype=np.int32, chunks=(c, c)),
+            {
+                "long_name": "time slot index of the chosen observation (-1: none); "
+                "see the 'sources' attribute"
+            },
+        )
         enc["source"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "fill_value": -1}
     _finish(xr.Dataset(data, coords=_base_dataset(grid)), grid, store, enc, attrs)
 

@@ -79,7 +79,9 @@ class RasterReader:
             old.close()
         return ds
 
-    def read(self, href: str, indexes: Sequence[int], window: tuple[int, int, int, int]) -> np.ndarray:
+    def read(
+        self, href: str, indexes: Sequence[int], window: tuple[int, int, int, int]
+    ) -> np.ndarray:
         """Read bands ``indexes`` (1-based) in window (row0, col0, height, width) → (b, h, w)."""
         row0, col0, height, width = window
         ds = self.dataset(href)

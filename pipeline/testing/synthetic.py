@@ -712,12 +712,18 @@ def _area_polygon_in(crs: str, area: tuple[float, float, float, float], step: fl
     return shapely.transform(poly, lambda c: np.column_stack(_from_area(crs, c[:, 0], c[:, 1])))
 
 
+_FOOTPRINT_STEP_M = 1000.0
+"""Densification step of item footprints (m): UTM<->lon/lat curvature error << 1 cm."""
+
+
 def _valid_polygon(scene: SyntheticScene) -> Polygon:
     """Data footprint in EPSG:32632: raster extent intersected with the swath half-plane."""
-    raster = shapely.segmentize(box(*scene.bounds), 5.0 * scene.resolution)
+    raster = box(*scene.bounds)
     if scene.crs != AREA_CRS:
+        # straight 1 km edges in the neighbouring UTM zone bend by far less than 1 mm
         raster = shapely.transform(
-            raster, lambda c: np.column_stack(_to_area(scene.crs, c[:, 0], c[:, 1]))
+            shapely.segmentize(raster, _FOOTPRINT_STEP_M),
+            lambda c: np.column_stack(_to_area(scene.crs, c[:, 0], c[:, 1])),
         )
     a, b, c = scene.swath
     # the line point nearest the raster centre, the line direction, and the valid side +(a, b)
@@ -734,8 +740,8 @@ def _valid_polygon(scene: SyntheticScene) -> Polygon:
 
 
 def _lonlat_geometry(poly_area: Polygon) -> tuple[dict[str, Any], list[float]]:
-    """EPSG:32632 polygon -> GeoJSON polygon in lon/lat (densified to 1 km) and its bbox."""
-    dense = shapely.segmentize(poly_area, 1000.0)
+    """EPSG:32632 polygon -> GeoJSON polygon in lon/lat (densified) and its bbox."""
+    dense = shapely.segmentize(poly_area, _FOOTPRINT_STEP_M)
     ll = shapely.transform(
         dense,
         lambda c: np.round(
