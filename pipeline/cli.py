@@ -100,6 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     val.add_argument("spec", type=Path)
 
+    ql = sub.add_parser(
+        "quicklook",
+        help="render a mosaic (or a cube slot) as a true-colour PNG",
+        description="Write a PNG of a product: red/green/blue, reflectance 0..--max → 0..255.",
+    )
+    ql.add_argument("store", type=Path, help="a mosaic.zarr or cube.zarr")
+    ql.add_argument("png", type=Path, help="output PNG path")
+    ql.add_argument("--max", type=float, default=0.3, help="reflectance shown as white (0.3)")
+    ql.add_argument("--step", type=int, default=1, help="keep every N-th pixel (default 1)")
+    ql.add_argument("--time", type=int, default=None, help="cube: time index (default: last)")
+
     demo = sub.add_parser(
         "demo-catalog",
         help="generate the synthetic multi-provider catalog",
@@ -130,6 +141,22 @@ def main(argv: list[str] | None = None) -> int:
             spec = load_spec(args.spec)
             console.print(f"[green]ok[/green] {esc(str(args.spec))}: workflow {spec.name!r}")
             console.print_json(spec.model_dump_json())
+            return EXIT_OK
+        if args.command == "quicklook":
+            from pipeline.quicklook import quicklook
+
+            png = quicklook(args.store, args.png, max_reflectance=args.max, step=args.step,
+                            time_index=args.time)
+            console.print(f"wrote {esc(str(png))}")
+            return EXIT_OK
+        if args.command == "quicklook":
+            from pipeline.quicklook import quicklook
+
+            png = quicklook(
+                args.store, args.png, max_reflectance=args.max, step=args.step,
+                time_index=args.time,
+            )
+            console.print(f"wrote {esc(str(png))}")
             return EXIT_OK
         if args.command == "demo-catalog":
             from pipeline.testing.synthetic import generate_catalog

@@ -140,3 +140,24 @@ def test_run_against_an_external_scheduler(tmp_path, tiny_catalog, external_sche
     assert (m["source"].values >= 0).mean() > 0.99
     assert np.isfinite(m["red"].values).mean() > 0.99
     assert not (tmp_path / "cube.zarr").exists(), "the spec asked for the mosaic alone"
+
+
+def test_quicklook_writes_a_png(median_store_for_cli, tmp_path):
+    png = tmp_path / "q.png"
+    out = aquila("quicklook", str(median_store_for_cli), str(png), "--step", "2")
+    assert out.returncode == 0, out.stderr
+    import rasterio
+
+    with rasterio.open(png) as ds:
+        assert ds.count == 3 and ds.dtypes[0] == "uint8"
+        assert ds.width == 200 and ds.height == 200  # 400 px at step 2
+        assert ds.read().max() > 0
+
+
+@pytest.fixture()
+def median_store_for_cli(tmp_path, tiny_catalog):
+    spec = make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds, cube=False)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert aquila("run", str(path), "--direct", "--no-progress").returncode == 0
+    return tmp_path / "mosaic.zarr"
