@@ -36,7 +36,7 @@ class ChunkOutput:
 
     chunk: ChunkGrid
     slots: tuple[tuple[int, np.ndarray], ...]
-    mosaic: dict[str, np.ndarray] | None
+    mosaics: tuple[dict[str, np.ndarray], ...]  # one per Outputs.mosaics, same order
     used: tuple[str, ...]
     failures: tuple[tuple[str, str, str], ...]  # (scene id, reason, message)
 
@@ -85,30 +85,31 @@ def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
                 filled += n
         if filled:
             slots.append((slot_scenes.slot, slot))
-    mosaic = None
-    if outputs.mosaic_store is not None:
-        mosaic = composite(slots, nb, chunk, method=outputs.mosaic_method)
-    return ChunkOutput(chunk, tuple(slots), mosaic, tuple(used), tuple(failures))
+    stack = np.stack([a for _, a in slots]) if slots and outputs.mosaics else None
+    index = np.array([i for i, _ in slots], dtype=np.int32)
+    mosaics = tuple(
+        composite(stack, index, nb, chunk, method=m.method) for m in outputs.mosaics
+    )
+    return ChunkOutput(chunk, tuple(slots), mosaics, tuple(used), tuple(failures))
 
 
 def composite(
-    slots: Sequence[tuple[int, np.ndarray]], nb: int, chunk: ChunkGrid, *, method: str
+    stack: np.ndarray | None, index: np.ndarray, nb: int, chunk: ChunkGrid, *, method: str
 ) -> dict[str, np.ndarray]:
-    """Mosaic of the chunk's slots (ascending time): bands (B, Y, X), count, source (slot index)."""
-    if not slots:
+    """Mosaic of the chunk's slot stack (T, B, Y, X), ascending time; ``index`` maps the stack's
+    t to the cube's slot index. Returns bands (B, Y, X), count, and source (slot index)."""
+    if stack is None:
         shape = (chunk.height, chunk.width)
         return {
             "bands": np.full((nb, *shape), np.nan, np.float32),
             "count": np.zeros(shape, np.uint16),
             "source": np.full(shape, -1, np.int32),
         }
-    stack = np.stack([a for _, a in slots])  # (T, B, Y, X)
     if method == "median":
         bands, count = composite_median(stack)
         source = None
     elif method == "latest":
         bands, local, count = composite_latest(stack)
-        index = np.array([i for i, _ in slots], dtype=np.int32)
         source = np.where(local >= 0, index[np.maximum(local, 0)], -1).astype(np.int32)
     else:  # pragma: no cover - the spec model restricts the method
         raise ValueError(f"unknown mosaic method {method!r}")
@@ -258,13 +259,13 @@ def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
             for b, zarray in enumerate(arrays):
                 zarray[slot_index, ys, xs] = arr[b]
         written += c.height * c.width * len(out.slots)
-    if outputs.mosaic_store is not None and out.mosaic is not None:
-        group = zarr.open_group(str(outputs.mosaic_store), mode="r+")
+    for spec, mosaic in zip(outputs.mosaics, out.mosaics, strict=True):
+        group = zarr.open_group(str(spec.store), mode="r+")
         for b, name in enumerate(outputs.bands):
-            group[name][ys, xs] = out.mosaic["bands"][b]
-        group["count"][ys, xs] = out.mosaic["count"]
-        if "source" in out.mosaic:
-            group["source"][ys, xs] = out.mosaic["source"]
+            group[name][ys, xs] = mosaic["bands"][b]
+        group["count"][ys, xs] = mosaic["count"]
+        if "source" in mosaic:
+            group["source"][ys, xs] = mosaic["source"]
         written += c.height * c.width
     return written
 
@@ -277,8 +278,8 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
     written = write_chunk(out, outputs=outputs)
     t2 = time.perf_counter()
     valid = (
-        int((out.mosaic["count"] > 0).sum())
-        if out.mosaic is not None
+        int((out.mosaics[0]["count"] > 0).sum())
+        if out.mosaics
         else int(sum(np.isfinite(a[0]).sum() for _, a in out.slots))
     )
     return ChunkSummary(

@@ -49,14 +49,19 @@ class ChunkTask:
 
 
 @dataclass(frozen=True)
+class MosaicOutput:
+    store: Path
+    method: str
+
+
+@dataclass(frozen=True)
 class Outputs:
-    """Where the products go and how they are computed."""
+    """Where the products go and how they are computed. All mosaics share one read."""
 
     bands: tuple[str, ...]
     resampling: str
     cube_store: Path | None
-    mosaic_store: Path | None
-    mosaic_method: str
+    mosaics: tuple[MosaicOutput, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pipeline.errors import AquilaError, InputError, NoScenesError, SceneRejecte
 from pipeline.grid import TargetGrid
 from pipeline.io.hrefs import HrefPolicy
 from pipeline.io.reader import RasterReader, ReaderSettings
-from pipeline.plan import ChunkTask, Outputs, Plan, make_plan
+from pipeline.plan import ChunkTask, MosaicOutput, Outputs, Plan, make_plan
 from pipeline.report import RunReport
 from pipeline.runtime.cluster import ClusterOptions, open_client
 from pipeline.workflow import WorkflowSpec
@@ -93,8 +93,7 @@ def outputs_of(spec: WorkflowSpec) -> Outputs:
         bands=spec.bands,
         resampling=spec.grid.resampling,
         cube_store=p.cube.store if p.cube else None,
-        mosaic_store=p.mosaic.store if p.mosaic else None,
-        mosaic_method=p.mosaic.method if p.mosaic else "median",
+        mosaics=tuple(MosaicOutput(m.store, m.method) for m in p.all_mosaics),
     )
 
 
@@ -102,8 +101,8 @@ def create_stores(plan: Plan, attrs: dict[str, Any]) -> None:
     o = plan.outputs
     if o.cube_store is not None:
         create_cube(o.cube_store, plan.grid, o.bands, plan.slots, attrs=attrs)
-    if o.mosaic_store is not None:
-        create_mosaic(o.mosaic_store, plan.grid, o.bands, method=o.mosaic_method, attrs=attrs)
+    for m in o.mosaics:
+        create_mosaic(m.store, plan.grid, o.bands, method=m.method, attrs=attrs)
 
 
 def task_key(task: ChunkTask, outputs: Outputs) -> str:
@@ -255,7 +254,7 @@ def run_workflow(
 
 def default_report_path(spec: WorkflowSpec) -> Path:
     p = spec.products
-    store = p.mosaic.store if p.mosaic else p.cube.store  # type: ignore[union-attr]
+    store = p.all_mosaics[0].store if p.all_mosaics else p.cube.store  # type: ignore[union-attr]
     return store.parent / f"{spec.name}.run-report.json"
 
 
@@ -286,8 +285,8 @@ def _collect(
     o = plan.outputs
     if o.cube_store:
         report.products["cube"] = str(o.cube_store)
-    if o.mosaic_store:
-        report.products["mosaic"] = str(o.mosaic_store)
+    for m in o.mosaics:
+        report.products[f"mosaic ({m.method})"] = str(m.store)
 
 
 def _product_attrs(spec: WorkflowSpec, plan: Plan, run_id: str) -> dict[str, Any]:
@@ -313,7 +312,7 @@ def _commit(plan: Plan, report: RunReport, attrs: dict[str, Any]) -> None:
     o = plan.outputs
     if o.cube_store is not None:
         write_attrs(o.cube_store, lineage)
-    if o.mosaic_store is not None:
+    if o.mosaics:
         sources = [
             {
                 "index": slot.index,
@@ -323,6 +322,5 @@ def _commit(plan: Plan, report: RunReport, attrs: dict[str, Any]) -> None:
             }
             for slot in plan.slots
         ]
-        write_attrs(
-            o.mosaic_store, lineage | {"aquila:method": o.mosaic_method, "sources": sources}
-        )
+        for m in o.mosaics:
+            write_attrs(m.store, lineage | {"aquila:method": m.method, "sources": sources})

@@ -73,12 +73,22 @@ class MosaicProduct(_Strict):
 class Products(_Strict):
     cube: CubeProduct | None = None
     mosaic: MosaicProduct | None = None
+    mosaics: tuple[MosaicProduct, ...] = Field(
+        default=(), description="more mosaics from the same reads (e.g. median and latest)"
+    )
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Products:
-        if self.cube is None and self.mosaic is None:
+        if self.cube is None and not self.all_mosaics:
             raise ValueError("ask for at least one product: 'cube' and/or 'mosaic'")
+        stores = [m.store for m in self.all_mosaics] + ([self.cube.store] if self.cube else [])
+        if len(set(stores)) != len(stores):
+            raise ValueError("every product needs its own store")
         return self
+
+    @property
+    def all_mosaics(self) -> tuple[MosaicProduct, ...]:
+        return ((self.mosaic,) if self.mosaic else ()) + self.mosaics
 
 
 class WorkflowSpec(_Strict):
@@ -237,14 +247,15 @@ def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     catalog = spec.catalog
     if "://" not in catalog:
         catalog = str(resolve(Path(catalog)))
-    products = spec.products.model_copy(
+    def moved(product):
+        return product and product.model_copy(update={"store": resolve(product.store)})
+
+    p = spec.products
+    products = p.model_copy(
         update={
-            "cube": spec.products.cube
-            and spec.products.cube.model_copy(update={"store": resolve(spec.products.cube.store)}),
-            "mosaic": spec.products.mosaic
-            and spec.products.mosaic.model_copy(
-                update={"store": resolve(spec.products.mosaic.store)}
-            ),
+            "cube": moved(p.cube),
+            "mosaic": moved(p.mosaic),
+            "mosaics": tuple(moved(m) for m in p.mosaics),
         }
     )
     roots = spec.allowed_roots

@@ -194,3 +194,20 @@ def _drop_dangling_links(root: Path) -> None:
             if link["rel"] != "item" or (coll.parent / link["href"]).exists()
         ]
         coll.write_text(json.dumps(doc))
+
+
+def test_several_mosaics_from_one_read(tiny_catalog, tmp_path, median_run):
+    _, first = median_run
+    spec = make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds,
+                          cube=False)
+    spec["products"]["mosaics"] = [{"store": str(tmp_path / "latest.zarr"), "method": "latest"}]
+    report = run(spec, direct=True)
+    assert report.status == "success", report.error
+    assert set(report.products) >= {"mosaic (median)", "mosaic (latest)"}
+    median = open_store(tmp_path / "mosaic.zarr").load()
+    reference = open_store(first / "mosaic.zarr").load()
+    for b in BANDS:  # the same median as the median-only run
+        np.testing.assert_array_equal(median[b].values, reference[b].values)
+    latest = open_store(tmp_path / "latest.zarr")
+    assert latest.attrs["aquila:method"] == "latest" and "source" in latest
+    np.testing.assert_array_equal(latest["count"].values, median["count"].values)
