@@ -58,16 +58,19 @@ class ChunkSummary:
 
 
 def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) -> ChunkOutput:
-    """Read, calibrate, mask and merge every scene of the chunk; composite if asked."""
+    """Read, calibrate, mask and merge every scene of the chunk; composite if asked.
+
+    One (T, B, Y, X) float32 stack is allocated per task (T = slots touching the chunk) and
+    each slot is merged in place into its plane: no copy of the stack is ever made.
+    """
     chunk = task.chunk
     nb = len(outputs.bands)
-    slots: list[tuple[int, np.ndarray]] = []
+    stack = np.full((len(task.slots), nb, chunk.height, chunk.width), np.nan, dtype=np.float32)
+    filled = np.zeros(len(task.slots), dtype=bool)
     used: list[str] = []
     failures: list[tuple[str, str, str]] = []
     windows: dict = {}  # index maps by source grid: the bands of one asset grid share them
-    for slot_scenes in task.slots:
-        slot = np.full((nb, chunk.height, chunk.width), np.nan, dtype=np.float32)
-        filled = 0
+    for k, slot_scenes in enumerate(task.slots):
         for scene in slot_scenes.scenes:
             try:
                 read = read_scene(
@@ -79,18 +82,16 @@ def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
             if read is None:
                 continue
             values, masked = read
-            n = merge_first_valid(values, masked, slot)
-            if n:
+            if merge_first_valid(values, masked, stack[k]):
                 used.append(scene.id)
-                filled += n
-        if filled:
-            slots.append((slot_scenes.slot, slot))
-    stack = np.stack([a for _, a in slots]) if slots and outputs.mosaics else None
-    index = np.array([i for i, _ in slots], dtype=np.int32)
+                filled[k] = True
+    slots = tuple((s.slot, stack[k]) for k, s in enumerate(task.slots) if filled[k])
+    index = np.array([s.slot for s in task.slots], dtype=np.int32)
     mosaics = tuple(
-        composite(stack, index, nb, chunk, method=m.method) for m in outputs.mosaics
+        composite(stack if filled.any() else None, index, nb, chunk, method=m.method)
+        for m in outputs.mosaics
     )
-    return ChunkOutput(chunk, tuple(slots), mosaics, tuple(used), tuple(failures))
+    return ChunkOutput(chunk, slots, mosaics, tuple(used), tuple(failures))
 
 
 def composite(
