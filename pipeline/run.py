@@ -230,6 +230,7 @@ def run_workflow(
             summaries, failed = execute_direct(plan, options.reader, progress), []
         else:
             with open_client(options.cluster) as client:
+                report.seconds["cluster_start"] = time.perf_counter() - t1
                 report.dashboard = client.dashboard_link
                 emit("dashboard", client.dashboard_link)
                 summaries, failed = execute_dask(client, plan, options.reader, progress)
@@ -273,6 +274,8 @@ def _collect(
     for s in summaries:
         used.update(s.used)
         report.pixels_written += s.pixels_written
+        for step, sec in s.seconds.items():  # summed over tasks: where worker time went
+            report.seconds[f"tasks_{step}"] = report.seconds.get(f"tasks_{step}", 0.0) + sec
         for scene_id, reason, message in s.failures:
             failures.setdefault((scene_id, f"[{reason}] {message}"), []).append(s.chunk)
     order = {s.id: i for i, s in enumerate(plan.scenes)}

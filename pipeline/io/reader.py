@@ -34,7 +34,7 @@ class ReaderSettings:
     """Per-process reader settings, resolved once in the driver."""
 
     gdal_cache_mb: int = 256
-    max_open: int = 64
+    max_open: int = 512  # open datasets per thread; closing one drops its cached blocks
 
 
 def configure_gdal(settings: ReaderSettings) -> None:
