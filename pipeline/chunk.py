@@ -16,18 +16,20 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.catalog.scene import BandSource, QualitySource, Scene
+from pipeline.compositing import composite_method
 from pipeline.errors import ReadError
 from pipeline.grid import ChunkGrid
 from pipeline.io.reader import RasterReader
 from pipeline.io.warp import nearest_window
-from pipeline.kernels.composite import composite_latest, composite_median, merge_first_valid
+from pipeline.kernels.composite import merge_first_valid
 from pipeline.kernels.radiometry import (
     gather_calibrate,
     gather_mask,
     lut_from_bitfields,
     lut_from_classes,
 )
-from pipeline.plan import ChunkTask, Outputs
+from pipeline.methods import mosaic_layers
+from pipeline.plan import ChunkTask, MosaicOutput, Outputs
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,15 @@ class ChunkSummary:
 def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) -> ChunkOutput:
     """Read, calibrate, mask and merge every scene of the chunk; composite if asked.
 
-    One (T, B, Y, X) float32 stack is allocated per task (T = slots touching the chunk) and
-    each slot is merged in place into its plane: no copy of the stack is ever made.
+    Reads and composites happen on ``task.grid_read`` (the chunk plus a halo when a mosaic
+    needs one); outputs are cropped to the chunk. One (T, B, Y, X) float32 stack is allocated
+    per task (T = slots touching the chunk) and each slot is merged in place into its plane.
     """
-    chunk = task.chunk
+    work = task.grid_read
     nb = len(outputs.bands)
-    stack = np.full((len(task.slots), nb, chunk.height, chunk.width), np.nan, dtype=np.float32)
+    stack = np.full((len(task.slots), nb, work.height, work.width), np.nan, dtype=np.float32)
+    need_qa = any(m.method == "best-pixel" for m in outputs.mosaics)
+    qa_masked = np.zeros((len(task.slots), work.height, work.width), bool) if need_qa else None
     filled = np.zeros(len(task.slots), dtype=bool)
     used: list[str] = []
     failures: list[tuple[str, str, str]] = []
@@ -74,7 +79,7 @@ def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
         for scene in slot_scenes.scenes:
             try:
                 read = read_scene(
-                    scene, chunk, resampling=outputs.resampling, reader=reader, windows=windows
+                    scene, work, resampling=outputs.resampling, reader=reader, windows=windows
                 )
             except ReadError as exc:
                 failures.append((scene.id, exc.reason, exc.message))
@@ -82,41 +87,42 @@ def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
             if read is None:
                 continue
             values, masked = read
+            if qa_masked is not None:
+                qa_masked[k] |= masked
             if merge_first_valid(values, masked, stack[k]):
                 used.append(scene.id)
                 filled[k] = True
-    slots = tuple((s.slot, stack[k]) for k, s in enumerate(task.slots) if filled[k])
-    index = np.array([s.slot for s in task.slots], dtype=np.int32)
+        if qa_masked is not None:  # masked = a quality asset masked it and no scene filled it
+            qa_masked[k] &= ~np.isfinite(stack[k, 0])
+    crop = _crop(task)
+    slots = tuple((s.slot, stack[k][(slice(None), *crop)])
+                  for k, s in enumerate(task.slots) if filled[k])
     mosaics = tuple(
-        composite(stack if filled.any() else None, index, nb, chunk, method=m.method)
+        _cropped(composite_method(m, stack, task.slots, bands=outputs.bands,
+                                  qa_masked=qa_masked), crop)
+        if filled.any() else _empty(m, nb, task.chunk)
         for m in outputs.mosaics
     )
-    return ChunkOutput(chunk, slots, mosaics, tuple(used), tuple(failures))
+    return ChunkOutput(task.chunk, slots, mosaics, tuple(used), tuple(failures))
 
 
-def composite(
-    stack: np.ndarray | None, index: np.ndarray, nb: int, chunk: ChunkGrid, *, method: str
-) -> dict[str, np.ndarray]:
-    """Mosaic of the chunk's slot stack (T, B, Y, X), ascending time; ``index`` maps the stack's
-    t to the cube's slot index. Returns bands (B, Y, X), count, and source (slot index)."""
-    if stack is None:
-        shape = (chunk.height, chunk.width)
-        return {
-            "bands": np.full((nb, *shape), np.nan, np.float32),
-            "count": np.zeros(shape, np.uint16),
-            "source": np.full(shape, -1, np.int32),
-        }
-    if method == "median":
-        bands, count = composite_median(stack)
-        source = None
-    elif method == "latest":
-        bands, local, count = composite_latest(stack)
-        source = np.where(local >= 0, index[np.maximum(local, 0)], -1).astype(np.int32)
-    else:  # pragma: no cover - the spec model restricts the method
-        raise ValueError(f"unknown mosaic method {method!r}")
-    out = {"bands": bands, "count": count}
-    if source is not None:
-        out["source"] = source
+def _crop(task: ChunkTask) -> tuple[slice, slice]:
+    work, c = task.grid_read, task.chunk
+    dy, dx = c.y0 - work.y0, c.x0 - work.x0
+    return slice(dy, dy + c.height), slice(dx, dx + c.width)
+
+
+def _cropped(result: dict[str, np.ndarray], crop: tuple[slice, slice]) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(v[(..., *crop)]) for k, v in result.items()}
+
+
+def _empty(spec: MosaicOutput, nb: int, chunk: ChunkGrid) -> dict[str, np.ndarray]:
+    shape = (chunk.height, chunk.width)
+    out = {"bands": np.full((nb, *shape), np.nan, np.float32),
+           "count": np.zeros(shape, np.uint16)}
+    for layer in mosaic_layers(spec.method, blend_width=spec.blend_width):
+        out[layer] = np.full(shape, -1, np.int32) if layer == "source" else np.full(
+            shape, np.nan, np.float32)
     return out
 
 
@@ -264,9 +270,8 @@ def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
         group = zarr.open_group(str(spec.store), mode="r+")
         for b, name in enumerate(outputs.bands):
             group[name][ys, xs] = mosaic["bands"][b]
-        group["count"][ys, xs] = mosaic["count"]
-        if "source" in mosaic:
-            group["source"][ys, xs] = mosaic["source"]
+        for layer in ("count", *mosaic_layers(spec.method, blend_width=spec.blend_width)):
+            group[layer][ys, xs] = mosaic[layer]
         written += c.height * c.width
     return written
 

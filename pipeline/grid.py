@@ -109,6 +109,18 @@ class TargetGrid:
             (t.a, t.b, t.c, t.d, t.e, t.f),
         )
 
+    def expanded(self, chunk: ChunkGrid, halo: int) -> ChunkGrid:
+        """The chunk grown by ``halo`` pixels on every side, clipped to the grid."""
+        if halo <= 0:
+            return chunk
+        ny, nx = self.shape
+        y0, x0 = max(chunk.y0 - halo, 0), max(chunk.x0 - halo, 0)
+        y1 = min(chunk.y0 + chunk.height + halo, ny)
+        x1 = min(chunk.x0 + chunk.width + halo, nx)
+        a, b, c, d, e, f = self.transform
+        transform = (a, b, c + a * x0 + b * y0, d, e, f + d * x0 + e * y0)
+        return ChunkGrid(chunk.iy, chunk.ix, y0, x0, y1 - y0, x1 - x0, self.crs, transform)
+
     def chunks_touching(
         self, footprint: BaseGeometry, *, pad_pixels: float = 2.0
     ) -> list[tuple[int, int]]:

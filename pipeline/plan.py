@@ -8,9 +8,10 @@ the number of chunks that any scene touches; it does not grow with the number of
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.catalog.scene import Scene
@@ -26,6 +27,9 @@ class TimeSlot:
     solar_day: dt.date
     time: dt.datetime  # mean acquisition time of its scenes, UTC
     scene_ids: tuple[str, ...]
+    provider: str = ""
+    sun_elevation: float = float("nan")  # degrees, mean over its scenes (NaN: not published)
+    off_nadir: float = float("nan")  # degrees, mean over its scenes (NaN: not published)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class SlotScenes:
 
     slot: int
     scenes: tuple[Scene, ...]
+    meta: TimeSlot | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,12 @@ class ChunkTask:
 
     chunk: ChunkGrid
     slots: tuple[SlotScenes, ...]
+    work: ChunkGrid | None = None  # the chunk plus the halo its mosaics need (None: no halo)
+
+    @property
+    def grid_read(self) -> ChunkGrid:
+        """The grid the task reads and composites on; outputs are cropped to ``chunk``."""
+        return self.work or self.chunk
 
     @property
     def n_scenes(self) -> int:
@@ -50,8 +61,24 @@ class ChunkTask:
 
 @dataclass(frozen=True)
 class MosaicOutput:
+    """One mosaic product: its store, method and the method's parameters (validated upstream)."""
+
     store: Path
     method: str
+    q: float | None = None
+    priority: tuple[str, ...] = ()
+    key: str | None = None
+    weights: tuple[tuple[str, float], ...] = ()  # best-pixel weights (BestPixelWeights fields)
+    target: dt.datetime | None = None  # best-pixel target time
+    blend_width: int = 0  # pixels; 0 = no seam blending
+
+    @property
+    def halo(self) -> int:
+        """Pixels around the chunk this mosaic needs so chunk borders are seamless."""
+        halo = self.blend_width
+        if self.method == "best-pixel":
+            halo = max(halo, int(math.ceil(dict(self.weights).get("cloud_distance_max", 50.0))))
+        return halo
 
 
 @dataclass(frozen=True)
@@ -62,6 +89,10 @@ class Outputs:
     resampling: str
     cube_store: Path | None
     mosaics: tuple[MosaicOutput, ...] = ()
+
+    @property
+    def halo(self) -> int:
+        return max((m.halo for m in self.mosaics), default=0)
 
 
 @dataclass(frozen=True)
@@ -92,16 +123,26 @@ def time_slots(scenes: Sequence[Scene]) -> tuple[TimeSlot, ...]:
         members.sort(key=lambda s: (s.datetime, s.id))
         epoch = sum(m.datetime.timestamp() for m in members) / len(members)
         mean = dt.datetime.fromtimestamp(round(epoch), tz=dt.UTC)
-        rows.append((mean, collection, day, tuple(m.id for m in members)))
+        rows.append((mean, collection, day, members))
     rows.sort(key=lambda r: (r[0], r[1]))
     slots = []
     previous = None
-    for i, (mean, collection, day, ids) in enumerate(rows):
+    for i, (mean, collection, day, members) in enumerate(rows):
         if previous is not None and mean <= previous:  # keep time strictly increasing
             mean = previous + dt.timedelta(seconds=1)
         previous = mean
-        slots.append(TimeSlot(i, collection, day, mean, ids))
+        slots.append(TimeSlot(
+            i, collection, day, mean, tuple(m.id for m in members),
+            provider=members[0].provider,
+            sun_elevation=_mean(m.sun_elevation for m in members),
+            off_nadir=_mean(m.off_nadir for m in members),
+        ))
     return tuple(slots)
+
+
+def _mean(values) -> float:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else float("nan")
 
 
 def make_plan(scenes: Sequence[Scene], *, grid: TargetGrid, outputs: Outputs) -> Plan:
@@ -109,9 +150,11 @@ def make_plan(scenes: Sequence[Scene], *, grid: TargetGrid, outputs: Outputs) ->
 
     Scenes that touch no chunk of the grid are left out (``Plan.scenes`` lists those used).
     """
-    touching = {s.id: grid.chunks_touching(s.footprint) for s in scenes}
+    pad = 2.0 + outputs.halo  # a scene touching a chunk's halo matters to that chunk
+    touching = {s.id: grid.chunks_touching(s.footprint, pad_pixels=pad) for s in scenes}
     used = [s for s in scenes if touching[s.id]]
     slots = time_slots(used)
+    outputs = _with_default_targets(outputs, slots)
     slot_of = {sid: slot.index for slot in slots for sid in slot.scene_ids}
     ordered = sorted(used, key=lambda s: (slot_of[s.id], s.datetime, s.id))
     per_chunk: dict[tuple[int, int], dict[int, list[Scene]]] = defaultdict(
@@ -122,9 +165,26 @@ def make_plan(scenes: Sequence[Scene], *, grid: TargetGrid, outputs: Outputs) ->
             per_chunk[key][slot_of[scene.id]].append(scene)
     tasks = tuple(
         ChunkTask(
-            grid.chunk_grid(*key),
-            tuple(SlotScenes(i, tuple(ss)) for i, ss in sorted(per_chunk[key].items())),
+            (chunk := grid.chunk_grid(*key)),
+            tuple(
+                SlotScenes(i, tuple(ss), slots[i]) for i, ss in sorted(per_chunk[key].items())
+            ),
+            grid.expanded(chunk, outputs.halo) if outputs.halo else None,
         )
         for key in sorted(per_chunk)
     )
     return Plan(grid, slots, tasks, tuple(ordered), outputs)
+
+
+def _with_default_targets(outputs: Outputs, slots: Sequence[TimeSlot]) -> Outputs:
+    """Best-pixel without a target date targets the median slot time of the whole run (one
+    value for every chunk: a per-chunk default would make chunk borders show)."""
+    if not slots or all(m.method != "best-pixel" or m.target for m in outputs.mosaics):
+        return outputs
+    times = sorted(s.time for s in slots)
+    middle = times[(len(times) - 1) // 2]
+    mosaics = tuple(
+        replace(m, target=middle) if m.method == "best-pixel" and m.target is None else m
+        for m in outputs.mosaics
+    )
+    return replace(outputs, mosaics=mosaics)

@@ -20,14 +20,15 @@ from pipeline.catalog.scene import Reject, Scene
 from pipeline.catalog.source import SearchQuery, iter_items
 from pipeline.chunk import ChunkSummary, process_chunk
 from pipeline.cube.store import create_cube, create_mosaic, write_attrs
-from pipeline.errors import AquilaError, InputError, NoScenesError, SceneRejected
+from pipeline.errors import AquilaError, InputError, NoScenesError, SceneRejected, SpecError
 from pipeline.grid import TargetGrid
 from pipeline.io.hrefs import HrefPolicy
 from pipeline.io.reader import RasterReader, ReaderSettings
 from pipeline.plan import ChunkTask, MosaicOutput, Outputs, Plan, make_plan
 from pipeline.report import RunReport
 from pipeline.runtime.cluster import ClusterOptions, open_client
-from pipeline.workflow import WorkflowSpec
+from pipeline.methods import mosaic_layers
+from pipeline.workflow import BestPixelSpec, MosaicProduct, WorkflowSpec
 
 Progress = Callable[[int, int], None]
 
@@ -93,7 +94,32 @@ def outputs_of(spec: WorkflowSpec) -> Outputs:
         bands=spec.bands,
         resampling=spec.grid.resampling,
         cube_store=p.cube.store if p.cube else None,
-        mosaics=tuple(MosaicOutput(m.store, m.method) for m in p.all_mosaics),
+        mosaics=tuple(mosaic_output(m, spec) for m in p.all_mosaics),
+    )
+
+
+def mosaic_output(m: MosaicProduct, spec: WorkflowSpec) -> MosaicOutput:
+    """The plan's view of one mosaic product; checks what needs the spec's bands."""
+    if m.key is not None:
+        need = ("red", "nir") if m.key == "ndvi" else (m.key,)
+        missing = [b for b in need if b not in spec.bands]
+        if missing:
+            raise SpecError(
+                f"mosaic {m.store.name}: key {m.key!r} needs band(s) {missing} in 'bands' "
+                f"(it has {list(spec.bands)})"
+            )
+    weights: tuple[tuple[str, float], ...] = ()
+    target = None
+    if m.method == "best-pixel":
+        bp = m.best_pixel or BestPixelSpec()
+        weights = tuple(bp.model_dump(exclude={"target_date"}).items())
+        if bp.target_date is not None:
+            target = dt.datetime.combine(bp.target_date, dt.time(12), tzinfo=dt.UTC)
+        elif spec.datetime and spec.datetime[0] and spec.datetime[1]:
+            target = spec.datetime[0] + (spec.datetime[1] - spec.datetime[0]) / 2
+    return MosaicOutput(
+        store=m.store, method=m.method, q=m.q, priority=tuple(m.priority or ()), key=m.key,
+        weights=weights, target=target, blend_width=m.blend.width if m.blend else 0,
     )
 
 
@@ -102,7 +128,8 @@ def create_stores(plan: Plan, attrs: dict[str, Any]) -> None:
     if o.cube_store is not None:
         create_cube(o.cube_store, plan.grid, o.bands, plan.slots, attrs=attrs)
     for m in o.mosaics:
-        create_mosaic(m.store, plan.grid, o.bands, method=m.method, attrs=attrs)
+        layers = mosaic_layers(m.method, blend_width=m.blend_width)
+        create_mosaic(m.store, plan.grid, o.bands, method=m.method, layers=layers, attrs=attrs)
 
 
 def task_key(task: ChunkTask, outputs: Outputs) -> str:
@@ -321,9 +348,15 @@ def _commit(plan: Plan, report: RunReport, attrs: dict[str, Any]) -> None:
                 "index": slot.index,
                 "time": slot.time.isoformat(),
                 "collection": slot.collection,
+                "provider": slot.provider,
                 "scenes": [sid for sid in slot.scene_ids if sid in used],
             }
             for slot in plan.slots
         ]
         for m in o.mosaics:
-            write_attrs(m.store, lineage | {"aquila:method": m.method, "sources": sources})
+            params = {"q": m.q, "priority": list(m.priority), "key": m.key,
+                      "weights": dict(m.weights), "target": m.target,
+                      "blend_width": m.blend_width}
+            params = {k: v for k, v in params.items() if v not in (None, [], {}, 0)}
+            write_attrs(m.store, lineage | {"aquila:method": m.method,
+                                            "aquila:parameters": params, "sources": sources})

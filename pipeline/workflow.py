@@ -16,12 +16,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import SpecError
+from pipeline.methods import SINGLE_SOURCE_METHODS
 
 MAX_SPEC_BYTES = 256 * 1024
 """A workflow spec is a few hundred bytes; anything this large is refused before parsing."""
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average"]
-MosaicMethod = Literal["median", "latest"]
+MosaicMethod = Literal[
+    "median", "latest", "earliest", "priority", "mean", "min", "max", "percentile",
+    "best-pixel", "quality", "medoid",
+]
 
 
 class _Strict(BaseModel):
@@ -65,9 +69,54 @@ class CubeProduct(_Strict):
     store: Path
 
 
+class BestPixelSpec(_Strict):
+    """Weights of the best-available-pixel score (each term is 0..1 before weighting)."""
+
+    cloud: float = Field(1.0, ge=0, description="distance to the nearest masked pixel")
+    sun: float = Field(0.2, ge=0, description="sun elevation / 90")
+    view: float = Field(0.1, ge=0, description="1 - off-nadir / view_max")
+    time: float = Field(0.5, ge=0, description="exp(-|days from target| / time_scale)")
+    provider: float = Field(0.2, ge=0, description="1 / (1 + rank in 'priority')")
+    cloud_distance_max: float = Field(50.0, gt=0, le=256, description="pixels; also the halo")
+    view_max: float = Field(30.0, gt=0, description="degrees")
+    time_scale: float = Field(30.0, gt=0, description="days")
+    target_date: dt.date | None = Field(None, description="default: middle of 'datetime'")
+
+
+class BlendSpec(_Strict):
+    """Feather seams: weight each scene by its distance to its valid-data edge."""
+
+    width: Annotated[int, Field(ge=1, le=256)] = Field(description="feather width in pixels")
+
+
 class MosaicProduct(_Strict):
     store: Path
     method: MosaicMethod = "median"
+    q: Annotated[float, Field(ge=0, le=100)] | None = Field(None, description="percentile q")
+    priority: tuple[str, ...] | None = Field(
+        None, description="collections, most preferred first (priority; best-pixel's provider term)"
+    )
+    key: str | None = Field(None, description="quality: 'ndvi' or a band name; highest wins")
+    best_pixel: BestPixelSpec | None = None
+    blend: BlendSpec | None = None
+
+    @model_validator(mode="after")
+    def _parameters_fit_the_method(self) -> MosaicProduct:
+        m = self.method
+        if (m == "percentile") != (self.q is not None):
+            raise ValueError("'q' (0..100) goes with method 'percentile', and only with it")
+        if m == "priority" and not self.priority:
+            raise ValueError("method 'priority' needs 'priority': [collection, ...]")
+        if (m == "quality") != (self.key is not None):
+            raise ValueError("'key' ('ndvi' or a band) goes with method 'quality', and only with it")
+        if self.best_pixel is not None and m != "best-pixel":
+            raise ValueError("'best_pixel' weights go with method 'best-pixel' only")
+        if self.blend is not None and m not in SINGLE_SOURCE_METHODS:
+            raise ValueError(
+                f"'blend' needs a method that picks one observation per pixel: "
+                f"{sorted(SINGLE_SOURCE_METHODS)}"
+            )
+        return self
 
 
 class Products(_Strict):
@@ -107,6 +156,72 @@ class WorkflowSpec(_Strict):
         default=None,
         description="folders/URL prefixes asset links may point into; default: the catalog's own",
     )
+    # ---- ingest (pipeline/catalog): search terms, sensor profile, mirrors; see docs/ingest.md
+    intersects: dict[str, Any] | None = Field(
+        default=None, description="area of interest as a GeoJSON (Multi)Polygon, lon/lat"
+    )
+    query: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="STAC API Query extension terms, e.g. {eo:cloud_cover: {lt: 20}}"
+    )
+    filter: dict[str, Any] | str | None = Field(
+        default=None, description="CQL2 filter: CQL2-JSON mapping or CQL2-text string"
+    )
+    profile: str | None = Field(
+        default=None, description="force this sensor profile (catalogs/profiles/NAME.yaml)"
+    )
+    href_mirrors: dict[str, str] | None = Field(
+        default=None,
+        description="asset href prefix -> local folder or URL holding the same files (trusted)",
+    )
+    quality_mask: bool = Field(
+        default=True,
+        description="mask pixels flagged by each scene's QA asset (false: keep cloudy pixels)",
+    )
+
+    @field_validator("intersects")
+    @classmethod
+    def _intersects_area(cls, value: dict[str, Any] | None):
+        if value is None:
+            return value
+        from shapely.geometry import shape
+
+        try:
+            geom = shape(value)
+        except Exception as exc:  # noqa: BLE001 - shapely raises many kinds
+            raise ValueError(f"intersects is not a GeoJSON geometry: {exc}") from None
+        if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+            raise ValueError("intersects must be a GeoJSON Polygon or MultiPolygon (lon/lat)")
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_is_cql2(cls, value: dict[str, Any] | str | None):
+        if value is None:
+            return value
+        import cql2
+
+        try:
+            cql2.Expr(value).validate()
+        except Exception as exc:  # noqa: BLE001 - cql2 raises its own kinds
+            raise ValueError(f"filter is not valid CQL2: {exc}") from None
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_exists(cls, value: str | None):
+        if value is not None:
+            from pipeline.catalog.profiles import load_profiles
+
+            names = load_profiles().names()
+            if value not in names:
+                raise ValueError(f"no sensor profile {value!r}; available: {', '.join(names)}")
+        return value
+
+    @model_validator(mode="after")
+    def _bbox_or_intersects(self) -> WorkflowSpec:
+        if self.bbox is not None and self.intersects is not None:
+            raise ValueError("give bbox or intersects, not both (STAC API item search rule)")
+        return self
 
     @field_validator("datetime", mode="before")
     @classmethod
@@ -262,6 +377,11 @@ def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     if roots is not None:
         roots = tuple(r if "://" in r else str(resolve(Path(r))) for r in roots)
     update = {"catalog": catalog, "products": products, "allowed_roots": roots}
+    if spec.href_mirrors:
+        update["href_mirrors"] = {
+            prefix: t if "://" in t else str(resolve(Path(t)))
+            for prefix, t in spec.href_mirrors.items()
+        }
     return spec.model_copy(update=update)
 
 
@@ -307,3 +427,4 @@ def _explain(exc: ValidationError, source: str) -> str:
             line = f"  - {where}: {err['msg']} (got {err.get('input')!r})"
         lines.append(line)
     return "\n".join(lines)
+

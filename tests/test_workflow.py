@@ -55,7 +55,7 @@ def test_good_spec_resolves_paths_relative_to_the_spec_file(tmp_path):
     [
         ("  chunk: 1024", "  chunks: 1024", "grid.chunks", "bounds, chunk, crs, resampling"),
         ("bands: [blue", "band: [blue", "band", "allowed_roots, bands, bbox"),
-        ("method: median", "methd: median", "products.mosaic.methd", "method, store"),
+        ("method: median", "methd: median", "products.mosaic.methd", "key, method, priority"),
     ],
 )
 def test_typo_is_refused_naming_the_key_and_the_allowed_ones(tmp_path, typo, fixed, key, allowed):
@@ -71,7 +71,7 @@ def test_typo_is_refused_naming_the_key_and_the_allowed_ones(tmp_path, typo, fix
     ("change", "needle"),
     [
         (("resampling: nearest", "resampling: lanczos"), "grid.resampling"),
-        (("method: median", "method: mean"), "products.mosaic.method"),
+        (("method: median", "method: mode"), "products.mosaic.method"),
         (("crs: EPSG:32632", "crs: EPSG:999999"), "not a CRS"),
         (("version: 1", "version: 2"), "version"),
         (("chunk: 1024", "chunk: 10"), "grid.chunk"),
@@ -141,3 +141,44 @@ def test_datetime_range_property(a, b):
         return
     s, e = parse_datetime_range(text)
     assert s.date() == a and e.date() == b and s <= e and s.tzinfo is dt.UTC
+
+
+@pytest.mark.parametrize(
+    ("mosaic", "needle"),
+    [
+        ("{store: m.zarr, method: percentile}", "'q'"),
+        ("{store: m.zarr, method: median, q: 50}", "'q'"),
+        ("{store: m.zarr, method: priority}", "needs 'priority'"),
+        ("{store: m.zarr, method: quality}", "'key'"),
+        ("{store: m.zarr, method: median, blend: {width: 8}}", "'blend' needs"),
+        ("{store: m.zarr, method: latest, best_pixel: {sun: 1}}", "'best_pixel'"),
+    ],
+)
+def test_method_parameters_must_fit_the_method(tmp_path, mosaic, needle):
+    text = GOOD.replace("mosaic: {store: ../out/demo/mosaic.zarr, method: median}",
+                        f"mosaic: {mosaic}")
+    with pytest.raises(SpecError, match=needle):
+        load_spec(write(tmp_path, text))
+
+
+def test_method_parameters_accepted(tmp_path):
+    text = GOOD.replace(
+        "mosaic: {store: ../out/demo/mosaic.zarr, method: median}",
+        "mosaic: {store: m.zarr, method: best-pixel, priority: [north, east],"
+        " best_pixel: {sun: 0.5, target_date: 2025-06-15}, blend: {width: 16}}\n"
+        "  mosaics: [{store: p.zarr, method: percentile, q: 25}, {store: q.zarr, method: quality,"
+        " key: ndvi}]",
+    )
+    spec = load_spec(write(tmp_path, text))
+    best, pct, qual = spec.products.all_mosaics
+    assert best.best_pixel.target_date == dt.date(2025, 6, 15) and best.blend.width == 16
+    assert pct.q == 25 and qual.key == "ndvi"
+
+
+def test_spec_methods_match_the_pipeline_methods():
+    from typing import get_args
+
+    from pipeline.methods import METHODS
+    from pipeline.workflow import MosaicMethod
+
+    assert set(get_args(MosaicMethod)) == set(METHODS)

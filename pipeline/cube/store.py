@@ -92,15 +92,24 @@ def create_cube(
     _finish(xr.Dataset(data, coords=coords), grid, store, enc, attrs)
 
 
+_LAYERS = {  # lineage layer -> (dtype, fill value, description)
+    "source": (np.int32, -1, "cube time slot index of the chosen observation (-1: none); "
+               "the 'sources' attribute maps it to time, collection, provider and scene ids"),
+    "score": (np.float32, np.nan, "best-available-pixel score of the chosen observation"),
+    "weight": (np.float32, np.nan, "share of the main source in a seam-blended pixel (0..1)"),
+}
+
+
 def create_mosaic(
     store: Path,
     grid: TargetGrid,
     bands: Sequence[str],
     *,
     method: str,
+    layers: Sequence[str] = (),
     attrs: Mapping[str, Any],
 ) -> None:
-    """An empty mosaic: (y, x) float32 per band, plus ``count`` (and ``source`` for latest)."""
+    """An empty mosaic: (y, x) float32 per band, ``count``, and the lineage ``layers``."""
     ny, nx = grid.shape
     c = grid.chunk
     data: dict[str, Any] = {
@@ -120,16 +129,12 @@ def create_mosaic(
         {"long_name": "valid observations per pixel"},
     )
     enc["count"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "fill_value": 0}
-    if method == "latest":
-        data["source"] = (
-            ("y", "x"),
-            da.full((ny, nx), -1, dtype=np.int32, chunks=(c, c)),
-            {
-                "long_name": "time slot index of the chosen observation (-1: none); "
-                "see the 'sources' attribute"
-            },
-        )
-        enc["source"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "fill_value": -1}
+    for layer in layers:
+        dtype, fill, text = _LAYERS[layer]
+        data[layer] = (("y", "x"), da.full((ny, nx), fill, dtype=dtype, chunks=(c, c)),
+                       {"long_name": text})
+        key = "_FillValue" if np.issubdtype(dtype, np.floating) else "fill_value"
+        enc[layer] = {"chunks": (c, c), "compressors": [COMPRESSOR], key: fill}
     _finish(xr.Dataset(data, coords=_base_dataset(grid)), grid, store, enc, attrs)
 
 
