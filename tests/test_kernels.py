@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pipeline.kernels.composite import (
+    _NETWORK_LANES,
+    _NETWORK_MAX_T,
+    _median_network,
     composite_latest,
     composite_median,
     merge_first_valid,
@@ -395,7 +398,7 @@ STACK_CASES = [
     "nan_one_band",
     "even_counts",
     "odd_counts",
-    "long_t",  # > the insertion-sort threshold: the introsort path
+    "long_t",  # T > 32: a larger sorting network (and quickselect in the mosaic kernels)
     "ties_and_signed_zeros",
     "long_t_ties_and_signed_zeros",
     "inf",
@@ -520,6 +523,59 @@ def test_composite_known_values():
         composite_latest(np.zeros((1, 1, 1), np.float32))
 
 
+@pytest.mark.parametrize("nt", [2, 3, 5, 8, 11, 16, 24, 31, 32, 64, 100])
+def test_median_network_orders_middle_ranks(nt):
+    """The pruned network puts ranks 0..nt // 2 (all medians of 1..nt values) in place: every
+    0/1 input for nt <= 16 (0-1 principle), random small-integer inputs with ties above."""
+    lo, hi = _median_network(nt)
+    assert (lo < hi).all() and (hi < nt).all() and (lo >= 0).all()
+    if nt <= 16:
+        x = (np.arange(2**nt)[None, :] >> np.arange(nt)[:, None]) & 1
+    else:
+        x = np.random.default_rng(nt).integers(0, 6, (nt, 5000))
+    want = np.sort(x, axis=0)
+    for a, b in zip(lo, hi, strict=True):
+        x[a], x[b] = np.minimum(x[a], x[b]), np.maximum(x[a], x[b])
+    np.testing.assert_array_equal(x[: nt // 2 + 1], want[: nt // 2 + 1])
+
+
+@pytest.mark.parametrize(
+    "nt",
+    [1, 2, 3, 4, 7, 8, 9, 16, 17, 24, 32, 33, 64, 65, _NETWORK_MAX_T, _NETWORK_MAX_T + 1],
+)
+def test_median_network_and_fallback_paths(nt):
+    """Sorting network (T <= _NETWORK_MAX_T, powers of two and one past them) and the per-pixel
+    fallback (T > _NETWORK_MAX_T): exactly the reference, and bit-identical, signed zeros
+    included, under permutations of the time axis. X spans a full tile and a partial one."""
+    rng = np.random.default_rng(seed("network", str(nt)))
+    nx = _NETWORK_LANES + 3 if nt <= 64 else 5
+    shape = (nt, 2, 2, nx)
+    stack = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+    special = np.array([0.0, -0.0, 0.25, -0.25, np.nan, np.inf, -np.inf], dtype=np.float32)
+    pick = rng.random(shape) < 0.4
+    stack[pick] = special[rng.integers(0, len(special), pick.sum())]
+    stack[:, :, 1, : nx // 2] = np.where(rng.random((nt, 2, nx // 2)) < 0.5, -0.0, 0.0)
+    stack[:, 0, 1, nx // 2] = np.nan  # a pixel with no valid observation
+    out, count = composite_median(stack)
+    ref_out, ref_count = composite_median_reference(stack)
+    np.testing.assert_array_equal(out, ref_out, strict=True)
+    np.testing.assert_array_equal(count, ref_count, strict=True)
+    assert count[1, nx // 2] == 0 and np.isnan(out[:, 1, nx // 2]).all()
+    # the sign of zero medians: sorted under the total order -0.0 < +0.0
+    valid = np.isfinite(stack).all(axis=1)[:, None]
+    key = np.where(np.signbit(stack), -1.0, 1.0) * (np.abs(stack.astype(np.float64)) + 1.0)
+    ranked = np.take_along_axis(stack, np.argsort(np.where(valid, key, np.inf), axis=0), axis=0)
+    n = count.astype(np.int64)[None, None]
+    lo = np.take_along_axis(ranked, np.maximum(n - 1, 0) // 2, axis=0)[0].astype(np.float64)
+    hi = np.take_along_axis(ranked, np.minimum(n // 2, nt - 1), axis=0)[0].astype(np.float64)
+    want = np.where(n[0] > 0, ((lo + hi) / 2).astype(np.float32), np.float32(np.nan))
+    assert_same(out, want)
+    for perm in (rng.permutation(nt), np.arange(nt)[::-1]):
+        out_p, count_p = composite_median(stack[perm])
+        assert np.array_equal(bits(out_p), bits(out))
+        np.testing.assert_array_equal(count_p, count)
+
+
 # --------------------------------------------------------------------------------------------
 # properties
 # --------------------------------------------------------------------------------------------
@@ -556,7 +612,7 @@ def test_median_property(stack, data):
 @PROPS
 @given(data=st.data())
 def test_median_quickselect_property(data):
-    """More than 32 valid observations: the quickselect path, with many ties."""
+    """More than 32 valid observations (quickselect in the per-pixel kernels), many ties."""
     shape = (data.draw(st.integers(33, 90)), data.draw(st.integers(1, 2)), 1, 2)
     few = st.sampled_from([np.nan, 0.0, -0.0, 0.25, 0.5, -1.0])
     stack = data.draw(hnp.arrays(np.float32, shape, elements=st.one_of(few, _floats32)))

@@ -4,6 +4,15 @@ mosaic (median or latest valid observation).
 An observation (t, y, x) is valid iff every band is finite (NaN = no data). The ``*_kernel``
 functions are the raw ``numba.njit`` loops (no checks; callable from other jitted code); the
 public functions validate their arguments and raise ``ValueError`` naming the offending one.
+
+The median (numpy.nanmedian convention, even count -> float64 mean of the two middle values; -0.0
+ranks before +0.0, so the result is bit-identical for any order of the time axis) sorts int32
+keys of the values with a sorting network (Batcher's odd-even merge sort pruned to T wires and to
+the median ranks) applied to a tile of pixels x all bands at once: branch-free, vectorised across
+pixels. Sorting network: ~9x faster than the per-pixel insertion sort at T=24, 1024^2, 4 bands,
+20 % invalid (0.29-0.32 s vs 2.8-2.9 s on a shared 2-core AMD EPYC; benchmarks/kernels.py:
+19-45x numpy.nanmedian). For T > _NETWORK_MAX_T it falls back to the per-pixel insertion sort /
+quickselect (_median), which the network still beat 4x at T=1024 and 2x at T=4096.
 """
 
 from __future__ import annotations
@@ -31,6 +40,16 @@ MAX_TIME = int(np.iinfo(np.uint16).max)
 _INSERTION_SORT_MAX = 32
 # Pixels per scratch tile of the median (tile = _TILE_X * B * T float32, L1/L2-sized).
 _TILE_X = 64
+# Up to this many observations (T) the median sorts with a sorting network vectorised across
+# pixels (_median_network_kernel); above it, pixel by pixel with _median.
+_NETWORK_MAX_T = 1024
+# Pixels per tile of the sorting-network median (scratch: T * B * _NETWORK_LANES int32).
+_NETWORK_LANES = 64
+# Sort key of an invalid observation: above the key of every finite float32, so it sorts last.
+_KEY_INVALID = np.int32(np.iinfo(np.int32).max)
+_ABS_MASK = np.int32(0x7FFFFFFF)
+_EXP_MASK = np.int32(0x7F800000)
+_SIGN_SHIFT = np.int32(31)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,9 +169,121 @@ def _median(a, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def composite_median_kernel(stack, out, count):
-    """Per pixel and band, median reflectance of the valid observations of stack
-    (time, band, y, x) into out (band, y, x) (NaN-prefilled), their number into count (y, x)."""
+def _median_network(nt):
+    """Comparators (lo[c] < hi[c]; min to lo, max to hi, applied in order c = 0, 1, ...) of
+    Batcher's odd-even merge sort of the next power of two >= nt, restricted to the wires < nt
+    (with +inf on the others those comparators are no-ops) and to the comparators that ranks
+    0..nt // 2 (every median rank of 1..nt values) depend on."""
+    p2 = 1
+    while p2 < nt:
+        p2 *= 2
+    lo = []
+    hi = []
+    p = 1
+    while p < p2:
+        k = p
+        while k >= 1:
+            for j in range(k % p, p2 - k, 2 * k):
+                for i in range(min(k, p2 - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < nt:
+                        lo.append(i + j)
+                        hi.append(i + j + k)
+            k //= 2
+        p *= 2
+    live = np.zeros(max(nt, 1), dtype=np.bool_)
+    live[: nt // 2 + 1] = True
+    keep = np.zeros(len(lo), dtype=np.bool_)
+    for c in range(len(lo) - 1, -1, -1):
+        if live[lo[c]] or live[hi[c]]:
+            keep[c] = True
+            live[lo[c]] = True
+            live[hi[c]] = True
+    n = 0
+    for c in range(len(lo)):
+        n += keep[c]
+    out_lo = np.empty(n, dtype=np.int64)
+    out_hi = np.empty(n, dtype=np.int64)
+    n = 0
+    for c in range(len(lo)):
+        if keep[c]:
+            out_lo[n] = lo[c]
+            out_hi[n] = hi[c]
+            n += 1
+    return out_lo, out_hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_network_kernel(stack, out, count, lo, hi, lanes):
+    """composite_median_kernel with a sorting network (lo, hi from _median_network(T)) applied
+    to tiles of `lanes` pixels of one row at once, all bands together: branch-free and
+    vectorised across pixels. Each float32 is mapped to the int32 key bits ^ ((bits >> 31) &
+    0x7FFFFFFF), monotone and with -0.0 < +0.0 (the map is its own inverse); an invalid
+    observation gets _KEY_INVALID, so the n valid ones are the first n after sorting."""
+    nt = stack.shape[0]
+    nb = stack.shape[1]
+    ny = stack.shape[2]
+    nx = stack.shape[3]
+    ncomp = lo.shape[0]
+    # keys[t, b * w + i]: observation t of band b at pixel x0 + i (w = tile width)
+    fkeys = np.empty((nt, nb * lanes), dtype=np.float32)
+    keys = fkeys.view(np.int32)
+    bad = np.empty(lanes, dtype=np.bool_)
+    n_valid = np.empty(lanes, dtype=np.int64)
+    pair = np.empty(2, dtype=np.int32)
+    fpair = pair.view(np.float32)
+    for y in range(ny):
+        for x0 in range(0, nx, lanes):
+            w = min(lanes, nx - x0)
+            m = nb * w
+            for i in range(w):
+                n_valid[i] = nt
+            for t in range(nt):
+                frow = fkeys[t]
+                row = keys[t]
+                for b in range(nb):
+                    for i in range(w):
+                        frow[b * w + i] = stack[t, b, y, x0 + i]
+                for i in range(w):
+                    bad[i] = False
+                for b in range(nb):
+                    for i in range(w):
+                        bad[i] |= (row[b * w + i] & _EXP_MASK) == _EXP_MASK  # inf or NaN
+                for i in range(w):
+                    n_valid[i] -= bad[i]
+                for b in range(nb):
+                    for i in range(w):
+                        v = row[b * w + i]
+                        v ^= (v >> _SIGN_SHIFT) & _ABS_MASK
+                        row[b * w + i] = _KEY_INVALID if bad[i] else v
+            for c in range(ncomp):
+                ra = keys[lo[c]]
+                rb = keys[hi[c]]
+                for i in range(m):
+                    a = ra[i]
+                    b = rb[i]
+                    ra[i] = min(a, b)
+                    rb[i] = max(a, b)
+            for i in range(w):
+                n = n_valid[i]
+                count[y, x0 + i] = n
+                if n == 0:
+                    continue
+                # ranks of the two middle values; equal for odd n, where (v + v) / 2 == v
+                # exactly in float64 (signed zeros included), so no branch on the parity
+                r_lo = (n - 1) // 2
+                r_hi = n // 2
+                for b in range(nb):
+                    v = keys[r_lo, b * w + i]
+                    pair[0] = v ^ ((v >> _SIGN_SHIFT) & _ABS_MASK)
+                    v = keys[r_hi, b * w + i]
+                    pair[1] = v ^ ((v >> _SIGN_SHIFT) & _ABS_MASK)
+                    mean = (np.float64(fpair[0]) + np.float64(fpair[1])) / 2.0
+                    out[b, y, x0 + i] = np.float32(mean)
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_select_kernel(stack, out, count):
+    """composite_median_kernel pixel by pixel with _median (for long time axes)."""
     nt = stack.shape[0]
     nb = stack.shape[1]
     ny = stack.shape[2]
@@ -188,6 +319,21 @@ def composite_median_kernel(stack, out, count):
                     for k in range(n):
                         buf[k] = px[b, idx[k]]
                     out[b, y, x0 + i] = np.float32(_median(buf, n))
+
+
+@numba.njit(cache=True, nogil=True)
+def composite_median_kernel(stack, out, count):
+    """Per pixel and band, median reflectance of the valid observations of stack
+    (time, band, y, x) into out (band, y, x) (NaN-prefilled), their number into count (y, x)."""
+    nt = stack.shape[0]
+    if nt == 0:
+        count[:] = 0
+        return
+    if nt <= _NETWORK_MAX_T:
+        lo, hi = _median_network(nt)
+        _median_network_kernel(stack, out, count, lo, hi, _NETWORK_LANES)
+    else:
+        _median_select_kernel(stack, out, count)
 
 
 @numba.njit(cache=True, nogil=True)
