@@ -121,6 +121,42 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("root", type=Path, help="output folder, e.g. catalogs/demo")
     demo.add_argument("--preset", default="demo", help="tiny | demo | medium (default demo)")
     demo.add_argument("--seed", type=int, default=0)
+
+    cat = sub.add_parser(
+        "catalog",
+        help="look at a catalog before trusting it (catalog inspect SOURCE)",
+        description="Catalog tools. 'inspect' searches and normalises like a run, reads no pixel.",
+    )
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="SUBCOMMAND")
+    ins = cat_sub.add_parser(
+        "inspect",
+        help="per collection: items found, how many normalise, bands/calibration, every reject",
+        description="Search SOURCE(s) (static catalog, item collection, NDJSON, folder of item "
+        "files, or STAC API root), normalise every item as 'aquila run' would, and print per "
+        "collection: items found, how many normalise, the asset, dtype, scale, offset and "
+        "nodata each band resolves to (and where that calibration came from), every reject "
+        "with its reason, and duplicate publications with the rule that chose.",
+    )
+    ins.add_argument("sources", nargs="+", metavar="SOURCE", help="catalog path/URL or API root")
+    ins.add_argument("--bands", metavar="B,B", help="common names (default blue,green,red,nir)")
+    ins.add_argument("--collections", metavar="C,C", help="only these collections")
+    ins.add_argument("--bbox", metavar="W,S,E,N", help="lon/lat degrees")
+    ins.add_argument(
+        "--datetime", metavar="RANGE", help="e.g. 2020-01-01/2020-12-31 or 2020-01-01/.."
+    )
+    ins.add_argument(
+        "--filter", metavar="CQL2", help="CQL2-text filter, e.g. \"eo:cloud_cover < 20\""
+    )
+    ins.add_argument("--profile", metavar="NAME", help="force a sensor profile (catalogs/profiles)")
+    ins.add_argument(
+        "--allowed-root", action="append", default=[], metavar="ROOT",
+        help="folder or URL prefix asset links may point into (repeatable; default: the source's)",
+    )
+    ins.add_argument(
+        "--mirror", action="append", default=[], metavar="PREFIX=TARGET",
+        help="read asset links starting with PREFIX from TARGET (folder or URL); repeatable",
+    )
+    ins.add_argument("--json", action="store_true", help="print JSON instead of text")
     return p
 
 
@@ -157,6 +193,18 @@ def main(argv: list[str] | None = None) -> int:
                 time_index=args.time,
             )
             console.print(f"wrote {esc(str(png))}")
+            return EXIT_OK
+        if args.command == "catalog":
+            from pipeline.catalog.inspect import inspect_command
+
+            print(
+                inspect_command(
+                    args.sources, bands=args.bands, collections=args.collections,
+                    bbox=args.bbox, datetime=args.datetime, cql2_filter=args.filter,
+                    profile=args.profile, allowed_roots=args.allowed_root,
+                    mirrors=args.mirror, as_json=args.json,
+                )
+            )
             return EXIT_OK
         if args.command == "demo-catalog":
             from pipeline.testing.synthetic import generate_catalog

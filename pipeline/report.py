@@ -25,6 +25,8 @@ class RunReport:
     scenes_found: int = 0
     scenes_used: list[str] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)  # dropped, kept, why
+    notes: list[str] = field(default_factory=list)
     read_failures: list[dict[str, Any]] = field(default_factory=list)
     chunk_failures: list[dict[str, Any]] = field(default_factory=list)
     grid: dict[str, Any] = field(default_factory=dict)

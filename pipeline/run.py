@@ -15,19 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.catalog.normalise import normalise_item
-from pipeline.catalog.scene import Reject, Scene
-from pipeline.catalog.source import SearchQuery, iter_items
+from pipeline.catalog.discover import Discovery
+from pipeline.catalog.discover import discover as discover_items
+from pipeline.catalog.scene import Scene
 from pipeline.chunk import ChunkSummary, process_chunk
 from pipeline.cube.store import create_cube, create_mosaic, write_attrs
-from pipeline.errors import AquilaError, InputError, NoScenesError, SceneRejected, SpecError
+from pipeline.errors import AquilaError, InputError, NoScenesError, SpecError
 from pipeline.grid import TargetGrid
-from pipeline.io.hrefs import HrefPolicy
 from pipeline.io.reader import RasterReader, ReaderSettings
+from pipeline.methods import mosaic_layers
 from pipeline.plan import ChunkTask, MosaicOutput, Outputs, Plan, make_plan
 from pipeline.report import RunReport
 from pipeline.runtime.cluster import ClusterOptions, open_client
-from pipeline.methods import mosaic_layers
 from pipeline.workflow import BestPixelSpec, MosaicProduct, WorkflowSpec
 
 Progress = Callable[[int, int], None]
@@ -44,35 +43,10 @@ class RunOptions:
 # --------------------------------------------------------------------------- steps
 
 
-def discover(spec: WorkflowSpec) -> tuple[list[Scene], list[Reject], int]:
-    """Search the catalog and normalise every item; returns (scenes, rejects, items found)."""
-    policy = HrefPolicy.for_catalog(spec.catalog, spec.allowed_roots)
-    query = SearchQuery(spec.collections, spec.bbox, spec.datetime)
-    scenes: list[Scene] = []
-    rejects: list[Reject] = []
-    found = 0
-    seen: set[str] = set()
-    for entry in iter_items(spec.catalog, query):
-        found += 1
-        if isinstance(entry, Reject):
-            rejects.append(entry)
-            continue
-        if entry.id in seen:
-            rejects.append(
-                Reject(
-                    entry.id,
-                    entry.collection_id,
-                    "duplicate_id",
-                    "the same item id appears twice; the first one is used",
-                )
-            )
-            continue
-        seen.add(entry.id)
-        try:
-            scenes.append(normalise_item(entry, bands=spec.bands, policy=policy))
-        except SceneRejected as exc:
-            rejects.append(Reject(entry.id, entry.collection_id, exc.reason, exc.message))
-    return scenes, rejects, found
+def discover(spec: WorkflowSpec) -> Discovery:
+    """Search the catalog, normalise every item, drop duplicate publications (rule in
+    pipeline/catalog/dedupe.py); every reject and duplicate keeps its reason."""
+    return discover_items(spec)
 
 
 def target_grid(spec: WorkflowSpec, scenes: Sequence[Scene]) -> TargetGrid:
@@ -227,9 +201,12 @@ def run_workflow(
     )
     report_path = options.report_path or default_report_path(spec)
     try:
-        scenes, rejects, found = discover(spec)
-        report.scenes_found = found
+        found = discover(spec)
+        scenes, rejects = list(found.scenes), list(found.rejects)
+        report.scenes_found = found.items_found
         report.rejected = [r.as_dict() for r in rejects]
+        report.duplicates = [d.as_dict() for d in found.duplicates]
+        report.notes = list(found.notes)
         report.seconds["discover"] = time.perf_counter() - t0
         emit("discovered", (len(scenes), rejects))
         if not scenes:

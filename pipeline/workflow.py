@@ -108,7 +108,7 @@ class MosaicProduct(_Strict):
         if m == "priority" and not self.priority:
             raise ValueError("method 'priority' needs 'priority': [collection, ...]")
         if (m == "quality") != (self.key is not None):
-            raise ValueError("'key' ('ndvi' or a band) goes with method 'quality', and only with it")
+            raise ValueError("'key' ('ndvi' or a band) goes with method 'quality' only")
         if self.best_pixel is not None and m != "best-pixel":
             raise ValueError("'best_pixel' weights go with method 'best-pixel' only")
         if self.blend is not None and m not in SINGLE_SOURCE_METHODS:
