@@ -244,9 +244,10 @@ def test_large_cogs_get_overviews_and_qa_overviews_stay_categorical(tmp_path):
 
 @pytest.mark.parametrize("collection", ["north", "south", "east"])
 def test_clear_pixels_equal_truth_at_pixel_centre(cat, collection):
+    """QA-clear pixels hold the truth plus the (unflagged) haze, within half a DN."""
     spec = PROVIDERS[collection]
     to32632 = Transformer.from_crs(spec.crs, "EPSG:32632", always_xy=True)
-    checked = 0
+    checked = hazy = 0
     for d in _item_jsons(cat.root).values():
         if d["collection"] != collection:
             continue
@@ -260,12 +261,16 @@ def test_clear_pixels_equal_truth_at_pixel_centre(cat, collection):
             qpix = qa[qr.astype(int), qc.astype(int)]
             clear = _qa_clear(collection, qpix) & (dn != rb["nodata"])
             assert clear.mean() > 0.3
-            x, y = to32632.transform(u[clear], v[clear])
+            x, y = (np.asarray(a) for a in to32632.transform(u[clear], v[clear]))
             got = dn[clear] * rb["scale"] + rb["offset"]
-            err = np.abs(got - truth_reflectance(band, np.asarray(x), np.asarray(y)))
+            haze = cat.contamination(x, y, d["id"])
+            assert not np.isnan(haze).any()  # QA-clear pixels are never cloudy
+            err = np.abs(got - truth_reflectance(band, x, y) - haze)
             assert err.max() <= rb["scale"] / 2 + 1e-9, (d["id"], band, err.max())
             checked += int(clear.sum())
+            hazy += int((haze > rb["scale"]).sum())
     assert checked > 1000
+    assert hazy > 10  # some QA-clear pixels do carry haze
 
 
 def test_one_known_pixel_south_and_east(cat):
@@ -275,7 +280,14 @@ def test_one_known_pixel_south_and_east(cat):
         d = next(d for d in items.values() if d["collection"] == coll)
         qa, _ = _read_qa(d)
         dn, transform, rb = _read_band(d, "nir")
-        r, c = (int(v[len(v) // 2]) for v in np.nonzero((qa == clear_value) & (dn != rb["nodata"])))
+        rows, cols = np.mgrid[0 : dn.shape[0], 0 : dn.shape[1]]
+        xs, ys = transform * (cols + 0.5, rows + 0.5)
+        if coll == "east":
+            xs, ys = Transformer.from_crs(32633, 32632, always_xy=True).transform(xs, ys)
+        # clear in QA and also haze-free (haze beyond the QA ring is unflagged)
+        haze_free = ~cat.hazy(np.asarray(xs), np.asarray(ys), d["id"])
+        ok = (qa == clear_value) & (dn != rb["nodata"]) & haze_free
+        r, c = (int(v[len(v) // 2]) for v in np.nonzero(ok))
         x, y = transform * (c + 0.5, r + 0.5)
         if coll == "east":
             x, y = Transformer.from_crs(32633, 32632, always_xy=True).transform(x, y)
@@ -297,8 +309,9 @@ def test_every_cloudy_or_shadowed_band_pixel_is_flagged_in_qa(cat):
         u, v = transform * (cols + 0.5, rows + 0.5)
         x, y = (np.asarray(a) for a in to32632.transform(u, v))
         truth = truth_reflectance("blue", x, y)
+        haze = np.nan_to_num(cat.contamination(x, y, d["id"]))  # haze is added to shadows too
         cloud = valid & (refl >= syn.CLOUD_REFLECTANCE_RANGE[0] - rb["scale"])
-        shadow = valid & ~cloud & (np.abs(refl - syn.SHADOW_FACTOR * truth) <= rb["scale"])
+        shadow = valid & ~cloud & (np.abs(refl - syn.SHADOW_FACTOR * truth - haze) <= rb["scale"])
         qc, qr = ~qa_transform * (u, v)
         flagged = _qa_flagged(coll, qa[qr.astype(int), qc.astype(int)])
         assert flagged[cloud].all(), d["id"]
@@ -335,6 +348,118 @@ def test_oracles_reproduce_the_rasters(cat):
             np.asarray(a) for a in to32632.transform(*(qa_transform * (cols + 0.5, rows + 0.5)))
         )
         np.testing.assert_array_equal(cat.qa_clear(x, y, d["id"]), _qa_clear(d["collection"], qa))
+
+
+# ---------------------------------------------------------------------------------- haze
+
+
+def _band_pixels(d: dict, band: str):
+    """(decoded reflectance with NaN nodata, x, y EPSG:32632 centres, QA flag of the QA
+    pixel containing each centre, scale) of one band of item dict ``d``."""
+    spec = PROVIDERS[d["collection"]]
+    dn, transform, rb = _read_band(d, band)
+    rows, cols = np.mgrid[0 : dn.shape[0], 0 : dn.shape[1]]
+    u, v = transform * (cols + 0.5, rows + 0.5)
+    x, y = (
+        np.asarray(a)
+        for a in Transformer.from_crs(spec.crs, "EPSG:32632", always_xy=True).transform(u, v)
+    )
+    qa, qa_transform = _read_qa(d)
+    qc, qr = ~qa_transform * (u, v)
+    flagged = _qa_flagged(d["collection"], qa[qr.astype(int), qc.astype(int)])
+    refl = np.where(dn == rb["nodata"], np.nan, dn * rb["scale"] + rb["offset"])
+    return refl, x, y, flagged, rb["scale"]
+
+
+def _edge_dist(x: np.ndarray, y: np.ndarray, discs, shift=(0.0, 0.0)) -> np.ndarray:
+    """Distance (m) to the nearest (shifted) disc edge, computed independently of the module."""
+    out = np.full(x.shape, np.inf)
+    for c in discs:
+        out = np.minimum(out, np.hypot(x - c.x - shift[0], y - c.y - shift[1]) - c.radius)
+    return out
+
+
+def test_haze_constants_keep_the_median_guarantee():
+    assert syn.HAZE_M == 200.0 and syn.HAZE_MAX == 0.012
+    assert syn.HAZE_M > syn.QA_DILATION_M
+    # median of >= 2 observations, at most one hazy: error <= HAZE_MAX / 2 < 0.01
+    assert syn.HAZE_MAX / 2 <= 0.006 < 0.01
+    # a picked hazy observation just outside the flagged ring is measurably contaminated
+    assert syn.HAZE_MAX * (1 - (syn.QA_DILATION_M + 30) / syn.HAZE_M) > 0.003
+
+
+@pytest.mark.parametrize("collection", ["north", "south", "east"])
+def test_unflagged_haze_100m_from_a_cloud_edge(cat, collection):
+    """Clear (unflagged) pixels ~100 m from a cloud edge are brighter than the truth by
+    HAZE_MAX * (1 - 100 / HAZE_M); pixels > HAZE_M from every cloud hold the truth."""
+    n_100 = n_far = 0
+    for d in _item_jsons(cat.root).values():
+        s = cat.scene(d["id"])
+        if d["collection"] != collection or not s.clouds:
+            continue
+        for band in BANDS:
+            refl, x, y, flagged, scale = _band_pixels(d, band)
+            valid = ~np.isnan(refl)
+            dc = _edge_dist(x, y, s.clouds)
+            ds = _edge_dist(x, y, s.clouds, s.shadow_offset)
+            # far from every shadow (also for the QA pixel containing the band centre)
+            unshadowed = ds > syn.QA_DILATION_M + s.qa_resolution
+            err = refl - truth_reflectance(band, x, y)
+            # ~100 m from the nearest cloud edge (within 1 m: haze slope 6e-5 / m)
+            at100 = valid & unshadowed & (np.abs(dc - 100.0) <= 1.0)
+            assert not flagged[at100].any(), d["id"]
+            want = syn.HAZE_MAX * (1 - 100.0 / syn.HAZE_M)
+            assert want == pytest.approx(0.006)
+            slope = syn.HAZE_MAX / syn.HAZE_M
+            assert np.all(np.abs(err[at100] - want) <= scale / 2 + slope * 1.0 + 1e-9), d["id"]
+            exact = syn.HAZE_MAX * (1 - dc[at100] / syn.HAZE_M)
+            assert np.all(np.abs(err[at100] - exact) <= scale / 2 + 1e-9), d["id"]
+            n_100 += int(at100.sum())
+            # beyond HAZE_M from every cloud (and outside shadows): exactly the truth
+            far = valid & (dc > syn.HAZE_M) & (ds > 0.0)
+            assert np.all(np.abs(err[far]) <= scale / 2 + 1e-9), d["id"]
+            # ... including the first pixels just beyond the haze
+            n_far += int((far & (dc < syn.HAZE_M + 30.0)).sum())
+    assert n_100 >= 8 and n_far >= 8
+
+
+def test_hazy_and_contamination_oracles(cat):
+    x0, y0, x1, y1 = cat.area_bounds
+    X, Y = np.meshgrid(np.arange(x0 - 300, x1 + 300, 13.0), np.arange(y1 + 300, y0 - 300, -13.0))
+    n_hazy = n_unflagged = 0
+    for s in cat.scenes:
+        hazy = cat.hazy(X, Y, s.item_id)
+        c = cat.contamination(X, Y, s.item_id)
+        u, v = Transformer.from_crs("EPSG:32632", s.crs, always_xy=True).transform(X, Y)
+        b = s.bounds
+        inside = (u >= b[0]) & (u < b[2]) & (v > b[1]) & (v <= b[3])
+        assert inside.any() and not inside.all()
+        # NaN exactly outside the raster and in clouds; else 0 <= haze <= HAZE_MAX
+        cloud = inside & np.isnan(c)
+        assert np.isnan(c[~inside]).all()
+        assert np.all((c[inside & ~cloud] >= 0) & (c[inside & ~cloud] <= syn.HAZE_MAX))
+        # on a grid: hazy <=> inside the raster and (haze > 0 or inside a cloud)
+        assert np.array_equal(hazy, inside & (cloud | (c > 0))), s.item_id
+        if not s.clouds:
+            assert not hazy.any() and not cloud.any()
+            continue
+        assert cloud.any() and (c > 0).any()
+        n_hazy += int((hazy & ~np.isnan(c)).sum())
+        n_unflagged += int((hazy & cat.qa_clear(X, Y, s.item_id)).sum())
+    assert n_hazy > 100 and n_unflagged > 100
+    # at band pixel centres, against geometry computed here
+    for d in _item_jsons(cat.root).values():
+        s = cat.scene(d["id"])
+        refl, x, y, flagged, scale = _band_pixels(d, "green")
+        dc = _edge_dist(x, y, s.clouds)
+        want = np.where(dc <= 0, np.nan, syn.HAZE_MAX * np.clip(1 - dc / syn.HAZE_M, 0, None))
+        got = cat.contamination(x, y, d["id"])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(cat.hazy(x, y, d["id"]), dc < syn.HAZE_M)
+        # the budget: |observed - truth| <= contamination + scale / 2 outside clouds and shadows
+        ok = ~np.isnan(refl) & ~np.isnan(got) & ~cat.shadowed(x, y, d["id"])
+        err = np.abs(refl - truth_reflectance("green", x, y))[ok]
+        assert np.all(err <= got[ok] + scale / 2 + 1e-9), d["id"]
 
 
 def test_footprints_are_accurate_and_cover_the_area(cat):

@@ -23,13 +23,19 @@ reflectance field, :func:`truth_reflectance`:
 
 Every raster pixel value is a pure function of the pixel centre (transformed to
 EPSG:32632 metres) and of the scene's parameters (:class:`SyntheticScene`):
-the truth, darkened x0.5 inside cloud shadows, replaced by a bright textured
-cloud reflectance inside clouds, and nodata beyond the scene's swath edge. The
-QA assets flag clouds and shadows dilated by :data:`QA_DILATION_M` metres so
-that, after nearest-neighbour resampling onto a 10 m grid, every cloudy band
-pixel is covered by a flagged QA pixel. :class:`SyntheticCatalog` exposes the
-same functions as oracles (``truth``, ``cloudy``, ``valid``, ``qa_clear``,
-``pixel_reflectance``, ``clear_observations``) for end-to-end tests.
+the truth, darkened x0.5 inside cloud shadows, plus a thin additive haze
+(:data:`HAZE_MAX` at a cloud's edge, fading linearly to 0 at :data:`HAZE_M`
+metres from it), replaced by a bright textured cloud reflectance inside
+clouds, and nodata beyond the scene's swath edge. The QA assets flag clouds
+and shadows dilated by :data:`QA_DILATION_M` metres so that, after
+nearest-neighbour resampling onto a 10 m grid, every cloudy band pixel is
+covered by a flagged QA pixel; the haze is deliberately *not* flagged beyond
+that ring (like the thin cloud edges real quality masks miss), so a QA-clear
+pixel between ``QA_DILATION_M`` and ``HAZE_M`` from a cloud is brighter than
+the truth by up to ``HAZE_MAX * (1 - QA_DILATION_M / HAZE_M)``.
+:class:`SyntheticCatalog` exposes the same functions as oracles (``truth``,
+``cloudy``, ``valid``, ``qa_clear``, ``pixel_reflectance``, ``hazy``,
+``contamination``, ``clear_observations``) for end-to-end tests.
 
 Units: coordinates in metres of the named CRS (EPSG:32632 unless stated);
 reflectance is unitless surface reflectance (0..1); angles in degrees.
@@ -41,7 +47,7 @@ import math
 import multiprocessing
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -62,6 +68,8 @@ __all__ = [
     "AREA_CRS",
     "BANDS",
     "COG_MEDIA_TYPE",
+    "HAZE_M",
+    "HAZE_MAX",
     "PRESETS",
     "PROVIDERS",
     "QA_DILATION_M",
@@ -99,6 +107,21 @@ SHADOW_FACTOR = 0.5
 
 CLOUD_REFLECTANCE_RANGE = (0.55, 0.85)
 """Cloud reflectance is clipped into this range (all bands)."""
+
+HAZE_M = 200.0
+"""Reach (m) of the thin haze around every cloud: a band pixel outside all cloud discs
+whose centre is d metres (0 < d <= HAZE_M) from the nearest disc edge gets additive
+haze ``HAZE_MAX * (1 - d / HAZE_M)`` in every band. The QA assets do not flag it
+beyond :data:`QA_DILATION_M`."""
+
+HAZE_MAX = 0.012
+"""Additive haze reflectance at a cloud's edge (all bands).
+
+Chosen so that a per-pixel median over >= 2 observations of which at most one is
+hazy still errs by <= HAZE_MAX / 2 = 0.006 < 0.01 (the issue-2 accuracy guarantee
+of median composites), while a mosaic that picks a hazy observation errs by up to
+0.012 -- measurably contaminated at a 0.003 threshold (haze > 0.003 within 150 m of
+a cloud edge, i.e. also 90 m beyond the flagged ring)."""
 
 _STAC_EXT = {
     "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
@@ -406,7 +429,7 @@ class SyntheticScene:
     the band grid is north-up with ``resolution`` m pixels, the QA grid has the
     same bounds and ``qa_resolution`` m pixels. ``swath`` = (a, b, c): a pixel is
     data iff ``a*X + b*Y + c >= 0`` at its centre (X, Y) in EPSG:32632 m ((a, b) is
-    a unit normal, so the left side is a signed distance in metres). ``clouds``
+    a unit normal, so a*X + b*Y + c is the signed distance in metres). ``clouds``
     are discs in EPSG:32632; shadows are the same discs shifted by
     ``shadow_offset`` (m). ``cloud_fraction`` is the fraction (0..1) of data band
     pixels whose centre lies in a cloud (``eo:cloud_cover`` / 100).
@@ -533,6 +556,105 @@ def _discs_mask_grid(
     return out
 
 
+def _edge_distance(x: NDArray[Any], y: NDArray[Any], disc: CloudDisc) -> NDArray[np.float64]:
+    """Signed distance (m) from EPSG:32632 points to the edge of ``disc`` (< 0 inside).
+
+    The render path and the oracles both evaluate it through this function, element
+    by element with the same operations, so their results are bit-identical."""
+    dx = x - disc.x
+    dy = y - disc.y
+    return np.asarray(np.sqrt(dx * dx + dy * dy) - disc.radius, dtype=np.float64)
+
+
+def _haze_from_distance(dist: NDArray[np.float64], cloud: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Additive haze reflectance for distances ``dist`` (m) to the nearest cloud-disc
+    edge: ``HAZE_MAX * (1 - dist / HAZE_M)`` where 0 < dist <= HAZE_M and not ``cloud``,
+    else 0."""
+    hazy = ~cloud & (dist > 0.0) & (dist <= HAZE_M)
+    out = np.zeros(dist.shape, dtype=np.float64)
+    out[hazy] = HAZE_MAX * (1.0 - dist[hazy] / HAZE_M)
+    return out
+
+
+def _haze(
+    x: NDArray[Any], y: NDArray[Any], discs: Sequence[CloudDisc], cloud: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Additive haze at EPSG:32632 points (broadcastable); ``cloud`` = the points inside
+    ``discs`` (:func:`_discs_mask` with ``extra=0``) of the broadcast shape."""
+    dist = np.full(np.broadcast_shapes(np.shape(x), np.shape(y)), np.inf)
+    for d in discs:
+        np.minimum(dist, _edge_distance(x, y, d), out=dist)
+    return _haze_from_distance(dist, cloud)
+
+
+def _haze_windows(
+    us: NDArray[np.float64],
+    vs: NDArray[np.float64],
+    crs: str,
+    res: float,
+    discs: Sequence[CloudDisc],
+) -> list[tuple[int, int, int, int] | None]:
+    """Per disc, the (row0, row1, col0, col1) window of the grid with pixel centres
+    ``us`` (ascending) x ``vs`` (descending) in ``crs`` that holds every pixel whose
+    EPSG:32632 centre is within ``radius + HAZE_M`` of the disc's centre (None if empty).
+
+    The window is the disc's EPSG:32632 bounding box (grown by ``HAZE_M`` and one
+    pixel), transformed corner by corner into ``crs``: over a few km a straight
+    edge bends by far less than a millimetre between neighbouring UTM zones, so the
+    one-pixel margin makes the window a strict superset.
+    """
+    out: list[tuple[int, int, int, int] | None] = []
+    nvs = -vs
+    for d in discs:
+        reach = d.radius + HAZE_M + res
+        if crs == AREA_CRS:
+            u0, v0, u1, v1 = d.x - reach, d.y - reach, d.x + reach, d.y + reach
+        else:
+            cu, cv = _from_area(
+                crs,
+                np.array([d.x - reach, d.x + reach, d.x + reach, d.x - reach]),
+                np.array([d.y - reach, d.y - reach, d.y + reach, d.y + reach]),
+            )
+            u0, v0 = float(cu.min()) - res, float(cv.min()) - res
+            u1, v1 = float(cu.max()) + res, float(cv.max()) + res
+        c0 = int(np.searchsorted(us, u0, side="left"))
+        c1 = int(np.searchsorted(us, u1, side="right"))
+        r0 = int(np.searchsorted(nvs, -v1, side="left"))
+        r1 = int(np.searchsorted(nvs, -v0, side="right"))
+        out.append((r0, r1, c0, c1) if c0 < c1 and r0 < r1 else None)
+    return out
+
+
+def _haze_render(
+    discs: Sequence[CloudDisc],
+    windows: Sequence[tuple[int, int, int, int] | None],
+    coords: Callable[[int, int, int, int], tuple[NDArray[Any], NDArray[Any]]],
+    cloud: NDArray[np.bool_],
+) -> tuple[tuple[slice, slice], NDArray[np.float64]] | None:
+    """Haze of a rendered grid, computed only inside the discs' windows.
+
+    ``coords(r0, r1, c0, c1)`` returns the EPSG:32632 pixel centres (x, y) of that
+    window, broadcastable to its shape; ``cloud`` is the grid's cloud mask. Returns
+    (the union window as a pair of slices, the haze there), or None without windows.
+    Equal to :func:`_haze` at every pixel: a disc whose window misses a pixel is
+    more than ``HAZE_M`` from it, so it cannot change a haze value.
+    """
+    wins = [(d, w) for d, w in zip(discs, windows, strict=True) if w is not None]
+    if not wins:
+        return None
+    top = min(w[0] for _, w in wins)
+    bottom = max(w[1] for _, w in wins)
+    left = min(w[2] for _, w in wins)
+    right = max(w[3] for _, w in wins)
+    dist = np.full((bottom - top, right - left), np.inf)
+    for d, (r0, r1, c0, c1) in wins:
+        x, y = coords(r0, r1, c0, c1)
+        sub = dist[r0 - top : r1 - top, c0 - left : c1 - left]
+        np.minimum(sub, _edge_distance(x, y, d), out=sub)
+    win = (slice(top, bottom), slice(left, right))
+    return win, _haze_from_distance(dist, cloud[win])
+
+
 def _valid_mask(scene: SyntheticScene, x: NDArray[Any], y: NDArray[Any]) -> NDArray[np.bool_]:
     """Data (not swath-cut) test at pixel centres x, y (EPSG:32632, broadcastable)."""
     a, b, c = scene.swath
@@ -561,7 +683,9 @@ def _apply_atmosphere(
     shadow: NDArray[np.bool_],
     cloud_xy: tuple[NDArray[Any], NDArray[Any]],
 ) -> NDArray[np.float64]:
-    """Darken shadows and replace cloud pixels (in place); ``cloud_xy`` = coords of ``cloud``."""
+    """Darken shadows and replace cloud pixels (in place); ``cloud_xy`` = coords of ``cloud``.
+
+    Haze (0 inside clouds) is added by the callers afterwards, before encoding."""
     refl[shadow & ~cloud] *= SHADOW_FACTOR
     if cloud_xy[0].size:
         refl[cloud] = _cloud_reflectance(scene, band, *cloud_xy)
@@ -619,8 +743,16 @@ def _render(scene: SyntheticScene, spec: ProviderSpec) -> _Rendered:
         shadow = _discs_mask_grid(us, vs, scene.clouds, 0.0, sh)
         rr, cc = np.nonzero(cloud)
         cxy = (us[cc], vs[rr])
+        haze = _haze_render(
+            scene.clouds,
+            _haze_windows(us, vs, scene.crs, res, scene.clouds),
+            lambda r0, r1, c0, c1: (us[None, c0:c1], vs[r0:r1, None]),
+            cloud,
+        )
         for band in BANDS:
             refl = _apply_atmosphere(scene, band, _truth_grid(band, us, vs), cloud, shadow, cxy)
+            if haze is not None:
+                refl[haze[0]] += haze[1]
             bands[band] = _encode(spec, refl, valid)
         qres = scene.qa_resolution
         qrows, qcols = scene.qa_shape
@@ -648,10 +780,18 @@ def _render(scene: SyntheticScene, spec: ProviderSpec) -> _Rendered:
         cloud = _discs_mask(xx, yy, scene.clouds, 0.0)
         shadow = _discs_mask(xx, yy, scene.clouds, 0.0, sh)
         cxy = (xx[cloud], yy[cloud])
+        haze = _haze_render(
+            scene.clouds,
+            _haze_windows(us, vs, scene.crs, res, scene.clouds),
+            lambda r0, r1, c0, c1: (xx[r0:r1, c0:c1], yy[r0:r1, c0:c1]),
+            cloud,
+        )
         for band in BANDS:
             refl = _apply_atmosphere(
                 scene, band, truth_reflectance(band, xx, yy), cloud, shadow, cxy
             )
+            if haze is not None:
+                refl[haze[0]] += haze[1]
             bands[band] = _encode(spec, refl, valid)
         qa = _encode_qa(
             spec,
@@ -1190,8 +1330,9 @@ class SyntheticCatalog:
         self, band: str, x: NDArray[Any], y: NDArray[Any], item_id: str
     ) -> NDArray[np.float64]:
         """Decoded value (DN * scale + offset) of the band pixel containing (x, y); NaN
-        where that pixel is nodata or outside the raster. Bit-identical to the COG
-        except, at most, for float64 rounding ties (probability ~1e-12 per pixel)."""
+        where that pixel is nodata or outside the raster. Includes shadows, clouds and
+        the (unflagged) haze. Bit-identical to the COG except, at most, for float64
+        rounding ties (probability ~1e-12 per pixel)."""
         s = self.scene(item_id)
         spec = PROVIDERS[s.collection]
         inside, xc, yc = self._centres(x, y, s, s.resolution)
@@ -1201,10 +1342,39 @@ class SyntheticCatalog:
         refl = _apply_atmosphere(
             s, band, truth_reflectance(band, xc, yc), cloud, shadow, (xc[cloud], yc[cloud])
         )
+        refl += _haze(xc, yc, s.clouds, cloud)
         dn = _encode(spec, refl, ok)
         out = dn.astype(np.float64) * spec.scale + spec.offset
         out[~ok] = np.nan
         return out
+
+    def _haze_at(
+        self, x: NDArray[Any], y: NDArray[Any], item_id: str
+    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.float64]]:
+        """(inside raster, cloud, haze) at the centre of the band pixel containing (x, y)."""
+        s = self.scene(item_id)
+        inside, xc, yc = self._centres(x, y, s, s.resolution)
+        cloud = _discs_mask(xc, yc, s.clouds, 0.0)
+        return inside, cloud, _haze(xc, yc, s.clouds, cloud)
+
+    def hazy(self, x: NDArray[Any], y: NDArray[Any], item_id: str) -> NDArray[np.bool_]:
+        """True where the band pixel containing (x, y) is atmospherically contaminated:
+        its centre is inside a cloud or gets haze > 0 (within :data:`HAZE_M` of a cloud
+        edge). False outside the raster; swath nodata is not considered (combine with
+        :meth:`valid`). Haze beyond :data:`QA_DILATION_M` is not flagged in QA, so
+        ``hazy & qa_clear`` is where a QA-respecting mosaic can still be contaminated."""
+        inside, cloud, haze = self._haze_at(x, y, item_id)
+        return inside & (cloud | (haze > 0.0))
+
+    def contamination(self, x: NDArray[Any], y: NDArray[Any], item_id: str) -> NDArray[np.float64]:
+        """Additive haze reflectance (0..:data:`HAZE_MAX`) of the band pixel containing
+        (x, y): the budget of |observed - truth| there (before DN quantisation, i.e. up
+        to scale / 2 more). 0 where there is no haze, NaN inside clouds (the value is
+        cloud reflectance, unrelated to the truth) and outside the raster. In (QA-flagged)
+        shadows the observation is ``SHADOW_FACTOR * truth + contamination``."""
+        inside, cloud, haze = self._haze_at(x, y, item_id)
+        haze[cloud | ~inside] = np.nan
+        return haze
 
     def clear_observations(self, x: NDArray[Any], y: NDArray[Any]) -> NDArray[np.int64]:
         """Number of scenes whose band pixel is data and whose QA pixel is clear at (x, y)."""
