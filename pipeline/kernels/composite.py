@@ -282,36 +282,49 @@ def _median_network_kernel(stack, out, count, lo, hi, lanes):
 
 
 @numba.njit(cache=True, nogil=True)
+def _load_tile(stack, y, x0, w, tile):
+    """Copy stack[:, :, y, x0:x0 + w] into tile (pixel, band, time): sequential reads, so the
+    per-pixel work does not stride through T * B planes."""
+    for t in range(stack.shape[0]):
+        for b in range(stack.shape[1]):
+            for i in range(w):
+                tile[i, b, t] = stack[t, b, y, x0 + i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _valid_times(px, idx):
+    """Write into idx the times t at which every band of px (band, time) is finite; return
+    how many there are."""
+    n = 0
+    for t in range(px.shape[1]):
+        valid = True
+        for b in range(px.shape[0]):
+            if not np.isfinite(px[b, t]):
+                valid = False
+                break
+        if valid:
+            idx[n] = t
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
 def _median_select_kernel(stack, out, count):
     """composite_median_kernel pixel by pixel with _median (for long time axes)."""
     nt = stack.shape[0]
     nb = stack.shape[1]
     ny = stack.shape[2]
     nx = stack.shape[3]
-    # A strip of _TILE_X pixels of one row is copied to a (pixel, band, time) scratch tile with
-    # sequential reads, so the per-pixel work does not stride through T * B planes.
     tile = np.empty((_TILE_X, nb, nt), dtype=np.float32)
     idx = np.empty(nt, dtype=np.int64)
     buf = np.empty(nt, dtype=np.float64)
     for y in range(ny):
         for x0 in range(0, nx, _TILE_X):
             w = min(_TILE_X, nx - x0)
-            for t in range(nt):
-                for b in range(nb):
-                    for i in range(w):
-                        tile[i, b, t] = stack[t, b, y, x0 + i]
+            _load_tile(stack, y, x0, w, tile)
             for i in range(w):
                 px = tile[i]
-                n = 0
-                for t in range(nt):
-                    valid = True
-                    for b in range(nb):
-                        if not np.isfinite(px[b, t]):
-                            valid = False
-                            break
-                    if valid:
-                        idx[n] = t
-                        n += 1
+                n = _valid_times(px, idx)
                 count[y, x0 + i] = n
                 if n == 0:
                     continue

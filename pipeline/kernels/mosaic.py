@@ -42,9 +42,11 @@ from pipeline.kernels.composite import (
     _TILE_X,
     _check_stack,
     _describe,
+    _load_tile,
     _median,
     _select,
     _signed_zero,
+    _valid_times,
 )
 
 __all__ = [
@@ -406,22 +408,10 @@ def composite_percentile_kernel(stack, qf, out, count):
     for y in range(ny):
         for x0 in range(0, nx, _TILE_X):
             w = min(_TILE_X, nx - x0)
-            for t in range(nt):
-                for b in range(nb):
-                    for i in range(w):
-                        tile[i, b, t] = stack[t, b, y, x0 + i]
+            _load_tile(stack, y, x0, w, tile)
             for i in range(w):
                 px = tile[i]
-                n = 0
-                for t in range(nt):
-                    valid = True
-                    for b in range(nb):
-                        if not np.isfinite(px[b, t]):
-                            valid = False
-                            break
-                    if valid:
-                        idx[n] = t
-                        n += 1
+                n = _valid_times(px, idx)
                 count[y, x0 + i] = n
                 if n == 0:
                     continue
@@ -447,22 +437,10 @@ def composite_medoid_kernel(stack, order, out, source, count):
     for y in range(ny):
         for x0 in range(0, nx, _TILE_X):
             w = min(_TILE_X, nx - x0)
-            for t in range(nt):
-                for b in range(nb):
-                    for i in range(w):
-                        tile[i, b, t] = stack[t, b, y, x0 + i]
+            _load_tile(stack, y, x0, w, tile)
             for i in range(w):
                 px = tile[i]
-                n = 0
-                for t in range(nt):
-                    valid = True
-                    for b in range(nb):
-                        if not np.isfinite(px[b, t]):
-                            valid = False
-                            break
-                    if valid:
-                        idx[n] = t
-                        n += 1
+                n = _valid_times(px, idx)
                 count[y, x0 + i] = n
                 source[y, x0 + i] = -1
                 if n == 0:
@@ -574,8 +552,7 @@ def distance_transform_kernel(mask, invert, out):
 def _check_planes(name: str, a: object, shape: tuple[int, ...], dtype, what: str) -> None:
     if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape:
         raise ValueError(
-            f"{name} must be a {np.dtype(dtype)} array of shape {shape} {what}, got "
-            f"{_describe(a)}"
+            f"{name} must be a {np.dtype(dtype)} array of shape {shape} {what}, got {_describe(a)}"
         )
 
 
@@ -583,8 +560,7 @@ def _float_vector(name: str, a: object, nt: int) -> np.ndarray:
     arr = np.asarray(a)
     if arr.dtype.kind not in "iuf" or arr.shape != (nt,):
         raise ValueError(
-            f"{name} must be a real ({nt},) array (one value per observation), got "
-            f"{_describe(arr)}"
+            f"{name} must be a real ({nt},) array (one value per observation), got {_describe(arr)}"
         )
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
@@ -896,9 +872,7 @@ def cloud_distance(masked: np.ndarray) -> np.ndarray:
     Felzenszwalb-Huttenlocher: a 1-D squared-distance transform along y, then along x.
     Extra memory: the output + a (y, x) float64 scratch, O(Y*X + X)."""
     if not isinstance(masked, np.ndarray) or masked.ndim != 3 or masked.dtype != np.bool_:
-        raise ValueError(
-            f"masked must be a 3-D bool (time, y, x) array, got {_describe(masked)}"
-        )
+        raise ValueError(f"masked must be a 3-D bool (time, y, x) array, got {_describe(masked)}")
     out = np.empty(masked.shape, dtype=np.float32)
     distance_transform_kernel(masked, False, out)
     return out
