@@ -118,8 +118,10 @@ def _cropped(result: dict[str, np.ndarray], crop: tuple[slice, slice]) -> dict[s
 
 def _empty(spec: MosaicOutput, nb: int, chunk: ChunkGrid) -> dict[str, np.ndarray]:
     shape = (chunk.height, chunk.width)
-    out = {"bands": np.full((nb, *shape), np.nan, np.float32),
-           "count": np.zeros(shape, np.uint16)}
+    out: dict[str, np.ndarray] = {
+        "bands": np.full((nb, *shape), np.nan, np.float32),
+        "count": np.zeros(shape, np.uint16),
+    }
     for layer in mosaic_layers(spec.method, blend_width=spec.blend_width):
         out[layer] = np.full(shape, -1, np.int32) if layer == "source" else np.full(
             shape, np.nan, np.float32)
@@ -255,12 +257,17 @@ def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
     it twice writes the same bytes. Returns the number of pixels written (per band)."""
     import zarr
 
+    def array(group: zarr.Group, name: str) -> zarr.Array:
+        node = group[name]
+        assert isinstance(node, zarr.Array), f"{name} in {group.store} is not an array"
+        return node
+
     c = out.chunk
     ys, xs = slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width)
     written = 0
     if outputs.cube_store is not None and out.slots:
         group = zarr.open_group(str(outputs.cube_store), mode="r+")
-        arrays = [group[name] for name in outputs.bands]
+        arrays = [array(group, name) for name in outputs.bands]
         for slot_index, arr in out.slots:
             # whole-chunk writes (store chunks are (1, chunk, chunk)): no read-modify-write
             for b, zarray in enumerate(arrays):
@@ -269,9 +276,9 @@ def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
     for spec, mosaic in zip(outputs.mosaics, out.mosaics, strict=True):
         group = zarr.open_group(str(spec.store), mode="r+")
         for b, name in enumerate(outputs.bands):
-            group[name][ys, xs] = mosaic["bands"][b]
+            array(group, name)[ys, xs] = mosaic["bands"][b]
         for layer in ("count", *mosaic_layers(spec.method, blend_width=spec.blend_width)):
-            group[layer][ys, xs] = mosaic[layer]
+            array(group, layer)[ys, xs] = mosaic[layer]
         written += c.height * c.width
     return written
 

@@ -71,8 +71,10 @@ class TargetGrid:
             area = area.intersection(geom.box(*bbox, "EPSG:4326"))
         if area.is_empty:
             raise NoScenesError("the scenes' footprints do not overlap the workflow's bbox")
-        bounds = area.to_crs(crs).boundingbox
-        return cls.from_bounds(tuple(bounds), crs=crs, resolution=resolution, chunk=chunk)
+        b = area.to_crs(crs).boundingbox
+        return cls.from_bounds(
+            (b.left, b.bottom, b.right, b.top), crs=crs, resolution=resolution, chunk=chunk
+        )
 
     @property
     def geobox(self) -> GeoBox:
@@ -97,6 +99,7 @@ class TargetGrid:
 
     def chunk_grid(self, iy: int, ix: int) -> ChunkGrid:
         sub = self.tiles[iy, ix]
+        assert isinstance(sub, GeoBox)  # tiles of an affine GeoBox are affine GeoBoxes
         t = sub.transform
         return ChunkGrid(
             iy,
