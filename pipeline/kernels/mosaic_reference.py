@@ -59,7 +59,7 @@ def _pick(stack: np.ndarray, candidate: np.ndarray, score: np.ndarray, order: np
             np.full((ny, nx), -1, np.int32),
             count,
         )
-    has = candidate.any(axis=0)
+    has = np.asarray(candidate.any(axis=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # All-NaN slice
         best = np.nanmax(np.where(candidate, score, np.nan), axis=0)
@@ -88,7 +88,7 @@ def composite_earliest_reference(stack: np.ndarray):
             np.full(stack.shape[2:], -1, np.int32),
             count,
         )
-    has = valid.any(axis=0)
+    has = np.asarray(valid.any(axis=0))
     first = np.argmax(valid, axis=0)  # lowest valid t (0 where none)
     source = np.where(has, first, -1).astype(np.int32)
     out = np.take_along_axis(stack, first[None, None], axis=0)[0]

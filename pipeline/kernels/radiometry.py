@@ -108,7 +108,7 @@ def _describe(a: object) -> str:
 
 
 def _per_band(name: str, value: object, nb: int, dtype: type) -> np.ndarray:
-    arr = np.ascontiguousarray(value, dtype=dtype)
+    arr: np.ndarray = np.ascontiguousarray(value, dtype=dtype)
     if arr.shape != (nb,):
         raise ValueError(f"{name} must have shape ({nb},) (one per src band), got {arr.shape}")
     return arr

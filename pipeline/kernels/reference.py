@@ -49,12 +49,12 @@ def gather_calibrate_reference(
     ok = inside[None] & ~np.isnan(dn)
     if has_nodata:
         ok &= dn != np.float64(nodata)
-    scale = np.asarray(scale, dtype=np.float64)[:, None, None]
-    offset = np.asarray(offset, dtype=np.float64)[:, None, None]
+    scale_b = np.asarray(scale, dtype=np.float64)[:, None, None]
+    offset_b = np.asarray(offset, dtype=np.float64)[:, None, None]
     with np.errstate(invalid="ignore", over="ignore"):  # inf DN * 0 scale, huge values
-        cal = (dn * scale + offset).astype(np.float32)
-    band_out = np.asarray(band_out, dtype=np.int64)
-    out[band_out] = np.where(ok, cal, out[band_out])
+        cal = (dn * scale_b + offset_b).astype(np.float32)
+    bands = np.asarray(band_out, dtype=np.int64)
+    out[bands] = np.where(ok, cal, out[bands])
     return out
 
 
@@ -110,7 +110,7 @@ def composite_latest_reference(
     if nt == 0:
         out = np.full(stack.shape[1:], np.nan, dtype=np.float32)
         return out, np.full(stack.shape[2:], -1, dtype=np.int32), count
-    has = valid.any(axis=0)
+    has = np.asarray(valid.any(axis=0))
     last = nt - 1 - np.argmax(valid[::-1], axis=0)  # highest valid t (garbage where none)
     source = np.where(has, last, -1).astype(np.int32)
     out = np.take_along_axis(stack, np.where(has, last, 0)[None, None], axis=0)[0]
