@@ -9,14 +9,14 @@ one scene-sized scratch array. Heavy arrays never leave the task; only a small s
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
 from pipeline.catalog.scene import BandSource, QualitySource, Scene
-from pipeline.compositing import composite_method
+from pipeline.compositing import StreamState, can_stream, composite_method
 from pipeline.errors import ReadError
 from pipeline.grid import ChunkGrid
 from pipeline.io.reader import RasterReader
@@ -59,51 +59,97 @@ class ChunkSummary:
 # --------------------------------------------------------------------------- compute
 
 
-def compute_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) -> ChunkOutput:
-    """Read, calibrate, mask and merge every scene of the chunk; composite if asked.
+def compute_chunk(
+    task: ChunkTask,
+    *,
+    outputs: Outputs,
+    reader: RasterReader,
+    on_slot: Callable[[int, np.ndarray], None] | None = None,
+) -> ChunkOutput:
+    """Read, calibrate, mask and merge every scene of the chunk, slot by slot; composite.
 
-    Reads and composites happen on ``task.grid_read`` (the chunk plus a halo when a mosaic
-    needs one); outputs are cropped to the chunk. One (T, B, Y, X) float32 stack is allocated
-    per task (T = slots touching the chunk) and each slot is merged in place into its plane.
+    Reads and composites happen on ``task.grid_read`` (the chunk plus a halo when a mosaic needs
+    one); outputs are cropped to the chunk. Each finished slot goes to ``on_slot(slot index,
+    (B, Y, X))`` at once (the cube writer) or, without it, into ``ChunkOutput.slots``.
+
+    Memory: when every mosaic can stream (see :func:`can_stream`) the task holds one slot
+    buffer and O(B·Y·X) state per mosaic, whatever the number of slots; otherwise one
+    (T, B, Y, X) float32 stack of the slots touching the chunk.
     """
     work = task.grid_read
     nb = len(outputs.bands)
-    stack = np.full((len(task.slots), nb, work.height, work.width), np.nan, dtype=np.float32)
+    shape = (nb, work.height, work.width)
+    streaming = can_stream(outputs.mosaics)
+    n = len(task.slots)
+    stack = None if streaming else np.full((n, *shape), np.nan, dtype=np.float32)
+    buffer = np.empty(shape, dtype=np.float32) if streaming else None
     need_qa = any(m.method == "best-pixel" for m in outputs.mosaics)
-    qa_masked = np.zeros((len(task.slots), work.height, work.width), bool) if need_qa else None
-    filled = np.zeros(len(task.slots), dtype=bool)
+    qa_stack = np.zeros((n, *shape[1:]), bool) if need_qa and not streaming else None
+    qa_buffer = np.empty(shape[1:], bool) if need_qa and streaming else None
+    states = [StreamState(m, task.slots, outputs.bands, shape) for m in outputs.mosaics
+              ] if streaming else []
+    crop = _crop(task)
+    kept: list[tuple[int, np.ndarray]] = []
     used: list[str] = []
     failures: list[tuple[str, str, str]] = []
     windows: dict = {}  # index maps by source grid: the bands of one asset grid share them
+    any_filled = False
     for k, slot_scenes in enumerate(task.slots):
-        for scene in slot_scenes.scenes:
-            try:
-                read = read_scene(
-                    scene, work, resampling=outputs.resampling, reader=reader, windows=windows
-                )
-            except ReadError as exc:
-                failures.append((scene.id, exc.reason, exc.message))
-                continue
-            if read is None:
-                continue
-            values, masked = read
-            if qa_masked is not None:
-                qa_masked[k] |= masked
-            if merge_first_valid(values, masked, stack[k]):
-                used.append(scene.id)
-                filled[k] = True
-        if qa_masked is not None:  # masked = a quality asset masked it and no scene filled it
-            qa_masked[k] &= ~np.isfinite(stack[k, 0])
-    crop = _crop(task)
-    slots = tuple((s.slot, stack[k][(slice(None), *crop)])
-                  for k, s in enumerate(task.slots) if filled[k])
-    mosaics = tuple(
-        _cropped(composite_method(m, stack, task.slots, bands=outputs.bands,
-                                  qa_masked=qa_masked), crop)
-        if filled.any() else _empty(m, nb, task.chunk)
-        for m in outputs.mosaics
-    )
-    return ChunkOutput(task.chunk, slots, mosaics, tuple(used), tuple(failures))
+        if stack is not None:
+            plane, qa = stack[k], (qa_stack[k] if qa_stack is not None else None)
+        else:
+            plane, qa = buffer, qa_buffer
+            plane.fill(np.nan)  # type: ignore[union-attr]
+            if qa is not None:
+                qa.fill(False)
+        filled = _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used,
+                             failures)
+        if not filled:
+            continue
+        any_filled = True
+        cropped = plane[(slice(None), *crop)]  # type: ignore[index]
+        if on_slot is not None:
+            on_slot(slot_scenes.slot, cropped)
+        else:
+            kept.append((slot_scenes.slot, cropped.copy() if streaming else cropped))
+        for state in states:
+            state.update(k, plane, qa)
+    if not any_filled:
+        mosaics = tuple(_empty(m, nb, task.chunk) for m in outputs.mosaics)
+    elif streaming:
+        mosaics = tuple(_cropped(state.result(), crop) for state in states)
+    else:
+        mosaics = tuple(
+            _cropped(composite_method(m, stack, task.slots, bands=outputs.bands,
+                                      qa_masked=qa_stack), crop)
+            for m in outputs.mosaics
+        )
+    return ChunkOutput(task.chunk, tuple(kept), mosaics, tuple(used), tuple(failures))
+
+
+def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, failures) -> bool:
+    """Merge the slot's scenes into ``plane`` (first valid wins); OR their quality masks into
+    ``qa`` where no scene filled the pixel. True if any pixel was filled."""
+    filled = False
+    for scene in slot_scenes.scenes:
+        try:
+            read = read_scene(
+                scene, work, resampling=outputs.resampling, reader=reader, windows=windows
+            )
+        except ReadError as exc:
+            failures.append((scene.id, exc.reason, exc.message))
+            continue
+        if read is None:
+            continue
+        values, masked = read
+        if qa is not None:
+            qa |= masked
+        if merge_first_valid(values, masked, plane):
+            used.append(scene.id)
+            filled = True
+    if qa is not None:  # masked = a quality asset masked it and no scene filled it
+        qa &= ~np.isfinite(plane[0])
+    return filled
 
 
 def _crop(task: ChunkTask) -> tuple[slice, slice]:
@@ -252,33 +298,52 @@ def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, rea
 # --------------------------------------------------------------------------- write
 
 
+class CubeWriter:
+    """Writes each finished slot's chunk of the cube as soon as it is complete (whole store
+    chunks: (1, chunk, chunk)), so the task never holds finished slots."""
+
+    def __init__(self, outputs: Outputs, chunk: ChunkGrid) -> None:
+        import zarr
+
+        group = zarr.open_group(str(outputs.cube_store), mode="r+")
+        self.arrays = [_array(group, name) for name in outputs.bands]
+        self.region = (slice(chunk.y0, chunk.y0 + chunk.height),
+                       slice(chunk.x0, chunk.x0 + chunk.width))
+        self.written = 0
+
+    def __call__(self, slot_index: int, values: np.ndarray) -> None:
+        for b, zarray in enumerate(self.arrays):
+            zarray[(slot_index, *self.region)] = values[b]
+        self.written += values.shape[1] * values.shape[2]
+
+
+def _array(group, name: str):
+    import zarr
+
+    node = group[name]
+    assert isinstance(node, zarr.Array), f"{name} in {group.store} is not an array"
+    return node
+
+
 def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
     """Write the chunk's region of each product. Each call owns whole store chunks, so running
     it twice writes the same bytes. Returns the number of pixels written (per band)."""
     import zarr
 
-    def array(group: zarr.Group, name: str) -> zarr.Array:
-        node = group[name]
-        assert isinstance(node, zarr.Array), f"{name} in {group.store} is not an array"
-        return node
-
     c = out.chunk
     ys, xs = slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width)
     written = 0
-    if outputs.cube_store is not None and out.slots:
-        group = zarr.open_group(str(outputs.cube_store), mode="r+")
-        arrays = [array(group, name) for name in outputs.bands]
-        for slot_index, arr in out.slots:
-            # whole-chunk writes (store chunks are (1, chunk, chunk)): no read-modify-write
-            for b, zarray in enumerate(arrays):
-                zarray[slot_index, ys, xs] = arr[b]
-        written += c.height * c.width * len(out.slots)
+    if outputs.cube_store is not None and out.slots:  # slots kept by compute_chunk
+        cube = CubeWriter(outputs, c)
+        for slot_index, values in out.slots:
+            cube(slot_index, values)
+        written += cube.written
     for spec, mosaic in zip(outputs.mosaics, out.mosaics, strict=True):
         group = zarr.open_group(str(spec.store), mode="r+")
         for b, name in enumerate(outputs.bands):
-            array(group, name)[ys, xs] = mosaic["bands"][b]
+            _array(group, name)[ys, xs] = mosaic["bands"][b]
         for layer in ("count", *mosaic_layers(spec.method, blend_width=spec.blend_width)):
-            array(group, layer)[ys, xs] = mosaic[layer]
+            _array(group, layer)[ys, xs] = mosaic[layer]
         written += c.height * c.width
     return written
 
@@ -286,9 +351,10 @@ def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
 def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) -> ChunkSummary:
     """compute + write one chunk; returns only a small summary."""
     t0 = time.perf_counter()
-    out = compute_chunk(task, outputs=outputs, reader=reader)
+    cube = CubeWriter(outputs, task.chunk) if outputs.cube_store is not None else None
+    out = compute_chunk(task, outputs=outputs, reader=reader, on_slot=cube)
     t1 = time.perf_counter()
-    written = write_chunk(out, outputs=outputs)
+    written = write_chunk(out, outputs=outputs) + (cube.written if cube else 0)
     t2 = time.perf_counter()
     valid = (
         int((out.mosaics[0]["count"] > 0).sum())

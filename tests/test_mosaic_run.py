@@ -135,3 +135,104 @@ def test_chunk_borders_equal_one_big_chunk(tiny_catalog, tmp_path, mosaic):
         border = np.zeros(w.shape, bool)
         border[127:129, :] = border[:, 127:129] = True
         assert (w[border] < 1).any() or np.isnan(w[border]).all()
+
+
+STREAMABLE = ["latest", "earliest", "priority", "mean", "min", "max", "quality", "best-pixel"]
+
+
+@pytest.mark.parametrize("method", STREAMABLE)
+def test_streaming_path_gives_the_stack_paths_bytes(all_methods, tiny_catalog, tmp_path, method):
+    """Alone, a streamable method folds slot by slot; in all_methods (with a median) it ran
+    over the whole stack. Both must give identical bytes."""
+    from pipeline.compositing import can_stream
+    from pipeline.run import outputs_of
+    from pipeline.workflow import spec_from_dict
+
+    out, _, _ = all_methods
+    spec = make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds,
+                          chunk=128, cube=False)
+    spec["products"]["mosaic"] = {"store": str(tmp_path / "m.zarr"), "method": method,
+                                  **METHODS[method]}
+    assert can_stream(outputs_of(spec_from_dict(spec, base_dir=tmp_path)).mosaics)
+    report = run(spec, direct=True)
+    assert report.status == "success", report.error
+    streamed = open_store(tmp_path / "m.zarr").load()
+    stacked = open_store(out / f"{method}.zarr").load()
+    assert set(streamed.data_vars) == set(stacked.data_vars)
+    for var in stacked.data_vars:
+        np.testing.assert_array_equal(streamed[var].values, stacked[var].values, err_msg=var)
+
+
+def _task_with_slots(tiny_catalog, n_slots: int, methods: list[str], tmp_path):
+    """One 128-px chunk task whose n_slots slots each hold the same north scene (distinct
+    times), so the number of observations is large while reads stay cheap."""
+    import dataclasses
+    import datetime as dt
+
+    from pipeline.plan import SlotScenes, TimeSlot, make_plan
+    from pipeline.run import discover, outputs_of, target_grid
+    from pipeline.workflow import spec_from_dict
+
+    spec = spec_from_dict(
+        {**make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds,
+                          chunk=128, cube=False),
+         "products": {"mosaic": {"store": str(tmp_path / "a.zarr"), "method": methods[0],
+                                 **METHODS[methods[0]]},
+                      "mosaics": [{"store": str(tmp_path / f"{m}.zarr"), "method": m,
+                                   **METHODS[m]} for m in methods[1:]]}},
+        base_dir=tmp_path,
+    )
+    scenes = list(discover(spec).scenes)
+    plan = make_plan(scenes, grid=target_grid(spec, scenes), outputs=outputs_of(spec))
+    task = plan.tasks[5]  # an interior chunk
+    scene = next(s for ss in task.slots for s in ss.scenes if s.collection == "north")
+    t0 = dt.datetime(2025, 6, 1, 10, tzinfo=dt.UTC)
+    slots = tuple(
+        SlotScenes(i, (scene,), TimeSlot(i, "north", t0.date(), t0 + dt.timedelta(hours=i),
+                                         (scene.id,), provider=scene.provider,
+                                         sun_elevation=60.0, off_nadir=2.0))
+        for i in range(n_slots)
+    )
+    return dataclasses.replace(task, slots=slots), plan.outputs
+
+
+def _peak_bytes(task, outputs) -> tuple[int, int]:
+    import tracemalloc
+
+    from pipeline.chunk import compute_chunk
+    from pipeline.io.reader import RasterReader
+
+    reader = RasterReader()
+    compute_chunk(task, outputs=outputs, reader=reader, on_slot=lambda i, a: None)  # warm up
+    tracemalloc.start()
+    out = compute_chunk(task, outputs=outputs, reader=reader, on_slot=lambda i, a: None)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    reader.close()
+    assert all(int(m["count"].max()) == len(task.slots) for m in out.mosaics)
+    return peak, len(task.slots)
+
+
+def test_streaming_memory_does_not_grow_with_observations(tiny_catalog, tmp_path):
+    """200 observations in one chunk: the streaming methods stay under a bound that does not
+    depend on the number of observations; the stack methods hold the whole stack."""
+    streaming = ["latest", "mean", "priority", "best-pixel"]
+    peaks = {}
+    for n in (20, 200):
+        task, outputs = _task_with_slots(tiny_catalog, n, streaming, tmp_path / f"s{n}")
+        peaks[n], _ = _peak_bytes(task, outputs)
+    work = task.grid_read  # the chunk plus best-pixel's halo
+    plane = 4 * work.height * work.width * 4  # one (band, y, x) float32 array
+    # stated bound: per mosaic ~4 planes of state (values, float64 key/best, count/source),
+    # plus the slot buffer, the scene scratch, index maps and source windows (~8 planes)
+    bound = (4 * len(streaming) + 8) * plane
+    print(f"streaming: peak {peaks[20] / 2**20:.1f} MiB at 20 observations, "
+          f"{peaks[200] / 2**20:.1f} MiB at 200 (bound {bound / 2**20:.1f} MiB; "
+          f"a stack of 200 would be {200 * plane / 2**20:.0f} MiB)")
+    assert peaks[200] < bound
+    assert peaks[200] - peaks[20] < plane / 4, "streaming memory grew with the observations"
+    task_m, outputs_m = _task_with_slots(tiny_catalog, 200, ["median"], tmp_path / "m")
+    peak_m, _ = _peak_bytes(task_m, outputs_m)
+    stack_m = 200 * 4 * task_m.grid_read.height * task_m.grid_read.width * 4
+    print(f"median (stack), 200 observations: peak {peak_m / 2**20:.1f} MiB")
+    assert peak_m > stack_m  # the stack path does hold every observation
