@@ -201,7 +201,8 @@ def read_scene(
         scale = np.array([b.scale for _, b in group], dtype=np.float64)
         offset = np.array([b.offset for _, b in group], dtype=np.float64)
         nodata = first.nodata
-        if resampling == "nearest":
+        method = first.resampling or resampling  # the sensor profile's choice wins
+        if method == "nearest":
             win = window(first.grid)
             if win is None:
                 continue
@@ -220,7 +221,7 @@ def read_scene(
                 values,
             )
         else:
-            warped = _warp_gdal(first, [b.index for _, b in group], chunk, resampling, reader)
+            warped = _warp_gdal(first, [b.index for _, b in group], chunk, method, reader)
             if warped is None:
                 continue
             rows, cols = _identity_maps(chunk)
@@ -243,7 +244,7 @@ def _asset_groups(bands: Sequence[BandSource]) -> list[list[tuple[int, BandSourc
     """Bands that live in one asset with one grid and nodata are read together (one decode)."""
     groups: dict[tuple, list[tuple[int, BandSource]]] = {}
     for i, b in enumerate(bands):
-        groups.setdefault((b.href, b.grid, b.nodata), []).append((i, b))
+        groups.setdefault((b.href, b.grid, b.nodata, b.resampling), []).append((i, b))
     return list(groups.values())
 
 

@@ -163,7 +163,8 @@ def test_streaming_path_gives_the_stack_paths_bytes(all_methods, tiny_catalog, t
         np.testing.assert_array_equal(streamed[var].values, stacked[var].values, err_msg=var)
 
 
-def _task_with_slots(tiny_catalog, n_slots: int, methods: list[str], tmp_path):
+def _task_with_slots(tiny_catalog, n_slots: int, methods: list[str], tmp_path,
+                     collection: str = "north"):
     """One 128-px chunk task whose n_slots slots each hold the same north scene (distinct
     times), so the number of observations is large while reads stay cheap."""
     import dataclasses
@@ -185,10 +186,10 @@ def _task_with_slots(tiny_catalog, n_slots: int, methods: list[str], tmp_path):
     scenes = list(discover(spec).scenes)
     plan = make_plan(scenes, grid=target_grid(spec, scenes), outputs=outputs_of(spec))
     task = plan.tasks[5]  # an interior chunk
-    scene = next(s for ss in task.slots for s in ss.scenes if s.collection == "north")
+    scene = next(s for ss in task.slots for s in ss.scenes if s.collection == collection)
     t0 = dt.datetime(2025, 6, 1, 10, tzinfo=dt.UTC)
     slots = tuple(
-        SlotScenes(i, (scene,), TimeSlot(i, "north", t0.date(), t0 + dt.timedelta(hours=i),
+        SlotScenes(i, (scene,), TimeSlot(i, collection, t0.date(), t0 + dt.timedelta(hours=i),
                                          (scene.id,), provider=scene.provider,
                                          sun_elevation=60.0, off_nadir=2.0))
         for i in range(n_slots)
@@ -236,3 +237,23 @@ def test_streaming_memory_does_not_grow_with_observations(tiny_catalog, tmp_path
     stack_m = 200 * 4 * task_m.grid_read.height * task_m.grid_read.width * 4
     print(f"median (stack), 200 observations: peak {peak_m / 2**20:.1f} MiB")
     assert peak_m > stack_m  # the stack path does hold every observation
+
+
+def test_a_profiles_band_resampling_overrides_the_workflows(tiny_catalog, tmp_path):
+    """BandSource.resampling (from a sensor profile) wins over grid.resampling for that band."""
+    import dataclasses
+
+    from pipeline.chunk import read_scene
+    from pipeline.io.reader import RasterReader
+
+    task, _ = _task_with_slots(tiny_catalog, 1, ["latest"], tmp_path, collection="south")
+    scene = task.slots[0].scenes[0]  # 30 m onto 10 m: bilinear and nearest differ
+    chunk = task.grid_read
+    bilinear = dataclasses.replace(
+        scene, bands=tuple(dataclasses.replace(b, resampling="bilinear") for b in scene.bands))
+    reader = RasterReader()
+    by_profile, _ = read_scene(bilinear, chunk, resampling="nearest", reader=reader)
+    by_workflow, _ = read_scene(scene, chunk, resampling="bilinear", reader=reader)
+    nearest, _ = read_scene(scene, chunk, resampling="nearest", reader=reader)
+    np.testing.assert_array_equal(by_profile, by_workflow)
+    assert not np.array_equal(by_profile, nearest, equal_nan=True)
