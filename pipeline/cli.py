@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         help="local cluster: dashboard address (default 127.0.0.1:8787, loopback)",
     )
     run.add_argument(
+        "--cluster-profile",
+        type=Path,
+        metavar="FILE",
+        help="cluster profile YAML (sizes, dashboard, TLS), e.g. cluster/tls-local.yaml; "
+        "--scheduler still picks the scheduler",
+    )
+    run.add_argument(
         "--gdal-cache-mb",
         type=int,
         default=256,
@@ -222,22 +229,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, console) -> int:
+    from dataclasses import replace
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from pipeline.io.reader import ReaderSettings
     from pipeline.run import RunOptions, run_workflow
-    from pipeline.runtime.cluster import ClusterOptions
+    from pipeline.runtime.cluster import ClusterOptions, load_cluster_profile
     from pipeline.workflow import load_spec
 
     spec = load_spec(args.spec)
-    options = RunOptions(
-        cluster=ClusterOptions(
+    if args.cluster_profile:
+        cluster = load_cluster_profile(args.cluster_profile)
+        if args.scheduler:
+            cluster = replace(cluster, scheduler=args.scheduler)
+    else:
+        cluster = ClusterOptions(
             scheduler=args.scheduler,
             n_workers=args.workers,
             threads_per_worker=args.threads,
             memory_limit=args.memory_limit,
             dashboard_address=args.dashboard,
-        ),
+        )
+    options = RunOptions(
+        cluster=cluster,
         direct=args.direct,
         reader=ReaderSettings(gdal_cache_mb=args.gdal_cache_mb),
         report_path=args.report,
@@ -260,6 +275,10 @@ def _run(args, console) -> int:
                 console.print(
                     f"  [yellow]rejected[/yellow] {esc(f'{r.item_id}: [{r.reason}] {r.message}')}"
                 )
+        elif kind == "withheld":
+            count, path = value  # ids are never printed: they are for the operator only
+            console.print(f"releasability: {count} item(s) withheld from the audience "
+                          f"(operator report: {esc(str(path))})")
         elif kind == "planned":
             console.print(f"plan: {esc(value.summary())}")
         elif kind == "dashboard":
@@ -292,7 +311,15 @@ def _summary(console, report) -> None:
     console.print(
         f"  scenes: {report.scenes_found} found, {len(report.scenes_used)} used, "
         f"{len(report.rejected)} rejected, {len(report.read_failures)} failed to read"
+        + (f", {report.withheld} withheld" if report.audience is not None else "")
     )
+    for product, label in report.labels.items():
+        if isinstance(label, dict):
+            console.print(
+                f"  label ({esc(product)}): {label['classification']} releasable to "
+                f"{', '.join(label['releasable_to'])}"
+                + (f", caveats {', '.join(label['caveats'])}" if label["caveats"] else "")
+            )
     for f in report.read_failures:
         console.print(f"  [yellow]read failed[/yellow] {esc(f['item'] + ': ' + f['error'])}")
     for f in report.chunk_failures:

@@ -81,3 +81,10 @@ class ReadError(RunError):
     def __init__(self, href: str, message: str) -> None:
         super().__init__(f"reading {href}: {message}")
         self.href = href
+
+
+class ReadRefused(ReadError):
+    """A read was refused before any byte: the asset link redirects, or resolves to a refused
+    address (the check repeated where the read happens)."""
+
+    reason = "href_not_allowed"

@@ -1,8 +1,14 @@
-"""The run report: what a run used, rejected and wrote, as one JSON document."""
+"""The run report: what a run used, rejected and wrote, as one JSON document.
+
+Two documents when a workflow names an audience: the run report is audience-facing (withheld
+items only counted, never named); the operator report (``<name>.operator-report.json``, mode
+0600) names every withheld item and why. Keep the operator report with the operator.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,9 @@ class RunReport:
     products: dict[str, str] = field(default_factory=dict)
     dashboard: str | None = None
     error: str | None = None
+    audience: dict[str, Any] | None = None  # None: the workflow names none (not enforced)
+    withheld: int = 0  # items withheld by releasability: a count only (names: operator report)
+    labels: dict[str, Any] = field(default_factory=dict)  # product -> high-water-mark label
 
     @property
     def exit_code(self) -> int:
@@ -47,5 +56,26 @@ class RunReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+        tmp.replace(path)
+        return path
+
+
+@dataclass
+class OperatorReport:
+    """For the operator only: the items withheld from the audience, and why."""
+
+    run_id: str
+    workflow: str
+    audience: dict[str, Any] | None
+    withheld: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, path: Path) -> Path:
+        """Write with mode 0600 (created so, never world-readable even for a moment)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(asdict(self), indent=2, default=str))
+        os.chmod(tmp, 0o600)
         tmp.replace(path)
         return path

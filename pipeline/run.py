@@ -10,22 +10,24 @@ import datetime as dt
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.catalog.discover import Discovery
+from pipeline.catalog.discover import Discovery, href_policy, releasability_of
 from pipeline.catalog.discover import discover as discover_items
 from pipeline.catalog.scene import Scene
 from pipeline.chunk import ChunkSummary, process_chunk
+from pipeline.cube.stacmeta import write_product_stac
 from pipeline.cube.store import create_cube, create_mosaic, write_attrs
 from pipeline.errors import AquilaError, InputError, NoScenesError, SpecError
 from pipeline.grid import TargetGrid
 from pipeline.io.reader import RasterReader, ReaderSettings
 from pipeline.methods import mosaic_layers
 from pipeline.plan import ChunkTask, MosaicOutput, Outputs, Plan, make_plan
-from pipeline.report import RunReport
+from pipeline.releasability import Label, Marking, Scale, high_water_mark
+from pipeline.report import OperatorReport, RunReport
 from pipeline.runtime.cluster import ClusterOptions, open_client
 from pipeline.workflow import BestPixelSpec, MosaicProduct, WorkflowSpec
 
@@ -38,6 +40,7 @@ class RunOptions:
     direct: bool = False  # run the chunk function in this process, without Dask
     reader: ReaderSettings = field(default_factory=ReaderSettings)
     report_path: Path | None = None
+    operator_report_path: Path | None = None  # default: beside the run report
 
 
 # --------------------------------------------------------------------------- steps
@@ -121,15 +124,18 @@ def task_key(task: ChunkTask, outputs: Outputs) -> str:
     return f"chunk-{task.chunk.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
-_PROCESS_READER: RasterReader | None = None
+_PROCESS_READERS: dict[ReaderSettings, RasterReader] = {}
 
 
 def _chunk_task(task: ChunkTask, outputs: Outputs, settings: ReaderSettings) -> ChunkSummary:
-    """The Dask task: one reader per worker process, so its tasks share open files and cache."""
-    global _PROCESS_READER  # per-process state on purpose: workers keep datasets open
-    if _PROCESS_READER is None:
-        _PROCESS_READER = RasterReader(settings)
-    return process_chunk(task, outputs=outputs, reader=_PROCESS_READER)
+    """The Dask task: one reader per worker process and settings (which carry the run's href
+    policy), so a run's tasks share open files and cache, and never another run's policy."""
+    reader = _PROCESS_READERS.get(settings)  # per-process state on purpose: datasets stay open
+    if reader is None:
+        while len(_PROCESS_READERS) >= 4:  # a long-lived worker serving many runs
+            _PROCESS_READERS.pop(next(iter(_PROCESS_READERS)))
+        reader = _PROCESS_READERS[settings] = RasterReader(settings)
+    return process_chunk(task, outputs=outputs, reader=reader)
 
 
 def execute_direct(
@@ -200,9 +206,23 @@ def run_workflow(
         run_id=run_id, workflow=spec.name, spec=spec_path, started=started.isoformat()
     )
     report_path = options.report_path or default_report_path(spec)
+    rule = releasability_of(spec)
+    operator: OperatorReport | None = None
+    if rule is not None:
+        report.audience = _audience_dict(rule.audience)
+        operator = OperatorReport(run_id, spec.name, report.audience)
+    operator_path = options.operator_report_path or report_path.with_name(
+        f"{spec.name}.operator-report.json"
+    )
+    reader = replace(options.reader, policy=options.reader.policy or href_policy(spec))
     try:
         found = discover(spec)
         scenes, rejects = list(found.scenes), list(found.rejects)
+        report.withheld = len(found.withheld)
+        if operator is not None:
+            operator.withheld = [w.as_dict() for w in found.withheld]
+            operator.write(operator_path)  # before any pixel is read
+            emit("withheld", (len(found.withheld), operator_path))
         report.scenes_found = found.items_found
         report.rejected = [r.as_dict() for r in rejects]
         report.duplicates = [d.as_dict() for d in found.duplicates]
@@ -227,20 +247,23 @@ def run_workflow(
         report.tasks = len(plan.tasks)
         report.time_slots = len(plan.slots)
         emit("planned", plan)
+        markings = dict(found.markings)
         attrs = _product_attrs(spec, plan, run_id)
         create_stores(plan, attrs)
         t1 = time.perf_counter()
+        failed: list[dict] = []
         if options.direct:
-            summaries, failed = execute_direct(plan, options.reader, progress), []
+            summaries = execute_direct(plan, reader, progress)
         else:
             with open_client(options.cluster) as client:
                 report.seconds["cluster_start"] = time.perf_counter() - t1
                 report.dashboard = client.dashboard_link
                 emit("dashboard", client.dashboard_link)
-                summaries, failed = execute_dask(client, plan, options.reader, progress)
+                summaries, failed = execute_dask(client, plan, reader, progress)
         report.seconds["compute"] = time.perf_counter() - t1
         _collect(report, plan, summaries, failed)
-        _commit(plan, report, attrs)
+        _commit(plan, report, attrs, markings=markings if rule else None,
+                scale=rule.scale if rule else None)
         report.status = "partial" if (report.read_failures or failed) else "success"
     except InputError as exc:
         report.status = "bad_input"
@@ -254,6 +277,9 @@ def run_workflow(
         _finish(report, t0, report_path)
         raise
     _finish(report, t0, report_path)
+    if operator is not None:
+        operator.write(operator_path)
+        report.products.setdefault("operator report", str(operator_path))
     return report
 
 
@@ -305,20 +331,57 @@ def _product_attrs(spec: WorkflowSpec, plan: Plan, run_id: str) -> dict[str, Any
     }
 
 
-def _commit(plan: Plan, report: RunReport, attrs: dict[str, Any]) -> None:
-    """Record lineage once every chunk is written."""
+def _audience_dict(audience) -> dict[str, Any]:
+    return {"releasable_to": sorted(audience.members), "group": audience.name,
+            "clearance": audience.clearance}
+
+
+def _label(
+    ids: Iterable[str], markings: Mapping[str, Marking] | None, scale: Scale
+) -> dict[str, Any] | None:
+    """The high-water mark of the scenes ``ids`` (None: not enforced, or no scene)."""
+    if markings is None:
+        return None
+    found = [markings[i] for i in ids if i in markings]
+    if not found:
+        return None
+    label: Label = high_water_mark(found, scale=scale)
+    return label.as_dict()
+
+
+def _commit(
+    plan: Plan,
+    report: RunReport,
+    attrs: dict[str, Any],
+    *,
+    markings: Mapping[str, Marking] | None = None,
+    scale: Scale | None = None,
+) -> None:
+    """Record lineage and the releasability label once every chunk is written."""
+    scale = scale or Scale()
     used = set(report.scenes_used)
     scenes = [s for s in plan.scenes if s.id in used]
+    label = _label((s.id for s in scenes), markings, scale)
+    slot_labels = [
+        _label((i for i in slot.scene_ids if i in used), markings, scale) for slot in plan.slots
+    ]
     lineage = {
         "aquila:status": "complete" if not report.chunk_failures else "incomplete",
         "aquila:scenes": [s.id for s in scenes],
         "aquila:providers": sorted({s.provider for s in scenes}),
         "aquila:collections": sorted({s.collection for s in scenes}),
         "aquila:created": dt.datetime.now(dt.UTC).isoformat(),
+        "aquila:label": label,
+        "aquila:audience": report.audience,
     }
     o = plan.outputs
+    times = [s.datetime.isoformat() for s in scenes]
+    bbox = _lonlat_bbox(plan)
     if o.cube_store is not None:
-        write_attrs(o.cube_store, lineage)
+        write_attrs(o.cube_store, lineage | {"aquila:slot_labels": slot_labels})
+        write_product_stac(o.cube_store, kind="cube", bbox=bbox, times=times, label=label,
+                           slot_labels=slot_labels)
+        report.labels["cube"] = label
     if o.mosaics:
         sources = [
             {
@@ -327,6 +390,7 @@ def _commit(plan: Plan, report: RunReport, attrs: dict[str, Any]) -> None:
                 "collection": slot.collection,
                 "provider": slot.provider,
                 "scenes": [sid for sid in slot.scene_ids if sid in used],
+                "label": slot_labels[slot.index] if slot.index < len(slot_labels) else None,
             }
             for slot in plan.slots
         ]
@@ -337,3 +401,14 @@ def _commit(plan: Plan, report: RunReport, attrs: dict[str, Any]) -> None:
             params = {k: v for k, v in params.items() if v not in (None, [], {}, 0)}
             write_attrs(m.store, lineage | {"aquila:method": m.method,
                                             "aquila:parameters": params, "sources": sources})
+            write_product_stac(m.store, kind=f"mosaic ({m.method})", bbox=bbox, times=times,
+                               label=label)
+            report.labels[f"mosaic ({m.method})"] = label
+        if report.audience is not None:
+            report.labels["slots"] = slot_labels
+
+
+def _lonlat_bbox(plan: Plan) -> tuple[float, float, float, float]:
+    """The product's extent in lon/lat degrees (west, south, east, north)."""
+    b = plan.grid.geobox.geographic_extent.boundingbox
+    return (b.left, b.bottom, b.right, b.top)

@@ -140,6 +140,29 @@ class Products(_Strict):
         return ((self.mosaic,) if self.mosaic else ()) + self.mosaics
 
 
+class AudienceSpec(_Strict):
+    """Who sees the products: explicit codes, or a named group from a groups file."""
+
+    releasable_to: tuple[str, ...] | None = Field(
+        default=None, description="nation/organisation codes, e.g. [NLD, NOR]"
+    )
+    group: str | None = Field(default=None, description="a group name defined in groups_file")
+    groups_file: Path | None = Field(
+        default=None, description="YAML file: {groups: {NAME: [codes]}} (relative to the spec)"
+    )
+    clearance: str | None = Field(
+        default=None, description="highest classification the audience may receive"
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AudienceSpec:
+        if (self.releasable_to is None) == (self.group is None):
+            raise ValueError("give 'releasable_to' or 'group' (with 'groups_file'), not both")
+        if self.group is not None and self.groups_file is None:
+            raise ValueError("'group' needs 'groups_file'")
+        return self
+
+
 class WorkflowSpec(_Strict):
     """A validated workflow. Paths are absolute (resolved against the spec file's folder)."""
 
@@ -176,6 +199,17 @@ class WorkflowSpec(_Strict):
     quality_mask: bool = Field(
         default=True,
         description="mask pixels flagged by each scene's QA asset (false: keep cloudy pixels)",
+    )
+    # ---- releasability (pipeline/releasability.py; README "Releasability")
+    audience: AudienceSpec | None = Field(
+        default=None,
+        description="who sees the products; scenes whose marking does not admit it are withheld",
+    )
+    allow_unmarked: bool = Field(
+        default=False, description="admit items without aquila:marking as open data"
+    )
+    classification_scale: tuple[str, ...] | None = Field(
+        default=None, description="classification levels, lowest first (default: 4 levels)"
     )
 
     @field_validator("intersects")
@@ -377,6 +411,10 @@ def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     if roots is not None:
         roots = tuple(r if "://" in r else str(resolve(Path(r))) for r in roots)
     update = {"catalog": catalog, "products": products, "allowed_roots": roots}
+    if spec.audience is not None and spec.audience.groups_file is not None:
+        update["audience"] = spec.audience.model_copy(
+            update={"groups_file": resolve(spec.audience.groups_file)}
+        )
     if spec.href_mirrors:
         update["href_mirrors"] = {
             prefix: t if "://" in t else str(resolve(Path(t)))

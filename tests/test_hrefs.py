@@ -62,3 +62,4 @@ def test_relative_hrefs_resolve_against_the_item():
     assert resolve_href("./B02.tif", "/data/cat/n/item/item.json") == "/data/cat/n/item/B02.tif"
     assert resolve_href("../x/B02.tif", "https://h/c/item.json") == "https://h/x/B02.tif"
     assert resolve_href("/abs/B02.tif", "/data/item.json") == "/abs/B02.tif"
+

@@ -54,7 +54,7 @@ def test_good_spec_resolves_paths_relative_to_the_spec_file(tmp_path):
     ("typo", "fixed", "key", "allowed"),
     [
         ("  chunk: 1024", "  chunks: 1024", "grid.chunks", "bounds, chunk, crs, resampling"),
-        ("bands: [blue", "band: [blue", "band", "allowed_roots, bands, bbox"),
+        ("bands: [blue", "band: [blue", "band", "allowed_roots, audience, bands, bbox"),
         ("method: median", "methd: median", "products.mosaic.methd", "key, method, priority"),
     ],
 )

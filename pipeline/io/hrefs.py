@@ -3,18 +3,45 @@
 A catalog is untrusted input: an asset href must not be able to make a worker read a local file
 outside the catalog, go through GDAL's virtual file systems, or open a VRT (which can point
 anywhere). The policy is resolved once in the driver and passed down as a value.
+
+What is enforced where (see README "Safe inputs"):
+
+* :meth:`HrefPolicy.check` (driver, during normalisation, before any I/O): scheme, allowed roots
+  (folders; URL roots match by exact origin -- scheme, host, port -- and path prefix), no
+  ``/vsi…``, no VRT or other non-GeoTIFF suffix, no ``..``, no userinfo (``user@host``) or
+  backslashes, no non-canonical numeric hosts (``2130706433``, ``0x7f.1``). A URL root that names
+  a host (``http://127.0.0.1:8080/``) trusts exactly that origin, loopback included; a scheme-wide
+  root (``https://``) admits public hosts only: loopback, private, link-local (the
+  169.254.169.254 metadata service), multicast, reserved and their IPv6 forms, names such as
+  ``localhost`` or ``*.internal``, and names that resolve to such addresses are refused.
+* :func:`preflight` (worker, just before GDAL opens a URL): the same check again, then one
+  ``HEAD`` request that does not follow redirects; a 3xx answer is refused, because GDAL's curl
+  would follow it wherever it points (GDAL has no option to stop that).
+* the reader opens assets with the GTiff driver only, and GDAL's /vsicurl/ is limited to
+  ``.tif``/``.tiff`` (:data:`pipeline.io.reader.GDAL_OPTIONS`).
+
+Not covered: DNS answers that change between the check and GDAL's own lookup (rebinding); a
+deployment that needs that guarantee puts workers behind an egress proxy or firewall.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+import socket
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlparse
+from urllib.parse import SplitResult, unquote, urljoin, urlparse, urlsplit
 
 from pipeline.errors import HrefNotAllowed
 
 _ALLOWED_SUFFIXES = (".tif", ".tiff", ".gtiff")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_REFUSED_NAMES = ("localhost", "metadata", "metadata.google.internal", "instance-data")
+_REFUSED_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain")
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
 
 
 @dataclass(frozen=True)
@@ -58,17 +85,38 @@ class HrefPolicy:
                 )
             return canonical
         if scheme in ("http", "https"):
-            if not _suffix_ok(parsed.path):
-                raise HrefNotAllowed(f"{where}: {href} is not a GeoTIFF (.tif/.tiff)")
-            if ".." in parsed.path.split("/"):
-                raise HrefNotAllowed(f"{where}: {href} contains a '..' segment")
-            if not any(href.startswith(r) for r in self.roots if "://" in r):
-                raise HrefNotAllowed(
-                    f"{where}: {href} is outside the allowed roots {list(self.roots)}; "
-                    "add its URL prefix to the workflow's allowed_roots if it is trusted"
-                )
+            self._check_url(href, where)
             return href
         raise HrefNotAllowed(f"{where}: scheme {parsed.scheme!r} of {href} is not allowed")
+
+    def _check_url(self, href: str, where: str) -> None:
+        url = urlsplit(href)
+        if "@" in url.netloc or "\\" in href or any(ord(c) < 33 for c in href):
+            raise HrefNotAllowed(f"{where}: {href} has userinfo, backslashes or control characters")
+        if not _suffix_ok(url.path):
+            raise HrefNotAllowed(f"{where}: {href} is not a GeoTIFF (.tif/.tiff)")
+        if ".." in unquote(url.path).replace("\\", "/").split("/"):
+            raise HrefNotAllowed(f"{where}: {href} contains a '..' segment")
+        host = _host(url)
+        if host is None:
+            raise HrefNotAllowed(f"{where}: {href} has no valid host and port")
+        named = None
+        for root in (r for r in self.roots if "://" in r):
+            named = _root_match(url, host, root)
+            if named is not None:
+                break
+        if named is None:
+            raise HrefNotAllowed(
+                f"{where}: {href} is outside the allowed roots {list(self.roots)}; "
+                "add its URL prefix to the workflow's allowed_roots if it is trusted"
+            )
+        if not named:  # a scheme-wide root: public hosts only
+            why = refused_host(host)
+            if why:
+                raise HrefNotAllowed(
+                    f"{where}: {href}: host {host} {why}; name its origin in allowed_roots "
+                    "if this deployment trusts it"
+                )
 
 
 def resolve_href(href: str, base: str | None) -> str:
@@ -92,3 +140,110 @@ def _inside(path: str, root: str) -> bool:
 
 def _suffix_ok(path: str) -> bool:
     return path.lower().endswith(_ALLOWED_SUFFIXES)
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+def _host(url: SplitResult) -> str | None:
+    try:
+        port = url.port
+    except ValueError:
+        return None
+    host = (url.hostname or "").lower().rstrip(".")
+    if not host or (port is not None and not 0 < port < 65536):
+        return None
+    return host
+
+
+def _port(url: SplitResult) -> int:
+    return url.port or _DEFAULT_PORTS.get(url.scheme.lower(), 0)
+
+
+def _root_match(url: SplitResult, host: str, root: str) -> bool | None:
+    """None: the URL is not under the root; True: under a root that names its origin;
+    False: under a scheme-wide root (``https://``)."""
+    r = urlsplit(root)
+    if r.scheme.lower() != url.scheme.lower():
+        return None
+    if not r.netloc:
+        return False
+    if _host(r) != host or _port(r) != _port(url):
+        return None
+    prefix = r.path if r.path.endswith("/") else r.path + "/"
+    return True if (url.path + "/").startswith(prefix) or prefix == "/" else None
+
+
+def refused_host(host: str, *, resolve: bool = True) -> str | None:
+    """Why a host may not be read from a scheme-wide root, or None if it is public."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host in _REFUSED_NAMES or host.endswith(_REFUSED_SUFFIXES):
+        return "is an internal name"
+    try:
+        return _refused_address(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if _NUMERIC_HOST.match(host):
+        return "is a non-canonical numeric address"
+    if not resolve:
+        return None
+    for address in _resolve(host):
+        why = _refused_address(ipaddress.ip_address(address))
+        if why:
+            return f"resolves to {address}, which {why.removeprefix('is ')}"
+    return None
+
+
+def _refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if mapped is not None:
+            return _refused_address(mapped)
+    if ip.is_loopback:
+        return "is a loopback address"
+    if ip.is_link_local:
+        return "is a link-local address (cloud metadata services live there)"
+    if not ip.is_global or ip.is_multicast:
+        return "is not a public address (private, reserved or multicast)"
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _resolve(host: str) -> tuple[str, ...]:
+    """The host's addresses; () if it does not resolve (then the read fails on its own)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return ()
+    return tuple(sorted({str(info[4][0]).split("%")[0] for info in infos}))
+
+
+def preflight(href: str, policy: HrefPolicy | None, *, timeout: float = 10.0) -> None:
+    """Just before GDAL opens a URL: check it again, then ask once (HEAD, redirects not
+    followed) and refuse a 3xx answer. Raises :class:`HrefNotAllowed`; network errors are left
+    to the read itself, which reports them."""
+    import http.client
+
+    if policy is not None:
+        policy.check(href)
+    url = urlsplit(href)
+    if url.scheme.lower() not in _DEFAULT_PORTS:
+        return
+    conn_type = (
+        http.client.HTTPSConnection if url.scheme.lower() == "https" else http.client.HTTPConnection
+    )
+    conn = conn_type(url.hostname or "", url.port, timeout=timeout)
+    target = url.path + (f"?{url.query}" if url.query else "")
+    try:
+        conn.request("HEAD", target or "/")
+        response = conn.getresponse()
+        status, location = response.status, response.getheader("Location")
+    except OSError:
+        return
+    finally:
+        conn.close()
+    if 300 <= status < 400:
+        raise HrefNotAllowed(
+            f"{href} answers {status} redirecting to {location!r}; redirects are not followed "
+            "(GDAL would follow them anywhere): point the catalog at the final URL"
+        )

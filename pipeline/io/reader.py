@@ -18,7 +18,8 @@ import rasterio
 from rasterio.env import set_gdal_config
 from rasterio.windows import Window
 
-from pipeline.errors import ReadError
+from pipeline.errors import HrefNotAllowed, ReadError, ReadRefused
+from pipeline.io.hrefs import HrefPolicy, preflight
 
 GDAL_OPTIONS = {
     # never list a COG's folder to find sidecar files: one request per open instead of many
@@ -35,6 +36,7 @@ class ReaderSettings:
 
     gdal_cache_mb: int = 256
     max_open: int = 512  # open datasets per thread; closing one drops its cached blocks
+    policy: HrefPolicy | None = None  # checked again before a URL is opened (see preflight)
 
 
 def configure_gdal(settings: ReaderSettings) -> None:
@@ -68,6 +70,11 @@ class RasterReader:
         if ds is not None:
             cache.move_to_end(href)
             return ds
+        if self.settings.policy is not None or "://" in href:
+            try:
+                preflight(href, self.settings.policy)
+            except HrefNotAllowed as exc:
+                raise ReadRefused(href, exc.message) from None
         try:
             # GTiff only: VRT and other drivers can point anywhere (COGs are read by GTiff)
             ds = rasterio.open(href, driver="GTiff")

@@ -1,6 +1,10 @@
 """Open a Dask client: a LocalCluster of worker processes by default, or an existing scheduler.
 
 Only this module knows how clusters are made; nothing else reaches for a global client.
+A cluster profile (YAML, e.g. ``cluster/tls-local.yaml``) may ask for TLS: every connection
+(client, scheduler, workers) then uses distributed's ``Security`` with the given certificates
+and ``require_encryption``, so a plain-TCP peer is refused. The dashboard binds to loopback
+unless a profile says otherwise.
 """
 
 from __future__ import annotations
@@ -9,9 +13,34 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import dask
 from distributed import Client, LocalCluster
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for mutual TLS: the CA that signs every peer, and this peer's cert and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def security(self):
+        from distributed.security import Security
+
+        return Security(
+            tls_ca_file=str(self.ca_file),
+            tls_client_cert=str(self.cert_file),
+            tls_client_key=str(self.key_file),
+            tls_scheduler_cert=str(self.cert_file),
+            tls_scheduler_key=str(self.key_file),
+            tls_worker_cert=str(self.cert_file),
+            tls_worker_key=str(self.key_file),
+            require_encryption=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -23,6 +52,37 @@ class ClusterOptions:
     threads_per_worker: int = 1
     memory_limit: str = "auto"
     dashboard_address: str = "127.0.0.1:8787"  # loopback by default: the dashboard is not public
+    tls: TLSFiles | None = None  # mutual TLS for every connection; plain TCP refused
+
+
+def load_cluster_profile(path: str | Path) -> ClusterOptions:
+    """A cluster profile: YAML with the ClusterOptions fields; ``tls: {ca_file, cert_file,
+    key_file}`` paths are relative to the profile. Safe loader, size-capped, unknown keys refused.
+    """
+    import yaml
+
+    from pipeline.errors import SpecError
+    from pipeline.workflow import _NoAliasSafeLoader
+
+    path = Path(path)
+    raw = path.read_bytes()
+    if len(raw) > 64 * 1024:
+        raise SpecError(f"{path}: a cluster profile is a few lines; this one is too large")
+    try:
+        data: Any = yaml.load(raw.decode("utf-8"), Loader=_NoAliasSafeLoader)  # noqa: S506
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not a safe YAML cluster profile: {exc}") from None
+    data = dict(data or {})
+    allowed = set(ClusterOptions.__dataclass_fields__)
+    unknown = set(data) - allowed
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    tls = data.pop("tls", None)
+    if tls is not None:
+        if not isinstance(tls, dict) or set(tls) != {"ca_file", "cert_file", "key_file"}:
+            raise SpecError(f"{path}: tls needs exactly ca_file, cert_file and key_file")
+        data["tls"] = TLSFiles(**{k: (path.parent / v).resolve() for k, v in tls.items()})
+    return ClusterOptions(**data)
 
 
 def worker_malloc_environ() -> dict[str, str]:
@@ -38,8 +98,9 @@ def worker_malloc_environ() -> dict[str, str]:
 @contextlib.contextmanager
 def open_client(options: ClusterOptions) -> Iterator[Client]:
     """Yield a connected client; closes what it started (never a cluster it did not start)."""
+    security = options.tls.security() if options.tls else None
     if options.scheduler:
-        client = Client(options.scheduler, timeout="30s")
+        client = Client(options.scheduler, timeout="30s", security=security)
         try:
             yield client
         finally:
@@ -55,8 +116,9 @@ def open_client(options: ClusterOptions) -> Iterator[Client]:
             memory_limit=options.memory_limit,
             dashboard_address=options.dashboard_address,
             host="127.0.0.1",
+            **({"protocol": "tls://", "security": security} if security else {}),
         )
-    client = Client(cluster)
+    client = Client(cluster, security=security)
     try:
         yield client
     finally:

@@ -1,0 +1,65 @@
+"""A product's STAC metadata: one small STAC Item beside each store (``<store>.stac.json``).
+
+It carries the product's extent, its time range and its releasability label (the high-water mark
+of the scenes it used) under the ``aquila:label`` field of Aquila's marking extension, so a
+catalog of products can be filtered by audience without opening a store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.releasability import EXTENSION_URL
+
+
+def stac_path(store: Path) -> Path:
+    return store.with_name(store.name + ".stac.json")
+
+
+def write_product_stac(
+    store: Path,
+    *,
+    kind: str,
+    bbox: Sequence[float],
+    times: Sequence[str],
+    label: Mapping[str, Any] | None,
+    slot_labels: Sequence[Mapping[str, Any] | None] = (),
+    properties: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``<store>.stac.json`` (a STAC 1.0 Item; ``times`` are ISO 8601 UTC strings)."""
+    w, s, e, n = (float(v) for v in bbox)
+    props: dict[str, Any] = {
+        "datetime": None,
+        "start_datetime": min(times) if times else None,
+        "end_datetime": max(times) if times else None,
+        "aquila:product": kind,
+        "aquila:label": label,
+    }
+    if slot_labels:
+        props["aquila:slot_labels"] = list(slot_labels)
+    props.update(properties or {})
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [EXTENSION_URL],
+        "id": store.name,
+        "bbox": [w, s, e, n],
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]],
+        },
+        "properties": props,
+        "assets": {
+            "data": {"href": f"./{store.name}", "type": "application/vnd+zarr", "roles": ["data"]}
+        },
+        "links": [],
+    }
+    path = stac_path(store)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(item, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
