@@ -146,15 +146,16 @@ def test_gather_calibrate_table(case, dtype):
         assert np.isnan(out[:, 3, ::2]).all()
 
 
-def test_gather_calibrate_leaves_untouched_pixels():
-    """Pixels not written (nodata, outside, bands not in band_out) keep their prior value."""
+def test_gather_calibrate_writes_its_bands_whole_and_leaves_the_others():
+    """Every pixel of the bands in band_out is written (NaN where nodata or outside the window:
+    branch-free stores); bands not in band_out keep their prior value."""
     src = np.array([[[5, 0], [7, 9]]], dtype=np.uint16)
     rows = np.array([[0, 0, 1, -1]], dtype=np.int32)
     cols = np.array([[0, 1, 1, 0]], dtype=np.int32)
     out = np.full((2, 1, 4), 42.0, dtype=np.float32)
     gather_calibrate(src, rows, cols, np.array([1]), 0, True, [2.0], [1.0], out)
     np.testing.assert_array_equal(out[0], 42.0)
-    np.testing.assert_array_equal(out[1], [[11.0, 42.0, 19.0, 42.0]])
+    np.testing.assert_array_equal(out[1], [[11.0, np.nan, 19.0, np.nan]])
 
 
 def test_gather_calibrate_readonly_broadcast_inputs():
@@ -209,7 +210,8 @@ def test_gather_calibrate_rejects_bad_arguments():
 
     call()
     for kw, word in [
-        ({"src": src.astype(np.int64)}, "src dtype"),
+        ({"src": src.astype(np.complex64)}, "src dtype"),
+        ({"src": src.astype(bool)}, "src dtype"),
         ({"src": src[0]}, "src"),
         ({"rows": idx.astype(np.int64)}, "rows"),
         ({"cols": np.zeros((2, 3), np.int32)}, "cols"),

@@ -1,147 +1,232 @@
-"""Quality-band decoding: Landsat Collection 2 QA_PIXEL bits and Sentinel-2 SCL classes into
-named boolean (y, x) masks via lookup tables, plus mask dilation (numba).
+"""Quality-band decoding into named masks, and mask dilation (numba).
 
-Decoding is ``lut[qa]`` (one gather per mask); the tables are built once at import from the
-bit/class definitions below, so they are the single place to read the product specifications.
+Every quality product is described by *rules* ``(class, bit offset, bit length, values)``: a QA
+value ``v`` belongs to ``class`` when ``(v >> offset) & (2**length - 1)`` is one of ``values``;
+``length`` 0 means the whole value (a classification class such as Sentinel-2 SCL 9). The
+classes are Aquila's common names, :data:`MASK_CLASSES`. Decoding is one lookup table per set of
+classes (``lut[qa]``, built once per QA source and class set); the tables below are the product
+specifications, and the sensor profiles (``catalogs/profiles/*.yaml``) carry the same rules as
+data (a test checks they agree).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
 
 import numba
 import numpy as np
 
 __all__ = [
-    "LANDSAT_QA_PIXEL_BITS",
-    "LANDSAT_QA_PIXEL_CONFIDENCE",
-    "SCL_CLASSES",
-    "SCL_MASKS",
+    "DEFAULT_MASK",
+    "DILATABLE",
+    "LANDSAT_C2_QA_PIXEL",
+    "MASK_CLASSES",
+    "PLANET_UDM",
+    "SCL",
+    "QaRule",
+    "decode",
     "decode_landsat_qa_pixel",
+    "decode_planet_udm",
     "decode_scl",
     "dilate",
     "dilate_kernel",
+    "lut_from_rules",
+    "rules_from_classification",
 ]
 
-#: Landsat Collection 2 QA_PIXEL single bits (USGS LSDS-1619 / LSDS-1328, table 6-3).
-LANDSAT_QA_PIXEL_BITS: dict[str, int] = {
-    "fill": 0,
-    "dilated_cloud": 1,
-    "cirrus": 2,  # Landsat 8/9 only
-    "cloud": 3,
-    "shadow": 4,
-    "snow": 5,
-    "clear": 6,
-    "water": 7,
+QaRule = tuple[str, int, int, tuple[int, ...]]
+"""(class, bit offset, bit length (0: the whole value), values that set the class)."""
+
+#: Aquila's mask classes, the names a workflow's ``radiometry.mask`` may list.
+MASK_CLASSES: tuple[str, ...] = (
+    "nodata", "saturated", "cloud", "shadow", "cirrus", "snow", "water",
+)
+#: What a run masks when the workflow does not say (the classes masked before radiometry existed).
+DEFAULT_MASK: tuple[str, ...] = ("nodata", "saturated", "cloud", "shadow", "cirrus")
+#: The classes ``radiometry.dilate`` grows (clouds and their shadows have soft, missed edges).
+DILATABLE: frozenset[str] = frozenset({"cloud", "shadow"})
+
+#: Landsat 8-9 Collection 2 QA_PIXEL (USGS LSDS-1619 L8-9 C2 L2 Science Product Guide, table
+#: 6-3): bit 0 fill, 1 dilated cloud, 2 cirrus, 3 cloud, 4 cloud shadow, 5 snow, 6 clear,
+#: 7 water; bits 8-9, 10-11, 12-13, 14-15 the cloud / shadow / snow / cirrus confidence (not
+#: used: the single-bit flags are the mask). Landsat 4-7 have no cirrus bit (bit 2 unused).
+LANDSAT_C2_QA_PIXEL: tuple[QaRule, ...] = (
+    ("nodata", 0, 1, (1,)),
+    ("cloud", 1, 1, (1,)),  # dilated cloud
+    ("cirrus", 2, 1, (1,)),
+    ("cloud", 3, 1, (1,)),
+    ("shadow", 4, 1, (1,)),
+    ("snow", 5, 1, (1,)),
+    ("water", 7, 1, (1,)),
+)
+#: Sentinel-2 L2A scene classification (Sen2Cor SCL): 0 no data, 1 saturated or defective,
+#: 2 dark area, 3 cloud shadow, 4 vegetation, 5 not vegetated, 6 water, 7 unclassified,
+#: 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus, 11 snow or ice.
+SCL: tuple[QaRule, ...] = (
+    ("nodata", 0, 0, (0,)),
+    ("saturated", 0, 0, (1,)),
+    ("shadow", 0, 0, (3,)),
+    ("water", 0, 0, (6,)),
+    ("cloud", 0, 0, (8, 9)),
+    ("cirrus", 0, 0, (10,)),
+    ("snow", 0, 0, (11,)),
+)
+#: Planet legacy unusable-data mask (UDM, ``*_DN_udm.tif``): bit 0 blackfill (not imaged),
+#: bit 1 cloud, bits 2-6 missing or suspect data in band 1-5 (here: ``saturated``).
+PLANET_UDM: tuple[QaRule, ...] = (
+    ("nodata", 0, 1, (1,)),
+    ("cloud", 1, 1, (1,)),
+    *(("saturated", bit, 1, (1,)) for bit in range(2, 7)),
+)
+
+# STAC classification names (classes, and bit-field names) → mask class. Exact, lower-case.
+_CLASS_NAMES: Mapping[str, str] = {
+    **dict.fromkeys(("no_data", "nodata", "fill", "no-data"), "nodata"),
+    **dict.fromkeys(("saturated_or_defective", "saturated", "defective"), "saturated"),
+    **dict.fromkeys(
+        ("cloud", "clouds", "cloud_medium_probability", "cloud_high_probability",
+         "dilated_cloud"), "cloud"),
+    **dict.fromkeys(("cloud_shadow", "cloud_shadows", "shadow"), "shadow"),
+    **dict.fromkeys(("thin_cirrus", "cirrus"), "cirrus"),
+    **dict.fromkeys(("snow", "snow_ice", "snow_or_ice", "snow_and_ice"), "snow"),
+    **dict.fromkeys(("water",), "water"),
 }
-#: Two-bit confidence fields (value 0 none, 1 low, 2 medium (reserved), 3 high): first bit.
-LANDSAT_QA_PIXEL_CONFIDENCE: dict[str, int] = {
-    "cloud_confidence": 8,
-    "shadow_confidence": 10,
-    "snow_confidence": 12,
-    "cirrus_confidence": 14,
-}
-#: Sentinel-2 L2A Scene Classification (Sen2Cor SCL) class values.
-SCL_CLASSES: dict[int, str] = {
-    0: "no_data",
-    1: "saturated_or_defective",
-    2: "dark_area",
-    3: "cloud_shadow",
-    4: "vegetation",
-    5: "not_vegetated",
-    6: "water",
-    7: "unclassified",
-    8: "cloud_medium_probability",
-    9: "cloud_high_probability",
-    10: "thin_cirrus",
-    11: "snow",
-}
-#: Named SCL masks -> the class values that set them.
-SCL_MASKS: dict[str, tuple[int, ...]] = {
-    "nodata": (0,),
-    "saturated": (1,),
-    "dark_area": (2,),
-    "shadow": (3,),
-    "cloud": (8, 9),
-    "cirrus": (10,),
-    "snow": (11,),
-    "water": (6,),
-    "clear": (4, 5, 6),
-}
 
 
-def _landsat_luts() -> dict[str, np.ndarray]:
-    v = np.arange(1 << 16, dtype=np.int64)
-    luts = {name: ((v >> bit) & 1).astype(bool) for name, bit in LANDSAT_QA_PIXEL_BITS.items()}
-    for name, bit in LANDSAT_QA_PIXEL_CONFIDENCE.items():
-        luts[name.replace("_confidence", "_high_confidence")] = ((v >> bit) & 3) == 3
-    # Common names shared with decode_scl; QA_PIXEL carries no saturation (that is QA_RADSAT).
-    luts["nodata"] = luts["fill"]
-    luts["saturated"] = np.zeros(v.size, dtype=bool)
-    return luts
+def rules_from_classification(
+    classes: Iterable[Mapping] | None = None, bitfields: Iterable[Mapping] | None = None
+) -> tuple[QaRule, ...]:
+    """Rules from the STAC classification extension: ``classification:classes`` (a class with a
+    known name, or ``nodata: true``, becomes a whole-value rule) and ``classification:bitfields``
+    (a field with a known name masks with its non-zero values not named ``not_*``, or with
+    every non-zero value when it lists none). Unknown names mask nothing."""
+    rules: list[QaRule] = []
+    for c in classes or ():
+        name = str(c.get("name", "")).lower()
+        cls = "nodata" if c.get("nodata") else _CLASS_NAMES.get(name)
+        if cls is not None:
+            rules.append((cls, 0, 0, (int(c["value"]),)))
+    for f in bitfields or ():
+        cls = _CLASS_NAMES.get(str(f.get("name", "")).lower())
+        if cls is None:
+            continue
+        length = int(f.get("length", 1))
+        values = tuple(
+            int(c["value"])
+            for c in f.get("classes", ())
+            if int(c["value"]) != 0 and not str(c.get("name", "")).lower().startswith("not")
+        )
+        rules.append((cls, int(f["offset"]), length, values or tuple(range(1, 1 << length))))
+    return tuple(rules)
 
 
-def _scl_luts() -> dict[str, np.ndarray]:
-    luts = {}
-    for name, classes in SCL_MASKS.items():
-        lut = np.zeros(256, dtype=bool)
-        lut[list(classes)] = True
-        luts[name] = lut
-    return luts
+def _check_rules(rules: Sequence[QaRule]) -> None:
+    for i, rule in enumerate(rules):
+        try:
+            cls, off, length, values = rule
+        except (TypeError, ValueError):
+            raise ValueError(f"rules[{i}] must be (class, offset, length, values), got {rule!r}") \
+                from None
+        if cls not in MASK_CLASSES:
+            raise ValueError(f"rules[{i}]: unknown class {cls!r}; classes are {MASK_CLASSES}")
+        if not (0 <= int(off) <= 62 and 0 <= int(length) <= 32 and off + length <= 63):
+            raise ValueError(f"rules[{i}]: bad bit field offset={off} length={length}")
+        top = (1 << int(length)) if length else None
+        for v in values:
+            if int(v) < 0 or (top is not None and int(v) >= top):
+                raise ValueError(f"rules[{i}]: value {v} does not fit in {length} bits")
 
 
-_LANDSAT_LUTS = _landsat_luts()
-_SCL_LUTS = _scl_luts()
+def lut_from_rules(rules: Sequence[QaRule], classes: Iterable[str], size: int) -> np.ndarray:
+    """Bool LUT of length ``size``: True at every QA value that sets one of ``classes``."""
+    _check_rules(rules)
+    wanted = set(classes)
+    unknown = wanted - set(MASK_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown mask class(es) {sorted(unknown)}; classes are {MASK_CLASSES}")
+    if int(size) < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    v = np.arange(int(size), dtype=np.int64)
+    lut = np.zeros(int(size), dtype=np.bool_)
+    for cls, off, length, values in rules:
+        if cls not in wanted or not values:
+            continue
+        field = v if length == 0 else (v >> off) & ((1 << length) - 1)
+        lut |= np.isin(field, np.asarray(values, dtype=np.int64))
+    return lut
 
 
-def _check_int(name: str, a: object, hi: int) -> np.ndarray:
+def _check_qa(name: str, a: object) -> np.ndarray:
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu":
         kind = f"{a.dtype} array" if isinstance(a, np.ndarray) else type(a).__name__
         raise ValueError(f"{name} must be an integer numpy array, got {kind}")
-    if a.size and (int(a.min()) < 0 or int(a.max()) > hi):
+    if a.size and (int(a.min()) < 0 or int(a.max()) > 0xFFFF):
         raise ValueError(
-            f"{name} values must lie in [0, {hi}], got [{int(a.min())}, {int(a.max())}]"
+            f"{name} values must lie in [0, 65535], got [{int(a.min())}, {int(a.max())}]"
         )
     return a
 
 
-def decode_landsat_qa_pixel(qa: np.ndarray) -> dict[str, np.ndarray]:
-    """Named bool masks (same shape as qa) from a Landsat C2 QA_PIXEL array: the single bits
-    (fill, dilated_cloud, cirrus, cloud, shadow, snow, clear, water), ``*_high_confidence`` for
-    each two-bit confidence pair equal to 3, and ``nodata`` (= fill), ``saturated`` (all False:
-    saturation is in QA_RADSAT, not QA_PIXEL)."""
-    qa = _check_int("qa", qa, 0xFFFF)
+def decode(qa: np.ndarray, rules: Sequence[QaRule]) -> dict[str, np.ndarray]:
+    """One bool mask (same shape as qa) per class of :data:`MASK_CLASSES`, from integer QA
+    values (0..65535) and the product's rules. Classes the product does not flag are all False
+    (e.g. Landsat QA_PIXEL has no saturation: that is in QA_RADSAT)."""
+    qa = _check_qa("qa", qa)
+    size = 65536 if qa.dtype.itemsize > 1 else 256
     idx = qa.astype(np.intp, copy=False)
-    return {name: lut[idx] for name, lut in _LANDSAT_LUTS.items()}
+    return {cls: lut_from_rules(rules, (cls,), size)[idx] for cls in MASK_CLASSES}
+
+
+def decode_landsat_qa_pixel(qa: np.ndarray) -> dict[str, np.ndarray]:
+    """Named masks from a Landsat Collection 2 QA_PIXEL array (see LANDSAT_C2_QA_PIXEL)."""
+    return decode(qa, LANDSAT_C2_QA_PIXEL)
 
 
 def decode_scl(scl: np.ndarray) -> dict[str, np.ndarray]:
-    """Named bool masks (same shape as scl) from a Sentinel-2 SCL array (see SCL_MASKS); class
-    0 is nodata only here — never treat a QA value of 0 as nodata elsewhere."""
-    scl = _check_int("scl", scl, max(SCL_CLASSES))
-    idx = scl.astype(np.intp, copy=False)
-    return {name: lut[idx] for name, lut in _SCL_LUTS.items()}
+    """Named masks from a Sentinel-2 SCL array (see :data:`SCL`); class 0 is nodata only here —
+    a QA value of 0 is never nodata for products whose 0 means clear (Planet UDM)."""
+    return decode(scl, SCL)
+
+
+def decode_planet_udm(udm: np.ndarray) -> dict[str, np.ndarray]:
+    """Named masks from a Planet legacy UDM array (see :data:`PLANET_UDM`)."""
+    return decode(udm, PLANET_UDM)
+
+
+# --------------------------------------------------------------------------------------------
+# dilation
+# --------------------------------------------------------------------------------------------
 
 
 @numba.njit(cache=True, nogil=True)
-def dilate_kernel(mask, n, disc, out):
-    """OR into out (y, x) every True pixel of mask spread over its (2n+1)² square, or over the
-    disc dy² + dx² <= n² when disc; unchecked."""
+def dilate_kernel(mask, n, out):
+    """out (y, x) = True where some True pixel of mask lies within Chebyshev distance n
+    (a (2n+1)² square). Separable, O(Y·X) whatever n: along x, then along y, keep the index of
+    the last True pixel at or before x + n; unchecked. (The per-pixel stamp of the earlier
+    version cost O(Y·X·n²).)"""
     h, w = mask.shape
-    nn = n * n
+    far = -(1 << 40)
+    tmp = np.zeros((h, w), np.bool_)
     for y in range(h):
+        last = far
+        for j in range(min(n, w)):
+            if mask[y, j]:
+                last = j
         for x in range(w):
-            if not mask[y, x]:
-                continue
-            for dy in range(-n, n + 1):
-                yy = y + dy
-                if yy < 0 or yy >= h:
-                    continue
-                for dx in range(-n, n + 1):
-                    xx = x + dx
-                    if xx < 0 or xx >= w:
-                        continue
-                    if disc and dy * dy + dx * dx > nn:
-                        continue
-                    out[yy, xx] = True
+            j = x + n
+            if j < w and mask[y, j]:
+                last = j
+            tmp[y, x] = last >= x - n
+    for x in range(w):
+        last = far
+        for j in range(min(n, h)):
+            if tmp[j, x]:
+                last = j
+        for y in range(h):
+            j = y + n
+            if j < h and tmp[j, x]:
+                last = j
+            out[y, x] = last >= y - n
 
 
 def dilate(mask: np.ndarray, n: int, *, shape: str = "square") -> np.ndarray:
@@ -153,6 +238,12 @@ def dilate(mask: np.ndarray, n: int, *, shape: str = "square") -> np.ndarray:
         raise ValueError(f"n must be an int >= 0 (pixels), got {n!r}")
     if shape not in ("square", "disc"):
         raise ValueError(f"shape must be 'square' or 'disc', got {shape!r}")
+    if n == 0 or not mask.size:
+        return mask.copy()
+    if shape == "disc":
+        from pipeline.kernels.mosaic import cloud_distance
+
+        return cloud_distance(np.ascontiguousarray(mask)[None])[0] <= n
     out = np.zeros(mask.shape, dtype=np.bool_)
-    dilate_kernel(np.ascontiguousarray(mask), int(n), shape == "disc", out)
+    dilate_kernel(np.ascontiguousarray(mask), int(n), out)
     return out

@@ -36,8 +36,15 @@ def gather_calibrate_reference(
     scale: Sequence[float],
     offset: Sequence[float],
     out_shape: tuple[int, int, int],
+    *,
+    valid_range: tuple[float, float] | None = None,
+    mask: np.ndarray | None = None,
+    mask_lut: np.ndarray | None = None,
+    factor: np.ndarray | None = None,
+    post_offset: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """New NaN-filled float32 (band, y, x) array of float32(DN * scale + offset) reflectance."""
+    """New NaN-filled float32 (band, y, x) array: the bands named by band_out hold
+    float32((DN * scale + offset) * factor + post_offset) where the DN is valid, NaN elsewhere."""
     out = np.full(out_shape, np.nan, dtype=np.float32)
     nb, h, w = src.shape
     inside = _inside(rows, cols, h, w)
@@ -49,26 +56,44 @@ def gather_calibrate_reference(
     ok = inside[None] & ~np.isnan(dn)
     if has_nodata:
         ok &= dn != np.float64(nodata)
+    if valid_range is not None:
+        ok &= (dn >= valid_range[0]) & (dn <= valid_range[1])
+    if mask is not None:
+        lut = np.asarray([True] + [False] * 255 if mask_lut is None else mask_lut, dtype=bool)
+        m = mask.astype(np.int64)[r, c]
+        in_lut = (m >= 0) & (m < len(lut))
+        ok &= (in_lut & ~lut[np.clip(m, 0, len(lut) - 1)])[None]
     scale_b = np.asarray(scale, dtype=np.float64)[:, None, None]
     offset_b = np.asarray(offset, dtype=np.float64)[:, None, None]
     with np.errstate(invalid="ignore", over="ignore"):  # inf DN * 0 scale, huge values
-        cal = (dn * scale_b + offset_b).astype(np.float32)
+        cal = dn * scale_b + offset_b
+        if factor is not None:
+            f = np.asarray(factor, dtype=np.float64)
+            ok &= (f > 0)[None]
+            post = np.zeros(nb) if post_offset is None else np.asarray(post_offset, np.float64)
+            cal = cal * f[None] + post[:, None, None]
+        cal = cal.astype(np.float32)
     bands = np.asarray(band_out, dtype=np.int64)
-    out[bands] = np.where(ok, cal, out[bands])
+    out[bands] = np.where(ok, cal, np.float32(np.nan))
     return out
 
 
 def gather_mask_reference(
-    qa: np.ndarray, rows: np.ndarray, cols: np.ndarray, lut: np.ndarray
+    qa: np.ndarray, rows: np.ndarray, cols: np.ndarray, lut: np.ndarray, *, outside_masked=True
 ) -> np.ndarray:
-    """New bool (y, x) mask: True where lut[qa] is True, qa is outside the LUT, or outside qa."""
+    """New bool (y, x) mask: True where lut[qa] is True, qa is outside the LUT, or (when
+    outside_masked) the index is outside qa."""
     h, w = qa.shape
     inside = _inside(rows, cols, h, w)
-    if not inside.any() or len(lut) == 0:
-        return np.ones(np.shape(rows), dtype=np.bool_)
+    outside = ~inside if outside_masked else np.zeros(np.shape(rows), dtype=np.bool_)
+    if not inside.any():
+        return outside
+    if len(lut) == 0:
+        return outside | inside
     v = qa[np.where(inside, rows, 0), np.where(inside, cols, 0)].astype(np.int64)
     in_lut = (v >= 0) & (v < len(lut))
-    return ~inside | ~in_lut | np.asarray(lut, dtype=np.bool_)[np.clip(v, 0, len(lut) - 1)]
+    hit = ~in_lut | np.asarray(lut, dtype=np.bool_)[np.clip(v, 0, len(lut) - 1)]
+    return outside | (inside & hit)
 
 
 def merge_first_valid_reference(

@@ -319,5 +319,3 @@ def solar_zenith(
     cos_z = np.sin(phi) * math.sin(decl) + np.cos(phi) * math.cos(decl) * np.cos(hour_angle)
     zen = np.rad2deg(np.arccos(np.clip(cos_z, -1.0, 1.0)))
     return float(zen) if zen.ndim == 0 else zen
-def _is_leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
