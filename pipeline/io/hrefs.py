@@ -89,6 +89,26 @@ class HrefPolicy:
             return href
         raise HrefNotAllowed(f"{where}: scheme {parsed.scheme!r} of {href} is not allowed")
 
+    def check_metadata(self, href: str, *, item_id: str = "?", asset: str = "?") -> str:
+        """A vendor metadata file (MTL, MTD, XML: not a GeoTIFF) that the driver may read: a
+        local file inside the allowed roots (canonical path returned). URLs are returned as
+        they are: metadata is never fetched, so they cannot be abused."""
+        where = f"item {item_id!r} asset {asset!r}"
+        parsed = urlparse(href)
+        scheme = parsed.scheme.lower() if len(parsed.scheme) > 1 else ""
+        if scheme not in ("", "file"):
+            return href
+        if href.lower().startswith("/vsi"):
+            raise HrefNotAllowed(f"{where}: GDAL virtual file system links ({href}) are refused")
+        raw = unquote(parsed.path) if scheme == "file" else href
+        canonical = os.path.realpath(raw)
+        if not any(_inside(canonical, r) for r in self.roots if "://" not in r):
+            raise HrefNotAllowed(
+                f"{where}: {href} is outside the allowed roots {list(self.roots)}; "
+                "add its folder to the workflow's allowed_roots if it is trusted"
+            )
+        return canonical
+
     def _check_url(self, href: str, where: str) -> None:
         url = urlsplit(href)
         if "@" in url.netloc or "\\" in href or any(ord(c) < 33 for c in href):
