@@ -77,7 +77,27 @@ def test_every_bundled_profile_loads_and_the_required_ones_exist():
         ),
         (
             "name: bad\ndescription: x\nmatch: {any: true}\nquality: [{assets: [qa]}]\n",
-            ["masked_values"],
+            ["classes", "bitfields"],
+        ),
+        (
+            "name: bad\ndescription: x\nmatch: {any: true}\n"
+            "quality: [{assets: [qa], classes: {haze: [3]}}]\n",
+            ["quality.0.classes", "haze"],
+        ),
+        (
+            "name: bad\ndescription: x\nmatch: {any: true}\n"
+            "quality: [{assets: [qa], bitfields: [{offset: 3}]}]\n",
+            ["class"],
+        ),
+        (
+            "name: bad\ndescription: x\nmatch: {any: true}\n"
+            "calibration: {esun: {default: {red: 1500}}}\n",
+            ["esun_source"],
+        ),
+        (
+            "name: bad\ndescription: x\nmatch: {any: true}\n"
+            "harmonisation: [{name: x, version: '1', to: y, source: z, platforms: {}}]\n",
+            ["harmonisation.0.platforms"],
         ),
         ("- just\n- a list\n", ["expected a mapping"]),
         (
@@ -207,7 +227,7 @@ def test_landsat_level1_toa_divides_by_the_sine_of_the_sun_elevation(tmp_path):
     sine = math.sin(math.radians(62.17310472))
     assert scene.bands[0].scale == pytest.approx(2.0e-05 / sine, rel=1e-12)
     assert scene.bands[0].offset == pytest.approx(-0.1 / sine, rel=1e-12)
-    assert "sin(sun elevation)" in dict(scene.extra)["calibration"]
+    assert "/ sin(sun elevation 62.1731°" in dict(scene.extra)["calibration"]
 
 
 def test_item_raster_bands_win_over_the_profile_and_gaps_are_filled(tmp_path):

@@ -63,13 +63,29 @@ class _Match(_Strict):
         return value
 
 
+class _MaskBand(_Strict):
+    asset: str
+    index: Annotated[int, Field(ge=1)] = 1
+    nodata_values: tuple[int, ...] = (0,)  # mask values meaning "no data" (GDAL: 0)
+
+
 class _Band(_Strict):
     assets: tuple[str, ...] = Field(min_length=1)
     index: Annotated[int, Field(ge=1)] = 1
     scale: float | None = None
     offset: float | None = None
     nodata: float | None = None
+    valid_range: tuple[float, float] | None = None  # DN outside [lo, hi] is nodata
+    mask: _MaskBand | None = None  # a band on the same grid whose nodata_values mark nodata
+    vendor_band: str | None = None  # the band's name in the vendor metadata file ("4", "B04")
     resampling: Literal["nearest", "bilinear", "cubic", "average"] | None = None
+
+    @field_validator("valid_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None):
+        if value is not None and not value[0] <= value[1]:
+            raise ValueError("valid_range is [lo, hi] with lo <= hi")
+        return value
 
 
 class _FactSource(_Strict):
@@ -99,13 +115,22 @@ class _When(_Strict):
         return self
 
 
+Level = Literal["toa", "surface"]
+
+
 class _Rule(_Strict):
     when: _When
     scale: float | None = None
     offset: float | None = None
     nodata: float | None = None
     sun_elevation_correction: bool | None = None
+    level: Level | None = None  # what the reflectance is: top of atmosphere or surface
+    valid_range: tuple[float, float] | None = None  # DN outside [lo, hi] is nodata
+    ignore_item_offset: bool = False  # the item's raster:bands offset is known to be wrong here
     reject: str | None = None
+
+
+VendorKind = Literal["planet-analytic-xml", "landsat-mtl", "sentinel-2-mtd"]
 
 
 class _Calibration(_Strict):
@@ -113,27 +138,55 @@ class _Calibration(_Strict):
     offset: float | None = None
     nodata: float | None = None
     sun_elevation_correction: bool = False
-    vendor: Literal["planet-analytic-xml"] | None = None
+    level: Level | None = None
+    vendor: VendorKind | None = None
     vendor_assets: tuple[str, ...] = ()
+    # band solar irradiance, W/(m² µm): {platform or "default": {band: value}}
+    esun: dict[str, dict[str, Annotated[float, Field(gt=0)]]] = {}
+    esun_source: str | None = None
     rules: tuple[_Rule, ...] = ()
+
+    @model_validator(mode="after")
+    def _esun_cited(self) -> _Calibration:
+        if self.esun and not self.esun_source:
+            raise ValueError("esun needs esun_source (where the values were published)")
+        return self
+
+
+MaskClass = Literal["nodata", "saturated", "cloud", "shadow", "cirrus", "snow", "water"]
 
 
 class _Bitfield(_Strict):
     offset: Annotated[int, Field(ge=0, le=63)]
     length: Annotated[int, Field(ge=1, le=32)] = 1
-    masked: tuple[int, ...] = ()  # empty: every non-zero value masks
+    masked: tuple[int, ...] = ()  # empty: every non-zero value sets the class
+    class_: MaskClass = Field(alias="class")
 
 
 class _Quality(_Strict):
     assets: tuple[str, ...] = Field(min_length=1)
-    masked_values: tuple[int, ...] = ()
+    classes: dict[MaskClass, tuple[int, ...]] = {}  # class-valued QA: mask class -> values
     bitfields: tuple[_Bitfield, ...] = ()
 
     @model_validator(mode="after")
     def _one_kind(self) -> _Quality:
-        if bool(self.masked_values) == bool(self.bitfields):
-            raise ValueError("give either masked_values (classes) or bitfields, not both/none")
+        if bool(self.classes) == bool(self.bitfields):
+            raise ValueError(
+                "give either classes ({class: [values]}, e.g. Sentinel-2 SCL) or bitfields "
+                "([{offset, length, masked, class}], e.g. Landsat QA_PIXEL), not both/none"
+            )
         return self
+
+
+class _Harmonisation(_Strict):
+    """A versioned bandpass adjustment to a reference sensor: reflectance' = slope ·
+    reflectance + intercept, per platform and common band name."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")]
+    version: str
+    to: str  # the reference sensor's profile name
+    source: str  # the publication the coefficients come from
+    platforms: dict[str, dict[str, tuple[float, float]]] = Field(min_length=1)
 
 
 class _Resampling(_Strict):
@@ -156,6 +209,7 @@ class _ProfileFile(_Strict):
     calibration: _Calibration = _Calibration()
     quality: tuple[_Quality, ...] = ()
     resampling: _Resampling = _Resampling()
+    harmonisation: tuple[_Harmonisation, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> _ProfileFile:
@@ -167,6 +221,9 @@ class _ProfileFile(_Strict):
                 raise ValueError(f"rule uses fact {rule.when.fact!r}; define it under 'facts'")
         if self.calibration.vendor and not self.calibration.vendor_assets:
             raise ValueError("calibration.vendor needs vendor_assets (the metadata asset keys)")
+        targets = [h.to for h in self.harmonisation]
+        if len(set(targets)) != len(targets):
+            raise ValueError("one harmonisation set per reference sensor ('to')")
         return self
 
 
@@ -175,7 +232,8 @@ class _ProfileFile(_Strict):
 
 @dataclass(frozen=True)
 class BandHint:
-    """Where a common-name band lives when the item does not say (asset keys, 1-based index)."""
+    """Where a common-name band lives when the item does not say (asset keys, 1-based index),
+    and what the profile knows of its nodata and vendor-metadata name."""
 
     assets: tuple[str, ...]
     index: int = 1
@@ -183,15 +241,52 @@ class BandHint:
     offset: float | None = None
     nodata: float | None = None
     resampling: str | None = None
+    valid_range: tuple[float, float] | None = None
+    mask: tuple[str, int, tuple[int, ...]] | None = None  # (asset, index, nodata values)
+    vendor_band: str | None = None
 
 
 @dataclass(frozen=True)
 class QualityHint:
-    """A QA asset the profile knows, and which values/bit-fields of it mask a pixel."""
+    """A QA asset the profile knows and its rules (class, bit offset, bit length (0: whole
+    value), values); see :mod:`pipeline.kernels.qa`."""
 
     assets: tuple[str, ...]
-    masked_values: tuple[int, ...] = ()
-    bitfields: tuple[tuple[int, int, tuple[int, ...]], ...] = ()
+    rules: tuple[tuple[str, int, int, tuple[int, ...]], ...] = ()
+
+    @property
+    def masked_values(self) -> tuple[int, ...]:
+        """Whole QA values masked by the default mask classes."""
+        return default_masked_values(self.rules)
+
+    @property
+    def bitfields(self) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+        """(offset, length, values) bit fields masked by the default mask classes."""
+        return default_bitfields(self.rules)
+
+
+def default_masked_values(rules) -> tuple[int, ...]:
+    from pipeline.kernels.qa import DEFAULT_MASK
+
+    return tuple(sorted({v for c, _, n, vs in rules if n == 0 and c in DEFAULT_MASK for v in vs}))
+
+
+def default_bitfields(rules) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+    from pipeline.kernels.qa import DEFAULT_MASK
+
+    return tuple((o, n, vs) for c, o, n, vs in rules if n > 0 and c in DEFAULT_MASK)
+
+
+@dataclass(frozen=True)
+class Harmonisation:
+    """A coefficient set of a profile: name, version, reference sensor, per-platform
+    {band: (slope, intercept)}."""
+
+    name: str
+    version: str
+    to: str
+    source: str
+    platforms: Mapping[str, Mapping[str, tuple[float, float]]]
 
 
 @dataclass(frozen=True)
@@ -202,10 +297,23 @@ class Calibration:
     offset: float | None = None
     nodata: float | None = None
     sun_elevation_correction: bool = False
+    level: str | None = None  # "toa" / "surface" / None (not known)
+    valid_range: tuple[float, float] | None = None
+    ignore_item_offset: bool = False
     vendor: str | None = None
     vendor_assets: tuple[str, ...] = ()
+    esun: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    esun_source: str | None = None
     reject: str | None = None
     because: tuple[str, ...] = ()  # the facts that decided, e.g. ("processing_baseline=05.11",)
+
+    def esun_for(self, platform: str | None, band: str) -> float | None:
+        """Band solar irradiance, W/(m² µm), for this platform (else the profile default)."""
+        key = _norm(platform)
+        for name, table in self.esun.items():
+            if name != "default" and _norm(name) == key and band in table:
+                return table[band]
+        return self.esun.get("default", {}).get(band)
 
 
 @dataclass(frozen=True)
@@ -222,7 +330,15 @@ class SensorProfile:
     display_assets: tuple[str, ...] = ()
     quality: tuple[QualityHint, ...] = ()
     data_resampling: str | None = None
+    harmonisation: tuple[Harmonisation, ...] = ()
     _model: _ProfileFile | None = field(default=None, repr=False, compare=False)
+
+    def harmonisation_to(self, reference: str) -> Harmonisation | None:
+        """This sensor's coefficient set to the reference sensor (profile name), if any."""
+        for h in self.harmonisation:
+            if h.to == reference:
+                return h
+        return None
 
     def matches(self, doc: ItemDoc) -> bool:
         """True if the item's constellation, platform or collection names this sensor."""
@@ -271,6 +387,9 @@ class SensorProfile:
             "offset": c.offset,
             "nodata": c.nodata,
             "sun_elevation_correction": c.sun_elevation_correction,
+            "level": c.level,
+            "valid_range": None,
+            "ignore_item_offset": False,
         }
         reject = None
         facts = {name: self.fact(doc, name) for name in self._model.facts}
@@ -279,15 +398,21 @@ class SensorProfile:
             value = facts[rule.when.fact]
             if not _holds(rule.when, value):
                 continue
-            for key in ("scale", "offset", "nodata", "sun_elevation_correction"):
+            for key in (
+                "scale", "offset", "nodata", "sun_elevation_correction", "level", "valid_range"
+            ):
                 if getattr(rule, key) is not None:
                     values[key] = getattr(rule, key)
+            if rule.ignore_item_offset:
+                values["ignore_item_offset"] = True
             if rule.reject:
                 reject = rule.reject
         return Calibration(
             **values,
             vendor=c.vendor,
             vendor_assets=c.vendor_assets,
+            esun=c.esun,
+            esun_source=c.esun_source,
             reject=reject,
             because=tuple(because),
         )
@@ -378,23 +503,17 @@ def load_profile(path: Path) -> SensorProfile:
 
 def _to_runtime(model: _ProfileFile, source: str) -> SensorProfile:
     bands = {
-        name: BandHint(b.assets, b.index, b.scale, b.offset, b.nodata, b.resampling)
+        name: BandHint(
+            b.assets, b.index, b.scale, b.offset, b.nodata, b.resampling, b.valid_range,
+            (b.mask.asset, b.mask.index, b.mask.nodata_values) if b.mask else None,
+            b.vendor_band,
+        )
         for name, b in model.bands.items()
     }
-    quality = tuple(
-        QualityHint(
-            q.assets,
-            tuple(sorted(set(q.masked_values))),
-            tuple(
-                (
-                    f.offset,
-                    f.length,
-                    tuple(f.masked) if f.masked else tuple(range(1, 1 << f.length)),
-                )
-                for f in q.bitfields
-            ),
-        )
-        for q in model.quality
+    quality = tuple(QualityHint(q.assets, _quality_rules(q)) for q in model.quality)
+    harmonisation = tuple(
+        Harmonisation(h.name, h.version, h.to, h.source, h.platforms)
+        for h in model.harmonisation
     )
     return SensorProfile(
         name=model.name,
@@ -407,8 +526,19 @@ def _to_runtime(model: _ProfileFile, source: str) -> SensorProfile:
         display_assets=model.display_assets,
         quality=quality,
         data_resampling=model.resampling.data,
+        harmonisation=harmonisation,
         _model=model,
     )
+
+
+def _quality_rules(q: _Quality) -> tuple[tuple[str, int, int, tuple[int, ...]], ...]:
+    rules: list[tuple[str, int, int, tuple[int, ...]]] = [
+        (cls, 0, 0, tuple(values)) for cls, values in q.classes.items()
+    ]
+    for f in q.bitfields:
+        values = tuple(f.masked) if f.masked else tuple(range(1, 1 << f.length))
+        rules.append((f.class_, f.offset, f.length, values))
+    return tuple(rules)
 
 
 def load_profiles(folder: str | Path | None = None) -> ProfileSet:
