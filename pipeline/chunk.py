@@ -15,21 +15,17 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.catalog.scene import BandSource, QualitySource, Scene
+from pipeline.catalog.scene import BandSource, Scene
 from pipeline.compositing import StreamState, can_stream, composite_method
 from pipeline.errors import ReadError
 from pipeline.grid import ChunkGrid
 from pipeline.io.reader import RasterReader
 from pipeline.io.warp import nearest_window
 from pipeline.kernels.composite import merge_first_valid
-from pipeline.kernels.radiometry import (
-    gather_calibrate,
-    gather_mask,
-    lut_from_bitfields,
-    lut_from_classes,
-)
+from pipeline.kernels.radiometry import gather_calibrate, gather_mask
 from pipeline.methods import mosaic_layers
 from pipeline.plan import ChunkTask, MosaicOutput, Outputs
+from pipeline.radiometry import Masking, group_factor, grow, quality_luts
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,8 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
     for scene in slot_scenes.scenes:
         try:
             read = read_scene(
-                scene, work, resampling=outputs.resampling, reader=reader, windows=windows
+                scene, work, resampling=outputs.resampling, reader=reader, windows=windows,
+                masking=outputs.masking,
             )
         except ReadError as exc:
             failures.append((scene.id, exc.reason, exc.message))
@@ -181,11 +178,14 @@ def read_scene(
     resampling: str,
     reader: RasterReader,
     windows: dict | None = None,
+    masking: Masking | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """One scene on the chunk's grid: reflectance (B, Y, X) float32 (NaN = nodata) and the
-    quality mask (Y, X) bool. None when the scene's rasters do not reach the chunk.
-    ``windows`` memoises index maps by source grid within one chunk."""
+    """One scene on the chunk's grid: reflectance (or radiance) (B, Y, X) float32 (NaN =
+    nodata) and the quality mask (Y, X) bool of the ``masking`` classes (cloud and shadow
+    dilated when asked). None when the scene's rasters do not reach the chunk. ``windows``
+    memoises index maps by source grid (and sun terms) within one chunk."""
     windows = {} if windows is None else windows
+    masking = masking or Masking()
 
     def window(grid):
         if grid not in windows:
@@ -202,13 +202,14 @@ def read_scene(
         offset = np.array([b.offset for _, b in group], dtype=np.float64)
         nodata = first.nodata
         method = first.resampling or resampling  # the sensor profile's choice wins
+        factor, post = group_factor([b for _, b in group], chunk, scene.datetime, windows)
         if method == "nearest":
             win = window(first.grid)
             if win is None:
                 continue
-            dn = reader.read(
-                first.href, [b.index for _, b in group], (win.row0, win.col0, win.height, win.width)
-            )
+            box = (win.row0, win.col0, win.height, win.width)
+            dn = reader.read(first.href, [b.index for _, b in group], box)
+            mask, lut = _mask_band(first, box, reader)
             gather_calibrate(
                 dn,
                 win.rows,
@@ -219,42 +220,67 @@ def read_scene(
                 scale,
                 offset,
                 values,
+                valid_range=first.valid_range,
+                mask=mask,
+                mask_lut=lut,
+                factor=factor,
+                post_offset=post,
             )
         else:
             warped = _warp_gdal(first, [b.index for _, b in group], chunk, method, reader)
             if warped is None:
                 continue
             rows, cols = _identity_maps(chunk)
-            gather_calibrate(warped, rows, cols, band_out, np.nan, False, scale, offset, values)
+            gather_calibrate(warped, rows, cols, band_out, np.nan, False, scale, offset, values,
+                             factor=factor, post_offset=post)
         any_read = True
     if not any_read:
         return None
+    return values, _quality_mask(scene.quality, chunk, window, reader, masking)
+
+
+def _quality_mask(quality, chunk: ChunkGrid, window, reader, masking: Masking) -> np.ndarray:
+    """OR of every quality source's mask classes; the cloud/shadow part grown by ``dilate``."""
     masked = np.zeros((chunk.height, chunk.width), dtype=bool)
-    for q in scene.quality:
+    grown = np.zeros_like(masked) if masking.grown else None
+    for q in quality:
         win = window(q.grid)
         if win is None:
             masked[:] = True  # no quality information here: do not trust the pixels
             continue
         qa = reader.read(q.href, [q.index], (win.row0, win.col0, win.height, win.width))[0]
-        gather_mask(qa, win.rows, win.cols, _lut(q), masked)
-    return values, masked
+        plain, dilatable = quality_luts(q, masking)
+        gather_mask(qa, win.rows, win.cols, plain, masked)
+        if grown is not None and dilatable is not None:
+            gather_mask(qa, win.rows, win.cols, dilatable, grown, outside_masked=False)
+    if grown is not None:
+        masked |= grow(grown, masking.dilate)
+    return masked
+
+
+def _mask_band(band: BandSource, box, reader):
+    """(mask window, LUT) of the band's nodata mask band, or (None, None)."""
+    if band.mask is None:
+        return None, None
+    href, index, nodata_values = band.mask
+    mask = reader.read(href, [index], box)[0]
+    return mask, _nodata_lut(nodata_values, 256 if mask.dtype.itemsize == 1 else 65536)
+
+
+@lru_cache(maxsize=64)
+def _nodata_lut(values: tuple[int, ...], size: int) -> np.ndarray:
+    lut = np.zeros(size, dtype=np.bool_)
+    lut[[v for v in values if 0 <= v < size]] = True
+    return lut
 
 
 def _asset_groups(bands: Sequence[BandSource]) -> list[list[tuple[int, BandSource]]]:
     """Bands that live in one asset with one grid and nodata are read together (one decode)."""
     groups: dict[tuple, list[tuple[int, BandSource]]] = {}
     for i, b in enumerate(bands):
-        groups.setdefault((b.href, b.grid, b.nodata, b.resampling), []).append((i, b))
+        key = (b.href, b.grid, b.nodata, b.resampling, b.valid_range, b.mask, b.sun_power)
+        groups.setdefault(key, []).append((i, b))
     return list(groups.values())
-
-
-@lru_cache(maxsize=256)
-def _lut(q: QualitySource) -> np.ndarray:
-    size = 256 if q.dtype in ("uint8", "int8") else 65536
-    lut = lut_from_classes(q.masked_values, size)
-    if q.bitfields:
-        lut |= lut_from_bitfields(q.bitfields, size)
-    return lut
 
 
 @lru_cache(maxsize=8)
@@ -280,6 +306,11 @@ def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, rea
     src = dn.astype(np.float32)
     if band.nodata is not None:
         src[dn == band.nodata] = np.nan
+    if band.valid_range is not None:  # nodata before interpolating, as for nearest
+        src[(dn < band.valid_range[0]) | (dn > band.valid_range[1])] = np.nan
+    mask, lut = _mask_band(band, (win.row0, win.col0, win.height, win.width), reader)
+    if mask is not None:
+        src[:, lut[mask.astype(np.intp)]] = np.nan
     t = Affine(*band.grid.transform) * Affine.translation(win.col0, win.row0)
     out = np.full((len(indexes), chunk.height, chunk.width), np.nan, dtype=np.float32)
     reproject(

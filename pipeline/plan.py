@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.catalog.scene import Scene
 from pipeline.grid import ChunkGrid, TargetGrid
+from pipeline.radiometry import Masking
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,16 @@ class Outputs:
     resampling: str
     cube_store: Path | None
     mosaics: tuple[MosaicOutput, ...] = ()
+    masking: Masking = Masking()  # quality classes dropped, cloud/shadow dilation
+    quantity: str = "reflectance"  # or "radiance" (radiometry.target)
+    harmonize_to: str | None = None
 
     @property
     def halo(self) -> int:
-        return max((m.halo for m in self.mosaics), default=0)
+        """Pixels read around each chunk: the mosaics' halo, plus the dilation (a cloud just
+        outside the halo still grows into it)."""
+        halo = max((m.halo for m in self.mosaics), default=0)
+        return halo + self.masking.dilate if halo or self.masking.dilate else 0
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pipeline.grid import TargetGrid
 from pipeline.io.reader import RasterReader, ReaderSettings
 from pipeline.methods import mosaic_layers
 from pipeline.plan import ChunkTask, MosaicOutput, Outputs, Plan, make_plan
+from pipeline.radiometry import radiometry_attrs, radiometry_outputs
 from pipeline.releasability import Label, Marking, Scale, high_water_mark
 from pipeline.report import OperatorReport, RunReport
 from pipeline.runtime.cluster import ClusterOptions, open_client
@@ -72,6 +73,7 @@ def outputs_of(spec: WorkflowSpec) -> Outputs:
         resampling=spec.grid.resampling,
         cube_store=p.cube.store if p.cube else None,
         mosaics=tuple(mosaic_output(m, spec) for m in p.all_mosaics),
+        **radiometry_outputs(spec.radiometry),
     )
 
 
@@ -373,6 +375,7 @@ def _commit(
         "aquila:created": dt.datetime.now(dt.UTC).isoformat(),
         "aquila:label": label,
         "aquila:audience": report.audience,
+        "aquila:radiometry": radiometry_attrs(plan.outputs, scenes),
     }
     o = plan.outputs
     times = [s.datetime.isoformat() for s in scenes]

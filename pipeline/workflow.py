@@ -119,6 +119,58 @@ class MosaicProduct(_Strict):
         return self
 
 
+MaskClass = Literal["nodata", "saturated", "cloud", "shadow", "cirrus", "snow", "water"]
+
+
+class RadiometrySpec(_Strict):
+    """What every band of every product holds, and which quality classes are dropped. Applied
+    inside the fused chunk task (calibration folded into the one gather kernel): no extra pass."""
+
+    target: Literal["reflectance", "radiance"] = Field(
+        default="reflectance",
+        description="reflectance (0-1: the provider's product level, or TOA computed from DN / "
+        "radiance with the scene's sun, Earth-Sun distance and band ESUN) or radiance "
+        "(at-sensor, W m-2 sr-1 um-1); a scene whose constants cannot give it is rejected "
+        "(no_calibration)",
+    )
+    harmonize_to: str | None = Field(
+        default=None,
+        description="a reference sensor (sensor profile name, e.g. landsat-8-9-oli): each "
+        "band gets its sensor's published bandpass adjustment (e.g. HLS v2.0 for "
+        "Sentinel-2A/B -> OLI); products record the coefficient set; scenes of a sensor "
+        "without one are rejected (no_harmonisation)",
+    )
+    mask: tuple[MaskClass, ...] = Field(
+        default=("nodata", "saturated", "cloud", "shadow", "cirrus"),
+        description="quality classes whose pixels are dropped (from QA_PIXEL bits, SCL classes, "
+        "UDM bits or the item's classification:*); [] keeps every pixel the QA flags",
+    )
+    dilate: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=0, description="grow the cloud and shadow masks by this many pixels"
+    )
+
+    @field_validator("harmonize_to")
+    @classmethod
+    def _reference_exists(cls, value: str | None):
+        if value is not None:
+            from pipeline.catalog.profiles import load_profiles
+
+            names = load_profiles().names()
+            if value not in names:
+                raise ValueError(
+                    f"harmonize_to {value!r} is not a sensor profile; one of: {', '.join(names)}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _reflectance_only(self) -> RadiometrySpec:
+        if self.harmonize_to and self.target != "reflectance":
+            raise ValueError("harmonize_to adjusts reflectance; it does not go with radiance")
+        if len(set(self.mask)) != len(self.mask):
+            raise ValueError("mask classes must not repeat")
+        return self
+
+
 class Products(_Strict):
     cube: CubeProduct | None = None
     mosaic: MosaicProduct | None = None
@@ -199,6 +251,12 @@ class WorkflowSpec(_Strict):
     quality_mask: bool = Field(
         default=True,
         description="mask pixels flagged by each scene's QA asset (false: keep cloudy pixels)",
+    )
+    # ---- radiometry (pipeline/catalog/radiometry.py; README "Radiometry")
+    radiometry: RadiometrySpec = Field(
+        default_factory=RadiometrySpec,
+        description="target quantity, harmonisation to a reference sensor, quality classes to "
+        "drop and cloud/shadow dilation",
     )
     # ---- releasability (pipeline/releasability.py; README "Releasability")
     audience: AudienceSpec | None = Field(

@@ -202,15 +202,18 @@ EXPECTED = {
     "sentinel2/earth-search-v0/S2A_31NBJ_20190524_0_L2A.json": ok(
         "sentinel-2-msi", "EPSG:32631", ("B02", "B03", "B04", "B08"), S2_OLD
     ),
-    # ---- Earth Search v1: raster:bands offset -0.1 (baseline 05.x), 0 for 02.14
+    # ---- Earth Search v1 sentinel-2-l2a: baseline 05.x with earthsearch:boa_offset_applied
+    # true: E84 shifted these DN back, so their raster:bands offset -0.1 would apply it twice
+    # (E84 maintainers: "boa_offset_applied is the truth", earth-search issues 9, 66, 71): 0.
+    # Baseline 02.14: 0. The sentinel-2-c1-l2a items (T24MUA/T24MUV) carry ESA's DN: -0.1.
     "sentinel2/earth-search-v1/S2A_13TDE_20231008_0_L2A.json": ok(
-        "sentinel-2-msi", "EPSG:32613", ("blue", "green", "red", "nir"), S2_NEW
+        "sentinel-2-msi", "EPSG:32613", ("blue", "green", "red", "nir"), S2_OLD
     ),
     f"{S2_DIR}/S2A_29RKH_20200219_0_L2A.json": ok(
         "sentinel-2-msi", "EPSG:32629", ("blue", "green", "red", "nir"), S2_OLD
     ),
     "sentinel2/earth-search-v1/S2B_24MUA_20250731_0_L2A.json": ok(
-        "sentinel-2-msi", "EPSG:32724", ("blue", "green", "red", "nir"), S2_NEW
+        "sentinel-2-msi", "EPSG:32724", ("blue", "green", "red", "nir"), S2_OLD
     ),
     "sentinel2/earth-search-v1/S2B_24MUV_20250731_0_L1C.json": rejected(
         "href_not_allowed", "s3://sentinel-s2-l1c"
@@ -415,7 +418,10 @@ def test_inspect_earth_search_items_as_json():
     assert report["items_found"] == 10
     assert (by["sentinel-2-l2a"]["found"], by["sentinel-2-l2a"]["normalised"]) == (3, 3)
     offsets = {(b["band"], b["offset"], b["items"]) for b in by["sentinel-2-l2a"]["bands"]}
-    assert ("blue", -0.1, 2) in offsets and ("blue", 0.0, 1) in offsets  # 05.x and 02.14
+    # 05.x items whose DN E84 already shifted (earthsearch:boa_offset_applied) and one 02.14
+    assert ("blue", 0.0, 3) in offsets
+    c1 = {(b["band"], b["offset"]) for b in by["sentinel-2-c1-l2a"]["bands"]}
+    assert ("blue", -0.1) in c1  # ESA's DN: the -0.1 applied once, by us
     assert [r["reason"] for r in by["sentinel-1-grd"]["rejects"]] == ["sar_not_optical"]
     assert [r["reason"] for r in by["sentinel-2-l1c"]["rejects"]] == ["href_not_allowed"]
     assert [r["reason"] for r in by["landsat-c2-l2"]["rejects"]] == ["href_not_allowed"]

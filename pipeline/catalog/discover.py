@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.catalog.dedupe import Duplicate, drop_duplicates
 from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
 from pipeline.catalog.profiles import load_profiles
+from pipeline.catalog.radiometry import RadiometryTarget
 from pipeline.catalog.scene import Reject, Scene
 from pipeline.catalog.source import SearchQuery, iter_docs
 from pipeline.catalog.stacdoc import ItemDoc
@@ -153,7 +154,16 @@ def normalise_options(spec: Any, *, check_files: bool = True) -> NormaliseOption
         mirrors=mirrors,
         check_files=check_files,
         quality_mask=getattr(spec, "quality_mask", True),
+        radiometry=radiometry_target(spec),
     )
+
+
+def radiometry_target(spec: Any) -> RadiometryTarget:
+    """The spec's target quantity and reference sensor, as normalisation needs them."""
+    r = getattr(spec, "radiometry", None)
+    if r is None:
+        return RadiometryTarget()
+    return RadiometryTarget(quantity=r.target, harmonize_to=r.harmonize_to)
 
 
 def discover(

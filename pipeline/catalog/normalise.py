@@ -15,16 +15,17 @@ checked (the first failing step names the reason):
    ``proj:wkt2``/``proj:projjson``), else the local file header → ``no_crs`` / ``bad_crs`` /
    ``no_grid`` / ``bad_transform`` / ``grid_mismatch``; then the footprint must lie in the
    raster's bounds → ``footprint_mismatch``;
-7. how to calibrate: ``raster:bands`` scale/offset/nodata, gaps filled by the profile (rules on
-   facts such as the Sentinel-2 baseline, vendor XML) → ``no_calibration``;
+7. how to calibrate, for the run's target quantity (reflectance or radiance, optionally
+   harmonised to a reference sensor): ``raster:bands`` scale/offset/nodata, else the vendor
+   metadata file (Landsat MTL, Sentinel-2 MTD, Planet XML), else the profile (rules on facts
+   such as the Sentinel-2 baseline); see :mod:`pipeline.catalog.radiometry` →
+   ``no_calibration`` / ``no_harmonisation`` / ``nodata_mask_grid``;
 8. do the files exist (local only): ``asset_missing`` / ``asset_unreadable``.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -32,36 +33,23 @@ from typing import Any
 
 from pipeline.catalog.footprint import footprint_from_geojson, inside_fraction, raster_footprint
 from pipeline.catalog.profiles import Calibration, ProfileSet, SensorProfile, load_profiles
+from pipeline.catalog.radiometry import (
+    ItemRadiometry,
+    RadiometryTarget,
+    Unresolved,
+    band_constants,
+    harmonisation_use,
+    resolve,
+)
 from pipeline.catalog.scene import BandSource, QualitySource, RasterGrid, Scene
 from pipeline.catalog.stacdoc import ItemDoc, common_name, production_facts, raster_band
 from pipeline.errors import HrefNotAllowed, SceneRejected
 from pipeline.io.hrefs import HrefPolicy, resolve_href
+from pipeline.kernels.qa import rules_from_classification
 
 SUPPORTED_DTYPES = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 )
-# Classification class names that mean "do not use this pixel". Exact names, lower-case.
-MASK_CLASS_NAMES = frozenset(
-    {
-        "no_data",
-        "nodata",
-        "fill",
-        "saturated_or_defective",
-        "saturated",
-        "defective",
-        "cloud",
-        "clouds",
-        "cloud_shadow",
-        "cloud_shadows",
-        "shadow",
-        "cloud_medium_probability",
-        "cloud_high_probability",
-        "thin_cirrus",
-        "cirrus",
-    }
-)
-# Bit-field names whose non-zero value masks a pixel (Landsat QA_PIXEL style).
-MASK_FIELD_NAMES = frozenset({"fill", "cloud", "cloud_shadow", "dilated_cloud", "cirrus"})
 # A requested common name may be served by a narrower one when the item lacks it:
 # 'nir' (0.75–1.0 µm) by 'nir08' (0.75–0.90 µm, Landsat OLI B5, WorldView NIR1), never nir09.
 FALLBACK_NAMES: Mapping[str, tuple[str, ...]] = {"nir": ("nir08",)}
@@ -70,7 +58,6 @@ MIN_FOOTPRINT_INSIDE = 0.8
 
 _DISPLAY_ROLES = frozenset({"visual", "overview", "thumbnail"})
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".gtiff")
-_RADIANCE_UNIT = re.compile(r"(?i)(\bW\b|W⋅|watt).*(sr|steradian)")
 _QA_ROLES = frozenset({"data-mask", "cloud", "cloud-shadow", "snow-ice", "water", "water-mask"})
 
 Mirror = tuple[str, str]
@@ -88,6 +75,7 @@ class NormaliseOptions:
     check_files: bool = True  # local files must exist; read headers where proj:* is missing
     read_remote_headers: bool = False  # open remote headers when proj:* is missing (network)
     quality_mask: bool = True  # attach QA sources (False: scenes carry none, nothing is masked)
+    radiometry: RadiometryTarget = field(default_factory=RadiometryTarget)  # what bands hold
 
 
 def normalise_item(
@@ -137,10 +125,20 @@ def normalise_doc(doc: ItemDoc, *, bands: Sequence[str], options: NormaliseOptio
     choices = _locate_bands(doc, bands, profile)
     calibration = profile.calibration_for(doc)
     notes: dict[str, str] = {"profile": profile.name, **production_facts(doc)}
+    ctx = ItemRadiometry(
+        doc, profile, calibration, options.radiometry,
+        vendor_href=lambda key: _metadata_href(doc, key, options),
+    )
+    applied: list = []
     sources = tuple(
-        _band_source(doc, name, choice, profile, calibration, options, notes)
+        _band_source(doc, name, choice, profile, calibration, options, notes, ctx, applied)
         for name, choice in zip(bands, choices, strict=True)
     )
+    try:
+        harmonisation = harmonisation_use(ctx, applied, tuple(bands))
+    except Unresolved as exc:  # pragma: no cover - resolved per band first
+        raise _reject(doc, exc.reason, str(exc)) from None
+    notes.update(ctx.notes)
     quality = _quality_sources(doc, profile, options) if options.quality_mask else ()
     fixed = _check_footprint(doc, footprint, [s.grid for s in sources + quality], notes)
     if fixed:
@@ -156,11 +154,26 @@ def normalise_doc(doc: ItemDoc, *, bands: Sequence[str], options: NormaliseOptio
         bands=sources,
         quality=quality,
         platform=shared(_str_or_none(props.get("platform"))),
-        sun_elevation=_float_or_none(props.get("view:sun_elevation")),
+        sun_elevation=_sun_elevation(props, ctx),
         off_nadir=_float_or_none(props.get("view:off_nadir")),
         cloud_cover=_float_or_none(props.get("eo:cloud_cover")),
         extra=shared(tuple(shared((k, v)) for k, v in sorted(notes.items()))),
+        harmonisation=harmonisation,
     )
+
+
+def _metadata_href(doc: ItemDoc, key: str, options: NormaliseOptions) -> str:
+    raw = str(doc.assets[key].get("href") or "")
+    href = mirror_href(resolve_href(raw, doc.self_href), options.mirrors)[0]
+    return options.policy.check_metadata(href, item_id=doc.id, asset=key)
+
+
+def _sun_elevation(props: Mapping[str, Any], ctx: ItemRadiometry) -> float | None:
+    """The item's sun elevation, else the one its vendor file gave (if it was read)."""
+    value = _float_or_none(props.get("view:sun_elevation"))
+    if value is None and ctx._sun is not None and ctx._sun.elevation is not None:
+        return ctx._sun.elevation[0]
+    return value
 
 
 def _reject(doc: ItemDoc, reason: str, message: str) -> SceneRejected:
@@ -191,6 +204,9 @@ class _Choice:
     hint_offset: float | None = None
     hint_nodata: float | None = None
     resampling: str | None = None
+    valid_range: tuple[float, float] | None = None
+    mask: tuple[str, int, tuple[int, ...]] | None = None  # (asset key, index, nodata values)
+    vendor_band: str | None = None
 
 
 def _is_raster(key: str, asset: Mapping[str, Any]) -> bool:
@@ -270,8 +286,9 @@ def _candidates(doc: ItemDoc, name: str, profile: SensorProfile, index):
 
 def _hint_values(hint) -> tuple:
     if hint is None:
-        return (None, None, None, None)
-    return (hint.scale, hint.offset, hint.nodata, hint.resampling)
+        return (None,) * 7
+    return (hint.scale, hint.offset, hint.nodata, hint.resampling, hint.valid_range, hint.mask,
+            hint.vendor_band)
 
 
 def _names_other_band(doc: ItemDoc, asset: Mapping[str, Any], index: int, name: str) -> bool:
@@ -359,15 +376,27 @@ def _band_source(
     calibration: Calibration,
     options: NormaliseOptions,
     notes: dict[str, str],
+    ctx: ItemRadiometry,
+    applied: list,
 ) -> BandSource:
     chosen, href, mirrored = _allowed(doc, choice, options)
     asset = doc.assets[chosen.key]
     rb = raster_band(asset, chosen.index - 1)
     dtype = _dtype(doc, chosen.key, rb, profile, href, options)
-    scale, offset, nodata, how = _calibrate(
-        doc, name, chosen, asset, rb, dtype, profile, calibration, options
-    )
-    notes.setdefault("calibration", how)
+    nodata = _nodata(doc, chosen, asset, rb, calibration)
+    info = doc.band_infos(asset)
+    try:
+        constants = band_constants(
+            ctx, name=name, asset_key=chosen.key, href=href, index=chosen.index, rb=rb,
+            info=info[chosen.index - 1] if chosen.index - 1 < len(info) else {}, dtype=dtype,
+            hint_scale=chosen.hint_scale, hint_offset=chosen.hint_offset,
+            vendor_band=chosen.vendor_band,
+        )
+        folded, used = resolve(ctx, constants, band=name)
+    except Unresolved as exc:
+        raise _reject(doc, exc.reason, str(exc)) from None
+    applied.append(used)
+    notes.setdefault("calibration", folded.how)
     grid = _grid(doc, chosen.key, asset, href, mirrored, options, notes)
     if mirrored:
         notes["mirror"] = (
@@ -381,11 +410,51 @@ def _band_source(
         index=chosen.index,
         dtype=shared(dtype),
         nodata=nodata,
-        scale=scale,
-        offset=offset,
+        scale=folded.scale,
+        offset=folded.offset,
         grid=grid,
         resampling=chosen.resampling or profile.data_resampling,
+        valid_range=chosen.valid_range or calibration.valid_range,
+        mask=_mask_band(doc, chosen, grid, options),
+        sun_power=folded.sun_power,
+        post_offset=folded.post_offset,
     )
+
+
+def _nodata(doc, chosen: _Choice, asset, rb, calibration: Calibration) -> float | None:
+    """raster:bands nodata, else eo:bands nodata, else the profile's (band hint, calibration)."""
+    nodata = _num(rb.get("nodata"))
+    info = doc.band_infos(asset)
+    if nodata is None and chosen.index - 1 < len(info):
+        nodata = _num(info[chosen.index - 1].get("nodata"))
+    if nodata is None:
+        nodata = chosen.hint_nodata if chosen.hint_nodata is not None else calibration.nodata
+    return nodata
+
+
+def _mask_band(doc, chosen: _Choice, grid: RasterGrid, options: NormaliseOptions):
+    """(href, index, nodata values) of the band's mask band, which must share its grid."""
+    if chosen.mask is None:
+        return None
+    key, index, nodata_values = chosen.mask
+    asset = doc.assets.get(key)
+    if not isinstance(asset, dict):
+        return None
+    try:
+        href, mirrored = _checked_href(doc, key, options)
+    except HrefNotAllowed as exc:
+        message = exc.message.removeprefix(f"item {doc.id!r} ")
+        raise _reject(doc, "href_not_allowed", message) from None
+    mask_grid = _grid(doc, key, asset, href, mirrored, options, {})
+    if mask_grid != grid:
+        raise _reject(
+            doc,
+            "nodata_mask_grid",
+            f"mask band {key!r} (band {index}) is on another grid than asset {chosen.key!r}; "
+            "a nodata mask band must share its band's grid",
+        )
+    _exists(doc, key, href, options)
+    return (href, index, tuple(nodata_values))
 
 
 def _allowed(
@@ -734,105 +803,6 @@ def _raster_lonlat(grid: RasterGrid):
     return raster_footprint(grid.crs, grid.transform, grid.shape)
 
 
-# --------------------------------------------------------------------------- 7. calibration
-
-
-def _calibrate(doc, name, chosen: _Choice, asset, rb, dtype, profile, calibration, options):
-    """(scale, offset, nodata, how): the item's raster:bands first, gaps from the profile."""
-    unit = str(rb.get("unit") or "")
-    if _RADIANCE_UNIT.search(unit):
-        raise _reject(
-            doc,
-            "no_calibration",
-            f"asset {chosen.key!r} band {chosen.index}: raster:bands unit {unit!r} is radiance, "
-            "not reflectance; Aquila's cube holds reflectance, so give reflectance scale/offset",
-        )
-    scale, offset = _num(rb.get("scale")), _num(rb.get("offset"))
-    nodata = _num(rb.get("nodata"))
-    info = doc.band_infos(asset)
-    if nodata is None and chosen.index - 1 < len(info):
-        nodata = _num(info[chosen.index - 1].get("nodata"))
-    if nodata is None:
-        nodata = chosen.hint_nodata if chosen.hint_nodata is not None else calibration.nodata
-    if scale is not None and offset is not None:
-        return scale, offset, nodata, "raster:bands"
-    if chosen.hint_scale is not None and scale is None:
-        off = offset if offset is not None else (chosen.hint_offset or 0.0)
-        return chosen.hint_scale, off, nodata, f"profile {profile.name} (band {name})"
-    if calibration.reject:
-        raise _reject(doc, "no_calibration", f"asset {chosen.key!r}: {calibration.reject}")
-    because = f" ({', '.join(calibration.because)})" if calibration.because else ""
-    if calibration.scale is not None:
-        s = scale if scale is not None else calibration.scale
-        o = offset if offset is not None else (calibration.offset or 0.0)
-        if calibration.sun_elevation_correction and scale is None:
-            s, o = _sun_corrected(doc, chosen.key, s, o)
-            because += " / sin(sun elevation)"
-        how = "raster:bands scale" if scale is not None else f"profile {profile.name}"
-        return s, o, nodata, how + because
-    if calibration.vendor and scale is None:
-        s = _vendor_scale(doc, chosen, calibration, options)
-        return s, offset or 0.0, nodata, f"vendor metadata ({calibration.vendor})"
-    if scale is not None:
-        return scale, offset or 0.0, nodata, "raster:bands"
-    if dtype.startswith("float"):
-        return 1.0, offset or 0.0, nodata, "float values taken as physical"
-    raise _reject(
-        doc,
-        "no_calibration",
-        f"asset {chosen.key!r} band {chosen.index} ({name}) holds {dtype} counts without "
-        f"raster:bands scale/offset, and sensor profile {profile.name!r} has no default; add "
-        "raster:bands scale/offset to the item, or a sensor profile for its constellation",
-    )
-
-
-def _sun_corrected(doc, key, scale, offset) -> tuple[float, float]:
-    elevation = _float_or_none(doc.properties.get("view:sun_elevation"))
-    if elevation is None or not 0.0 < elevation <= 90.0:
-        raise _reject(
-            doc,
-            "no_calibration",
-            f"asset {key!r}: Level-1 TOA reflectance needs the sun elevation (view:sun_elevation, "
-            f"degrees), and the item has {elevation!r}",
-        )
-    sine = math.sin(math.radians(elevation))
-    return scale / sine, offset / sine
-
-
-def _vendor_scale(doc, chosen: _Choice, calibration: Calibration, options) -> float:
-    from pipeline.catalog.vendor import VendorMetadataError
-
-    keys = [k for k in calibration.vendor_assets if k in doc.assets]
-    if not keys:
-        raise _reject(
-            doc,
-            "no_calibration",
-            f"asset {chosen.key!r} has no raster:bands scale and the item has no vendor metadata "
-            f"asset ({', '.join(calibration.vendor_assets)}) to take reflectance coefficients from",
-        )
-    href = mirror_href(
-        resolve_href(str(doc.assets[keys[0]].get("href") or ""), doc.self_href), options.mirrors
-    )[0]
-    try:
-        coefficients = _planet_coefficients(href)
-    except VendorMetadataError as exc:
-        raise _reject(doc, "no_calibration", f"vendor metadata asset {keys[0]!r}: {exc}") from None
-    if chosen.index not in coefficients:
-        raise _reject(
-            doc,
-            "no_calibration",
-            f"vendor metadata {href} has no reflectanceCoefficient for band {chosen.index}",
-        )
-    return coefficients[chosen.index]
-
-
-@lru_cache(maxsize=256)
-def _planet_coefficients(href: str) -> dict[int, float]:
-    from pipeline.catalog.vendor import planet_reflectance_coefficients
-
-    return planet_reflectance_coefficients(href)
-
-
 # --------------------------------------------------------------------------- quality
 
 
@@ -847,22 +817,20 @@ def _quality_sources(doc: ItemDoc, profile: SensorProfile, options) -> tuple[Qua
         roles = set(asset.get("roles") or ())
         if "data" in roles and not roles & _QA_ROLES:
             continue
-        masked, bits = _masked_values(classes, bitfields)
-        if masked or bits:
-            out.append(_quality_source(doc, key, asset, masked, bits, options))
+        rules = rules_from_classification(classes, bitfields)
+        if rules:
+            out.append(_quality_source(doc, key, asset, rules, options))
     if out:
         return tuple(out)
     for hint in profile.quality:
         for key in hint.assets:
             asset = doc.assets.get(key)
             if isinstance(asset, dict):
-                return (
-                    _quality_source(doc, key, asset, hint.masked_values, hint.bitfields, options),
-                )
+                return (_quality_source(doc, key, asset, hint.rules, options),)
     return ()
 
 
-def _quality_source(doc, key, asset, masked, bits, options) -> QualitySource:
+def _quality_source(doc, key, asset, rules, options) -> QualitySource:
     try:
         href, mirrored = _checked_href(doc, key, options)
     except HrefNotAllowed as exc:
@@ -874,9 +842,7 @@ def _quality_source(doc, key, asset, masked, bits, options) -> QualitySource:
     dtype = raster_band(asset, 0).get("data_type") or asset.get("data_type")
     if not dtype and options.check_files and _is_local(href):
         dtype = _header(doc, key, href)[1]
-    return QualitySource(
-        shared(key), href, 1, shared(str(dtype or "uint16")), grid, shared(masked), shared(bits)
-    )
+    return QualitySource(shared(key), href, 1, shared(str(dtype or "uint16")), grid, shared(rules))
 
 
 def _may_classify(asset: Mapping[str, Any]) -> bool:
@@ -901,29 +867,6 @@ def _classification(fields: Mapping[str, Any]):
     classes = classes if classes is not None else rb.get("classification:classes")
     bits = bits if bits is not None else rb.get("classification:bitfields")
     return classes, bits
-
-
-def _masked_values(classes, bitfields) -> tuple[tuple[int, ...], tuple]:
-    masked: list[int] = []
-    for c in classes or ():
-        name = str(c.get("name", "")).lower()
-        if c.get("nodata") or name in MASK_CLASS_NAMES:
-            masked.append(int(c["value"]))
-    bits = []
-    for f in bitfields or ():
-        name = str(f.get("name", "")).lower()
-        if name not in MASK_FIELD_NAMES:
-            continue
-        length = int(f.get("length", 1))
-        values = [
-            int(c["value"])
-            for c in f.get("classes", ())
-            if int(c["value"]) != 0 and not str(c.get("name", "")).lower().startswith("not")
-        ]
-        if not values:
-            values = list(range(1, 1 << length))
-        bits.append((int(f["offset"]), length, tuple(values)))
-    return tuple(sorted(set(masked))), tuple(bits)
 
 
 # --------------------------------------------------------------------------- small helpers

@@ -39,24 +39,59 @@ class BandSource:
     offset: float
     grid: RasterGrid
     resampling: str | None = None  # the sensor profile's choice; None: the workflow's
+    # more nodata: DN outside [lo, hi]; a mask band (href, 1-based index, nodata values) on
+    # this band's grid
+    valid_range: tuple[float, float] | None = None
+    mask: tuple[str, int, tuple[int, ...]] | None = None
+    # value = (DN * scale + offset) * cos(solar zenith)**sun_power + post_offset; sun_power is
+    # 0 unless the scene has no sun elevation and the target needs one (computed per pixel)
+    sun_power: int = 0
+    post_offset: float = 0.0
+
+
+QaRules = tuple[tuple[str, int, int, tuple[int, ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class QualitySource:
-    """A quality asset and which of its values mask a pixel (cloud, shadow, fill...).
-
-    ``masked_values`` lists whole values that mask (classification classes);
-    ``bitfields`` lists (offset, length, masked field values) (classification bitfields).
-    """
+    """A quality asset and what its values say: ``rules`` (class, bit offset, bit length (0:
+    the whole value), values), classes being cloud, shadow, nodata... (see
+    :mod:`pipeline.kernels.qa`). A run masks the classes its workflow names."""
 
     asset: str
     href: str
     index: int
     dtype: str
     grid: RasterGrid
-    masked_values: tuple[int, ...] = ()
-    bitfields: tuple[tuple[int, int, tuple[int, ...]], ...] = ()
+    rules: QaRules = ()
     resampling: str = "nearest"  # classes and bits are never interpolated
+
+    @property
+    def masked_values(self) -> tuple[int, ...]:
+        """Whole values masked by the default mask classes (classification classes)."""
+        from pipeline.kernels.qa import DEFAULT_MASK
+
+        return tuple(sorted({v for c, _, n, vs in self.rules if n == 0 and c in DEFAULT_MASK
+                             for v in vs}))
+
+    @property
+    def bitfields(self) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+        """(offset, length, values) bit fields masked by the default mask classes."""
+        from pipeline.kernels.qa import DEFAULT_MASK
+
+        return tuple((o, n, vs) for c, o, n, vs in self.rules if n > 0 and c in DEFAULT_MASK)
+
+
+@dataclass(frozen=True, slots=True)
+class HarmonisationUse:
+    """Which bandpass-adjustment set a scene's bands went through (for product lineage)."""
+
+    name: str  # e.g. "hls-msi-to-oli"; "reference" when the scene is the reference sensor
+    version: str
+    to: str  # the reference sensor (profile name)
+    platform: str
+    adjusted: tuple[tuple[str, float, float], ...]  # (band, slope, intercept)
+    unadjusted: tuple[str, ...]  # bands the set has no coefficient for (kept as they are)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +110,7 @@ class Scene:
     off_nadir: float | None = None  # degrees
     cloud_cover: float | None = None  # percent, as published
     extra: tuple[tuple[str, str], ...] = field(default=())
+    harmonisation: HarmonisationUse | None = None
 
     @property
     def solar_day(self) -> dt.date:
