@@ -23,9 +23,11 @@ from pipeline.grid import ChunkGrid
 from pipeline.kernels.qa import DEFAULT_MASK, DILATABLE, MASK_CLASSES, dilate, lut_from_rules
 from pipeline.kernels.toa import solar_zenith
 
-SUN_NODE_STEP = 32
-"""Output pixels between the exact solar-zenith nodes (bilinear between them; cos θs is smooth:
-the interpolation error is below 1e-9 over 32 pixels of 30 m)."""
+SUN_NODE_METRES = 1000.0
+"""About this far apart (grid units, metres for UTM) lie the exact solar-zenith nodes, bilinear in
+between: cos θs bends by ~3e-8 per km² (θs changes ~0.01°/km), so the interpolation error is
+~4e-9 at 1 km and grows with the square of the spacing (3e-6 at 29 km, measured on 900 m pixels
+with 32-pixel nodes before this was tied to the pixel size)."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,10 @@ def _to_lonlat(crs: str) -> Transformer:
 
 def cos_solar_zenith(chunk: ChunkGrid, when: dt.datetime) -> np.ndarray:
     """cos θs at every pixel centre of the chunk (y, x) float64, at UTC time ``when``: exact
-    (NOAA/Meeus, :func:`pipeline.kernels.toa.solar_zenith`) on nodes every SUN_NODE_STEP pixels
-    of the *global* grid (so the result does not depend on the chunking), bilinear between."""
-    step = SUN_NODE_STEP
+    (NOAA/Meeus, :func:`pipeline.kernels.toa.solar_zenith`) on nodes about SUN_NODE_METRES apart
+    on the *global* grid (so the result does not depend on the chunking), bilinear between."""
     a, b, c, d, e, f = chunk.transform
+    step = int(min(64, max(1, round(SUN_NODE_METRES / max(abs(a), abs(e))))))
     gy = np.arange(chunk.y0, chunk.y0 + chunk.height)
     gx = np.arange(chunk.x0, chunk.x0 + chunk.width)
     ny0, nx0 = (gy[0] // step) * step, (gx[0] // step) * step
@@ -124,11 +126,18 @@ def radiometry_attrs(outputs: Any, scenes: Iterable[Scene]) -> dict[str, Any]:
         if h is None:
             continue
         key = (h.name, h.version, h.to, h.platform)
-        entry = sets.setdefault(key, {
-            "name": h.name, "version": h.version, "to": h.to, "platform": h.platform,
-            "bands": {b: [slope, intercept] for b, slope, intercept in h.adjusted},
-            "unadjusted": list(h.unadjusted), "collections": [],
-        })
+        entry = sets.setdefault(
+            key,
+            {
+                "name": h.name,
+                "version": h.version,
+                "to": h.to,
+                "platform": h.platform,
+                "bands": {b: [slope, intercept] for b, slope, intercept in h.adjusted},
+                "unadjusted": list(h.unadjusted),
+                "collections": [],
+            },
+        )
         if s.collection not in entry["collections"]:
             entry["collections"].append(s.collection)
     unit = "W m-2 sr-1 um-1" if quantity == "radiance" else "1"

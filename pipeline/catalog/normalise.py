@@ -126,7 +126,10 @@ def normalise_doc(doc: ItemDoc, *, bands: Sequence[str], options: NormaliseOptio
     calibration = profile.calibration_for(doc)
     notes: dict[str, str] = {"profile": profile.name, **production_facts(doc)}
     ctx = ItemRadiometry(
-        doc, profile, calibration, options.radiometry,
+        doc,
+        profile,
+        calibration,
+        options.radiometry,
         vendor_href=lambda key: _metadata_href(doc, key, options),
     )
     applied: list = []
@@ -287,8 +290,15 @@ def _candidates(doc: ItemDoc, name: str, profile: SensorProfile, index):
 def _hint_values(hint) -> tuple:
     if hint is None:
         return (None,) * 7
-    return (hint.scale, hint.offset, hint.nodata, hint.resampling, hint.valid_range, hint.mask,
-            hint.vendor_band)
+    return (
+        hint.scale,
+        hint.offset,
+        hint.nodata,
+        hint.resampling,
+        hint.valid_range,
+        hint.mask,
+        hint.vendor_band,
+    )
 
 
 def _names_other_band(doc: ItemDoc, asset: Mapping[str, Any], index: int, name: str) -> bool:
@@ -387,9 +397,16 @@ def _band_source(
     info = doc.band_infos(asset)
     try:
         constants = band_constants(
-            ctx, name=name, asset_key=chosen.key, href=href, index=chosen.index, rb=rb,
-            info=info[chosen.index - 1] if chosen.index - 1 < len(info) else {}, dtype=dtype,
-            hint_scale=chosen.hint_scale, hint_offset=chosen.hint_offset,
+            ctx,
+            name=name,
+            asset_key=chosen.key,
+            href=href,
+            index=chosen.index,
+            rb=rb,
+            info=info[chosen.index - 1] if chosen.index - 1 < len(info) else {},
+            dtype=dtype,
+            hint_scale=chosen.hint_scale,
+            hint_offset=chosen.hint_offset,
             vendor_band=chosen.vendor_band,
         )
         folded, used = resolve(ctx, constants, band=name)

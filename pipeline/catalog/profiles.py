@@ -399,7 +399,12 @@ class SensorProfile:
             if not _holds(rule.when, value):
                 continue
             for key in (
-                "scale", "offset", "nodata", "sun_elevation_correction", "level", "valid_range"
+                "scale",
+                "offset",
+                "nodata",
+                "sun_elevation_correction",
+                "level",
+                "valid_range",
             ):
                 if getattr(rule, key) is not None:
                     values[key] = getattr(rule, key)
@@ -504,7 +509,13 @@ def load_profile(path: Path) -> SensorProfile:
 def _to_runtime(model: _ProfileFile, source: str) -> SensorProfile:
     bands = {
         name: BandHint(
-            b.assets, b.index, b.scale, b.offset, b.nodata, b.resampling, b.valid_range,
+            b.assets,
+            b.index,
+            b.scale,
+            b.offset,
+            b.nodata,
+            b.resampling,
+            b.valid_range,
             (b.mask.asset, b.mask.index, b.mask.nodata_values) if b.mask else None,
             b.vendor_band,
         )
@@ -512,8 +523,7 @@ def _to_runtime(model: _ProfileFile, source: str) -> SensorProfile:
     }
     quality = tuple(QualityHint(q.assets, _quality_rules(q)) for q in model.quality)
     harmonisation = tuple(
-        Harmonisation(h.name, h.version, h.to, h.source, h.platforms)
-        for h in model.harmonisation
+        Harmonisation(h.name, h.version, h.to, h.source, h.platforms) for h in model.harmonisation
     )
     return SensorProfile(
         name=model.name,

@@ -131,7 +131,11 @@ def fold(
     """One linear function from DN to the target quantity; raises :class:`Unresolved`.
     ``sun`` may be a function: it is called only when the sun or the Earth–Sun distance matter."""
     c = constants
-    geometry = sun if callable(sun) else (lambda: sun)
+    given = sun
+
+    def geometry() -> SunGeometry:
+        return given() if callable(given) else given
+
     if target == "reflectance" and c.reflectance is not None:
         lin = c.reflectance
         if not c.needs_sun:
@@ -139,8 +143,8 @@ def fold(
         return _sun_corrected(lin.scale, lin.offset, lin.source, True, geometry(), -1)
     if target == "radiance" and c.radiance is not None:
         return Folded(c.radiance.scale, c.radiance.offset, how=f"radiance ({c.radiance.source})")
-    sun = geometry()
-    d, d_src = sun.distance
+    geo = geometry()
+    d, d_src = geo.distance
     if target == "reflectance":
         if c.radiance is not None:
             if c.esun is None:
@@ -150,20 +154,25 @@ def fold(
                     "solar_illumination to the item or calibration.esun to its sensor profile"
                 )
             k = math.pi * d * d / c.esun[0]
-            how = (f"π·d²/ESUN × radiance ({c.radiance.source}; d {d:.7f} AU from {d_src}; "
-                   f"ESUN {c.esun[0]:g} from {c.esun[1]})")
-            return _sun_corrected(c.radiance.scale * k, c.radiance.offset * k, how, True, sun, -1)
+            how = (
+                f"π·d²/ESUN × radiance ({c.radiance.source}; d {d:.7f} AU from {d_src}; "
+                f"ESUN {c.esun[0]:g} from {c.esun[1]})"
+            )
+            return _sun_corrected(c.radiance.scale * k, c.radiance.offset * k, how, True, geo, -1)
         raise Unresolved(f"band {band!r} has no reflectance or radiance rescaling")
     if c.reflectance is not None and c.level == "toa" and c.esun is not None:
         k = c.esun[0] / (math.pi * d * d)
         lin = c.reflectance
-        how = (f"ESUN·cos θs/(π·d²) × TOA reflectance ({lin.source}; d {d:.7f} AU from {d_src};"
-               f" ESUN {c.esun[0]:g} from {c.esun[1]})")
+        how = (
+            f"ESUN·cos θs/(π·d²) × TOA reflectance ({lin.source}; d {d:.7f} AU from {d_src};"
+            f" ESUN {c.esun[0]:g} from {c.esun[1]})"
+        )
         if c.needs_sun:  # Landsat L1 mult/add give ρ·cos θs already: no sun term left
             return Folded(lin.scale * k, lin.offset * k, how=how)
-        return _sun_corrected(lin.scale * k, lin.offset * k, how, True, sun, +1)
+        return _sun_corrected(lin.scale * k, lin.offset * k, how, True, geo, +1)
     what = {"surface": "surface reflectance", "toa": "TOA reflectance"}.get(
-        c.level or "", "reflectance of unknown level (TOA or surface)")
+        c.level or "", "reflectance of unknown level (TOA or surface)"
+    )
     missing = "" if c.reflectance is None or c.level != "toa" else " and no ESUN"
     raise Unresolved(
         f"band {band!r} holds {what}{missing}; at-sensor radiance needs DN→radiance gains "
@@ -183,8 +192,12 @@ def _sun_corrected(scale, offset, how, needs_sun, sun: SunGeometry, power: int) 
             return Folded(scale / s, offset / s, how=f"{how} / {what}")
         return Folded(scale * s, offset * s, how=f"{how} × {what}")
     op = "/" if power < 0 else "×"
-    return Folded(scale, offset, sun_power=power,
-                  how=f"{how} {op} cos(solar zenith per pixel, from time and place)")
+    return Folded(
+        scale,
+        offset,
+        sun_power=power,
+        how=f"{how} {op} cos(solar zenith per pixel, from time and place)",
+    )
 
 
 def harmonised(f: Folded, slope: float, intercept: float, label: str) -> Folded:
@@ -192,8 +205,9 @@ def harmonised(f: Folded, slope: float, intercept: float, label: str) -> Folded:
     how = f"{f.how}; then × {slope:g} + {intercept:g} ({label})"
     if f.sun_power == 0:
         return Folded(f.scale * slope, f.offset * slope + intercept, how=how)
-    return Folded(f.scale * slope, f.offset * slope, f.sun_power,
-                  f.post_offset * slope + intercept, how)
+    return Folded(
+        f.scale * slope, f.offset * slope, f.sun_power, f.post_offset * slope + intercept, how
+    )
 
 
 # --------------------------------------------------------------------------- per item context
@@ -325,8 +339,10 @@ def band_constants(
     unit = str(rb.get("unit") or "")
     scale, offset = _num(rb.get("scale")), _num(rb.get("offset"))
     if cal.ignore_item_offset and offset is not None and cal.offset is not None:
-        ctx.notes["offset"] = (f"raster:bands offset {offset:g} ignored: {', '.join(cal.because)} "
-                               f"says the offset is already in the pixels")
+        ctx.notes["offset"] = (
+            f"raster:bands offset {offset:g} ignored: {', '.join(cal.because)} "
+            f"says the offset is already in the pixels"
+        )
         offset = cal.offset
     esun = _esun(ctx, name, info, vendor_band)
     # 1. the item
@@ -338,19 +354,22 @@ def band_constants(
                 f"asset {asset_key!r} band {index}: raster:bands unit {unit!r} is radiance per "
                 "something other than µm; Aquila converts W/(m² sr µm) radiance only"
             )
-        return BandConstants(radiance=Linear(scale, offset or 0.0, "raster:bands radiance"),
-                             level="toa", esun=esun)
+        return BandConstants(
+            radiance=Linear(scale, offset or 0.0, "raster:bands radiance"), level="toa", esun=esun
+        )
     if scale is not None and offset is not None:
         return BandConstants(Linear(scale, offset, "raster:bands"), level=cal.level, esun=esun)
     if hint_scale is not None and scale is None:  # a band the profile knows better (thermal)
         off = offset if offset is not None else (hint_offset or 0.0)
-        return BandConstants(Linear(hint_scale, off, f"profile {ctx.profile.name} (band {name})"),
-                             level=cal.level)
+        return BandConstants(
+            Linear(hint_scale, off, f"profile {ctx.profile.name} (band {name})"), level=cal.level
+        )
     # 2. the vendor metadata file (not when the item gave a scale: then only gaps are filled)
     if scale is None:
         vendor = ctx.vendor()
-        found = _vendor_band(vendor, href=href, index=index, vendor_band=vendor_band,
-                             asset_key=asset_key)
+        found = _vendor_band(
+            vendor, href=href, index=index, vendor_band=vendor_band, asset_key=asset_key
+        )
         if found is not None:
             return BandConstants(**{**found, "esun": esun})
     # 3. the sensor profile
@@ -361,14 +380,20 @@ def band_constants(
         s = scale if scale is not None else cal.scale
         o = offset if offset is not None else (cal.offset or 0.0)
         how = "raster:bands scale" if scale is not None else f"profile {ctx.profile.name}"
-        return BandConstants(Linear(s, o, how + because), needs_sun=bool(
-            cal.sun_elevation_correction and scale is None), level=cal.level, esun=esun)
+        return BandConstants(
+            Linear(s, o, how + because),
+            needs_sun=bool(cal.sun_elevation_correction and scale is None),
+            level=cal.level,
+            esun=esun,
+        )
     if scale is not None:
-        return BandConstants(Linear(scale, offset or 0.0, "raster:bands"), level=cal.level,
-                             esun=esun)
+        return BandConstants(
+            Linear(scale, offset or 0.0, "raster:bands"), level=cal.level, esun=esun
+        )
     if dtype.startswith("float"):
-        return BandConstants(Linear(1.0, offset or 0.0, "float values taken as physical"),
-                             level=cal.level, esun=esun)
+        return BandConstants(
+            Linear(1.0, offset or 0.0, "float values taken as physical"), level=cal.level, esun=esun
+        )
     vendor_hint = f" ({ctx._vendor_note})" if ctx._vendor_note else ""
     raise Unresolved(
         f"asset {asset_key!r} band {index} ({name}) holds {dtype} counts without raster:bands "
@@ -383,7 +408,7 @@ def _esun(ctx: ItemRadiometry, name: str, info: Mapping[str, Any], vendor_band: 
     if value is not None and value > 0:
         return value, "eo:bands solar_illumination"
     vendor = ctx.vendor() if ctx.calibration.vendor == "sentinel-2-mtd" else None
-    if isinstance(vendor, Sentinel2Mtd) and vendor_band in vendor.solar_irradiance:
+    if isinstance(vendor, Sentinel2Mtd) and vendor_band and vendor_band in vendor.solar_irradiance:
         return vendor.solar_irradiance[vendor_band], "MTD SOLAR_IRRADIANCE"
     found = ctx.calibration.esun_for(ctx.doc.prop("platform"), name)
     if found is not None:
@@ -413,19 +438,25 @@ def _vendor_band(vendor, *, href: str, index: int, vendor_band: str | None, asse
         if vendor_band is None:
             return None
         scale, offset = vendor.reflectance(vendor_band)
-        src = (f"MTD {os.path.basename(vendor.path)} (DN + {vendor.offsets.get(vendor_band, 0):g})"
-               f" / {vendor.quantification:g}")
-        return {"reflectance": Linear(scale, offset, src),
-                "level": "toa" if vendor.level == "1C" else "surface"}
+        src = (
+            f"MTD {os.path.basename(vendor.path)} (DN + {vendor.offsets.get(vendor_band, 0):g})"
+            f" / {vendor.quantification:g}"
+        )
+        return {
+            "reflectance": Linear(scale, offset, src),
+            "level": "toa" if vendor.level == "1C" else "surface",
+        }
     band_meta = vendor.get(index)
     if band_meta is None:
         raise Unresolved(f"vendor metadata has no coefficients for band {index}")
     src = f"vendor metadata (planet-analytic-xml) band {index}"
     return {
-        "reflectance": None if band_meta.reflectance is None
+        "reflectance": None
+        if band_meta.reflectance is None
         else Linear(band_meta.reflectance, 0.0, f"{src} reflectanceCoefficient"),
         "level": "toa",
-        "radiance": None if band_meta.radiance is None
+        "radiance": None
+        if band_meta.radiance is None
         else Linear(band_meta.radiance, 0.0, f"{src} radiometricScaleFactor"),
     }
 
@@ -461,12 +492,20 @@ def harmonisation_use(
         return None
     found, platform = ctx.harmonisation()
     if found is None:
-        return HarmonisationUse(name="reference", version="", to=ref,
-                                platform=str(ctx.doc.prop("platform") or ""),
-                                adjusted=(), unadjusted=bands)
+        return HarmonisationUse(
+            name="reference",
+            version="",
+            to=ref,
+            platform=str(ctx.doc.prop("platform") or ""),
+            adjusted=(),
+            unadjusted=bands,
+        )
     done = tuple(a for a in applied if a is not None)
     return HarmonisationUse(
-        name=found.name, version=found.version, to=found.to, platform=platform or "",
+        name=found.name,
+        version=found.version,
+        to=found.to,
+        platform=platform or "",
         adjusted=done,
         unadjusted=tuple(b for b, a in zip(bands, applied, strict=True) if a is None),
     )

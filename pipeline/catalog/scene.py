@@ -71,8 +71,9 @@ class QualitySource:
         """Whole values masked by the default mask classes (classification classes)."""
         from pipeline.kernels.qa import DEFAULT_MASK
 
-        return tuple(sorted({v for c, _, n, vs in self.rules if n == 0 and c in DEFAULT_MASK
-                             for v in vs}))
+        return tuple(
+            sorted({v for c, _, n, vs in self.rules if n == 0 and c in DEFAULT_MASK for v in vs})
+        )
 
     @property
     def bitfields(self) -> tuple[tuple[int, int, tuple[int, ...]], ...]:

@@ -197,9 +197,7 @@ def landsat_mtl(path: str) -> LandsatMtl:
     if not groups:
         raise VendorMetadataError(f"{path} has no MTL groups")
     contents = groups.get("PRODUCT_CONTENTS") or groups.get("PRODUCT_METADATA") or {}
-    level_text = str(
-        contents.get("PROCESSING_LEVEL") or contents.get("DATA_TYPE") or ""
-    ).upper()
+    level_text = str(contents.get("PROCESSING_LEVEL") or contents.get("DATA_TYPE") or "").upper()
     level = "L2" if level_text.startswith("L2") else "L1"
     if level == "L2":
         rescaling = groups.get("LEVEL2_SURFACE_REFLECTANCE_PARAMETERS")
@@ -216,13 +214,20 @@ def landsat_mtl(path: str) -> LandsatMtl:
         if found:
             kind, part, band = found.groups()
             terms.setdefault((kind, band), {})[part] = _number(path, key, value)
-    reflectance = {b: (t["MULT"], t["ADD"]) for (k, b), t in terms.items()
-                   if k == "REFLECTANCE" and len(t) == 2}
-    radiance = {b: (t["MULT"], t["ADD"]) for (k, b), t in terms.items()
-                if k == "RADIANCE" and len(t) == 2} if level == "L1" else {}
+    reflectance = {
+        b: (t["MULT"], t["ADD"])
+        for (k, b), t in terms.items()
+        if k == "REFLECTANCE" and len(t) == 2
+    }
+    radiance = (
+        {b: (t["MULT"], t["ADD"]) for (k, b), t in terms.items() if k == "RADIANCE" and len(t) == 2}
+        if level == "L1"
+        else {}
+    )
     files = {
-        str(v).strip('"'): k[len("FILE_NAME_BAND_"):]
-        for k, v in contents.items() if k.startswith("FILE_NAME_BAND_")
+        str(v).strip('"'): k[len("FILE_NAME_BAND_") :]
+        for k, v in contents.items()
+        if k.startswith("FILE_NAME_BAND_")
     }
     image = groups.get("IMAGE_ATTRIBUTES", {})
     sun = image.get("SUN_ELEVATION")
@@ -260,8 +265,21 @@ def _acquired(
 # --------------------------------------------------------------------------- Sentinel-2 MTD
 
 #: bandId of the MTD lists → band name.
-S2_BAND_IDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
-               "B11", "B12")
+S2_BAND_IDS = (
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+)
 
 
 @dataclass(frozen=True)

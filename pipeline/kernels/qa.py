@@ -39,7 +39,13 @@ QaRule = tuple[str, int, int, tuple[int, ...]]
 
 #: Aquila's mask classes, the names a workflow's ``radiometry.mask`` may list.
 MASK_CLASSES: tuple[str, ...] = (
-    "nodata", "saturated", "cloud", "shadow", "cirrus", "snow", "water",
+    "nodata",
+    "saturated",
+    "cloud",
+    "shadow",
+    "cirrus",
+    "snow",
+    "water",
 )
 #: What a run masks when the workflow does not say (the classes masked before radiometry existed).
 DEFAULT_MASK: tuple[str, ...] = ("nodata", "saturated", "cloud", "shadow", "cirrus")
@@ -84,8 +90,9 @@ _CLASS_NAMES: Mapping[str, str] = {
     **dict.fromkeys(("no_data", "nodata", "fill", "no-data"), "nodata"),
     **dict.fromkeys(("saturated_or_defective", "saturated", "defective"), "saturated"),
     **dict.fromkeys(
-        ("cloud", "clouds", "cloud_medium_probability", "cloud_high_probability",
-         "dilated_cloud"), "cloud"),
+        ("cloud", "clouds", "cloud_medium_probability", "cloud_high_probability", "dilated_cloud"),
+        "cloud",
+    ),
     **dict.fromkeys(("cloud_shadow", "cloud_shadows", "shadow"), "shadow"),
     **dict.fromkeys(("thin_cirrus", "cirrus"), "cirrus"),
     **dict.fromkeys(("snow", "snow_ice", "snow_or_ice", "snow_and_ice"), "snow"),
@@ -125,8 +132,9 @@ def _check_rules(rules: Sequence[QaRule]) -> None:
         try:
             cls, off, length, values = rule
         except (TypeError, ValueError):
-            raise ValueError(f"rules[{i}] must be (class, offset, length, values), got {rule!r}") \
-                from None
+            raise ValueError(
+                f"rules[{i}] must be (class, offset, length, values), got {rule!r}"
+            ) from None
         if cls not in MASK_CLASSES:
             raise ValueError(f"rules[{i}]: unknown class {cls!r}; classes are {MASK_CLASSES}")
         if not (0 <= int(off) <= 62 and 0 <= int(length) <= 32 and off + length <= 63):

@@ -36,8 +36,17 @@ __all__ = [
 SOURCE_DTYPES: tuple[np.dtype, ...] = tuple(
     np.dtype(t)
     for t in (
-        np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64,
-        np.float16, np.float32, np.float64,
+        np.uint8,
+        np.int8,
+        np.uint16,
+        np.int16,
+        np.uint32,
+        np.int32,
+        np.uint64,
+        np.int64,
+        np.float16,
+        np.float32,
+        np.float64,
     )
 )
 #: Quality-asset (and mask-band) dtypes accepted by :func:`gather_mask` / ``mask=``.
@@ -53,8 +62,23 @@ QA_DTYPES: tuple[np.dtype, ...] = tuple(
 
 @numba.njit(cache=True, nogil=True)
 def gather_calibrate_kernel(
-    src, rows, cols, band_out, nodata, has_nodata, valid_lo, valid_hi, mask, mask_lut, has_mask,
-    factor, has_factor, scale, offset, post, out,
+    src,
+    rows,
+    cols,
+    band_out,
+    nodata,
+    has_nodata,
+    valid_lo,
+    valid_hi,
+    mask,
+    mask_lut,
+    has_mask,
+    factor,
+    has_factor,
+    scale,
+    offset,
+    post,
+    out,
 ):
     """For every output pixel (y, x) and source band k, write out[band_out[k], y, x] =
     float32((DN * scale[k] + offset[k]) * factor[y, x] + post[k]) with DN = src[k, rows, cols]
@@ -257,12 +281,28 @@ def gather_calibrate(
             )
         has_factor = True
         post_arr = (
-            np.full(nb, -0.0) if post_offset is None
+            np.full(nb, -0.0)
+            if post_offset is None
             else _per_band("post_offset", post_offset, nb, np.float64)
         )
     gather_calibrate_kernel(
-        src, rows, cols, band_arr, nodata_f, has_nodata, lo, hi, mask_arr, lut_arr, has_mask,
-        factor_arr, has_factor, scale_arr, offset_arr, post_arr, out,
+        src,
+        rows,
+        cols,
+        band_arr,
+        nodata_f,
+        has_nodata,
+        lo,
+        hi,
+        mask_arr,
+        lut_arr,
+        has_mask,
+        factor_arr,
+        has_factor,
+        scale_arr,
+        offset_arr,
+        post_arr,
+        out,
     )
 
 

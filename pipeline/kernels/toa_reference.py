@@ -1,4 +1,4 @@
-"""Plain vectorised NumPy references for the TOA and QA kernels (tests only; no numba).
+"""Plain vectorised NumPy references for the TOA and QA kernels (tests only; no numba, no LUTs).
 
 Written from the kernels' specifications, not from their loops: whole-array float64 maths,
 rounded once to float32; nodata/NaN inputs -> NaN. Axis order is (band, y, x).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "decode_reference",
     "dilate_reference",
     "dn_to_radiance_reference",
     "dn_to_toa_reflectance_reference",
@@ -51,7 +52,7 @@ def radiance_to_toa_reflectance_reference(radiance, esun, earth_sun_distance_au,
     d2 = np.float64(earth_sun_distance_au) ** 2
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         rho = np.pi * L * d2 / (_col(esun) * c)
-    return np.where(c > 0, rho, np.nan).astype(np.float32)
+        return np.where(c > 0, rho, np.nan).astype(np.float32)
 
 
 def harmonise_linear_reference(values, slope, intercept) -> np.ndarray:
@@ -71,4 +72,18 @@ def dilate_reference(mask: np.ndarray, n: int, shape: str = "square") -> np.ndar
             if shape == "disc" and dy * dy + dx * dx > n * n:
                 continue
             out |= pad[n + dy : n + dy + h, n + dx : n + dx + w]
+    return out
+
+
+def decode_reference(qa: np.ndarray, rules, classes) -> dict[str, np.ndarray]:
+    """Per class, the bool mask (qa's shape) of values setting it, by bit arithmetic on the
+    values themselves: ((qa >> offset) & (2**length - 1)) in values (length 0: qa in values)."""
+    v = np.asarray(qa).astype(np.int64)
+    out = {c: np.zeros(v.shape, dtype=bool) for c in classes}
+    for cls, off, length, values in rules:
+        if cls not in out:
+            continue
+        field = v if length == 0 else (v >> off) & ((1 << length) - 1)
+        for value in values:
+            out[cls] |= field == value
     return out
