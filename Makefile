@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all bench lint install clean
+.PHONY: demo demo-toa test test-slow test-all bench lint install clean
 
 install: $(STAMP)
 
@@ -21,6 +21,12 @@ catalogs/demo/catalog.json: | $(STAMP)
 
 demo: $(STAMP) catalogs/demo/catalog.json
 	$(BIN)/aquila run workflows/demo.yaml
+
+catalogs/demo-toa/catalog.json: | $(STAMP)
+	$(BIN)/aquila demo-catalog catalogs/demo-toa --preset demo --providers west,centre
+
+demo-toa: $(STAMP) catalogs/demo-toa/catalog.json
+	$(BIN)/aquila run workflows/demo-toa.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

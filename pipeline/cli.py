@@ -128,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("root", type=Path, help="output folder, e.g. catalogs/demo")
     demo.add_argument("--preset", default="demo", help="tiny | demo | medium (default demo)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--providers", metavar="C,C", default=None,
+        help="collections to generate (default north,south,east; the DN-only west "
+        "(Sentinel-2-L1C-like + MTD_MSIL1C.xml) and centre (Landsat-L1-like + MTL.txt) "
+        "serve workflows/demo-toa.yaml)",
+    )
 
     cat = sub.add_parser(
         "catalog",
@@ -216,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo-catalog":
             from pipeline.testing.synthetic import generate_catalog
 
-            cat = generate_catalog(args.root, preset=args.preset, seed=args.seed)
+            providers = args.providers.split(",") if args.providers else None
+            cat = generate_catalog(args.root, preset=args.preset, seed=args.seed,
+                                   providers=providers)
             console.print(f"wrote {len(cat.scenes)} scenes to {esc(str(cat.catalog_href))}")
             return EXIT_OK
     except InputError as exc:

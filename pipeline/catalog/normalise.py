@@ -210,6 +210,7 @@ class _Choice:
     valid_range: tuple[float, float] | None = None
     mask: tuple[str, int, tuple[int, ...]] | None = None  # (asset key, index, nodata values)
     vendor_band: str | None = None
+    alias: str = ""  # the common name it was found under (e.g. nir08 serving nir)
 
 
 def _is_raster(key: str, asset: Mapping[str, Any]) -> bool:
@@ -271,7 +272,7 @@ def _candidates(doc: ItemDoc, name: str, profile: SensorProfile, index):
         hint = profile.bands.get(alias)
         found, display = index.get(alias, ([], []))
         display_all += display
-        out = [_Choice(k, i, "eo:bands", *_hint_values(hint)) for k, i in found]
+        out = [_Choice(k, i, "eo:bands", *_hint_values(hint), alias=alias) for k, i in found]
         if hint is not None:
             for key in hint.assets:
                 asset = doc.assets.get(key)
@@ -281,7 +282,9 @@ def _candidates(doc: ItemDoc, name: str, profile: SensorProfile, index):
                     display_all.append((key, hint.index))
                     continue
                 if not _names_other_band(doc, asset, hint.index, alias):
-                    out.append(_Choice(key, hint.index, "profile", *_hint_values(hint)))
+                    out.append(
+                        _Choice(key, hint.index, "profile", *_hint_values(hint), alias=alias)
+                    )
         if out:
             return out, display_all
     return [], display_all
@@ -398,7 +401,7 @@ def _band_source(
     try:
         constants = band_constants(
             ctx,
-            name=name,
+            name=chosen.alias or name,
             asset_key=chosen.key,
             href=href,
             index=chosen.index,
@@ -409,7 +412,7 @@ def _band_source(
             hint_offset=chosen.hint_offset,
             vendor_band=chosen.vendor_band,
         )
-        folded, used = resolve(ctx, constants, band=name)
+        folded, used = resolve(ctx, constants, band=chosen.alias or name)
     except Unresolved as exc:
         raise _reject(doc, exc.reason, str(exc)) from None
     applied.append(used)

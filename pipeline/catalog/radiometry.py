@@ -486,28 +486,22 @@ def resolve(
 def harmonisation_use(
     ctx: ItemRadiometry, applied: list[tuple[str, float, float] | None], bands: tuple[str, ...]
 ) -> HarmonisationUse | None:
-    """What the item's harmonisation did, for lineage (None: no harmonisation asked)."""
+    """What the item's harmonisation did to each requested band, for lineage (None: no
+    harmonisation asked). The reference sensor itself is recorded with name "reference"."""
     ref = ctx.target.harmonize_to
     if not ref:
         return None
     found, platform = ctx.harmonisation()
     if found is None:
-        return HarmonisationUse(
-            name="reference",
-            version="",
-            to=ref,
-            platform=str(ctx.doc.prop("platform") or ""),
-            adjusted=(),
-            unadjusted=bands,
-        )
-    done = tuple(a for a in applied if a is not None)
+        return HarmonisationUse("reference", "", ref, str(ctx.doc.prop("platform") or ""), (), ())
+    pairs = list(zip(bands, applied, strict=True))
     return HarmonisationUse(
         name=found.name,
         version=found.version,
         to=found.to,
         platform=platform or "",
-        adjusted=done,
-        unadjusted=tuple(b for b, a in zip(bands, applied, strict=True) if a is None),
+        adjusted=tuple((b, a[1], a[2]) for b, a in pairs if a is not None),
+        unadjusted=tuple(b for b, a in pairs if a is None),
     )
 
 

@@ -75,7 +75,10 @@ __all__ = [
     "QA_DILATION_M",
     "STAC_VERSION",
     "TRUTH_MAX_GRADIENT",
+    "ALL_PROVIDERS",
     "CloudDisc",
+    "DN_PROVIDERS",
+    "HLS_V2_MSI_TO_OLI",
     "Preset",
     "ProviderSpec",
     "SyntheticCatalog",
@@ -290,6 +293,12 @@ class ProviderSpec:
     instruments: tuple[str, ...]
     max_off_nadir: float
     swath_sides: tuple[str, ...]  # cycled per scene: side of the area the swath edge cuts
+    # how the DN -> value constants are published: "raster:bands" (in the item), "mtd" (DN only;
+    # a Sentinel-2 MTD_MSIL1C.xml beside it) or "mtl" (DN only; a Landsat MTL.txt beside it)
+    published: str = "raster:bands"
+    common_names: tuple[tuple[str, str], ...] = ()  # band -> eo:bands common_name, if not band
+    qa_style: str = ""  # "scl" | "qa_pixel" | "udm"; "" = by collection (north, south, east)
+    sun_in_item: bool = True  # view:sun_elevation in the item (False: only in the MTL)
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -378,11 +387,95 @@ PROVIDERS: dict[str, ProviderSpec] = {
 }
 """The three providers, keyed by collection id."""
 
+DN_PROVIDERS: dict[str, ProviderSpec] = {
+    "west": ProviderSpec(
+        collection="west",
+        title="West: Sentinel-2-L1C-like, DN only (synthetic)",
+        crs="EPSG:32632",
+        resolution=20.0,
+        qa_resolution=20.0,
+        band_assets={"blue": ("B02", 1), "green": ("B03", 1), "red": ("B04", 1), "nir": ("B8A", 1)},
+        band_names={"blue": "B02", "green": "B03", "red": "B04", "nir": "B8A"},
+        scale=0.0001,
+        offset=-0.1,
+        nodata=0,
+        dn_range=(1, 65535),
+        qa_key="cloud_mask",
+        qa_dtype="uint8",
+        qa_nodata=255,
+        proj_version="1.1.0",
+        transform_len=6,
+        overpass_utc=(10, 25),
+        platforms=("sentinel-2a", "sentinel-2b"),
+        constellation="sentinel-2",
+        instruments=("msi",),
+        max_off_nadir=6.0,
+        swath_sides=("N", "S", "W", "E"),
+        published="mtd",
+        common_names=(("nir", "nir08"),),
+        qa_style="udm",
+    ),
+    "centre": ProviderSpec(
+        collection="centre",
+        title="Centre: Landsat-8/9-Level-1-like, DN only (synthetic)",
+        crs="EPSG:32632",
+        resolution=30.0,
+        qa_resolution=30.0,
+        band_assets={"blue": ("B2", 1), "green": ("B3", 1), "red": ("B4", 1), "nir": ("B5", 1)},
+        band_names={"blue": "B2", "green": "B3", "red": "B4", "nir": "B5"},
+        scale=2.0e-05,
+        offset=-0.1,
+        nodata=0,
+        dn_range=(1, 65535),
+        qa_key="qa_pixel",
+        qa_dtype="uint16",
+        qa_nodata=1,
+        proj_version="2.0.0",
+        transform_len=9,
+        overpass_utc=(10, 10),
+        platforms=("landsat-8", "landsat-9"),
+        constellation="landsat",
+        instruments=("oli", "tirs"),
+        max_off_nadir=7.5,
+        swath_sides=("S", "N", "E", "W"),
+        published="mtl",
+        common_names=(("nir", "nir08"),),
+        qa_style="qa_pixel",
+        sun_in_item=False,
+    ),
+}
+"""Providers that publish DN only (generated on request: ``providers=``). Their items carry no
+scale/offset; the constants are in a vendor metadata file beside the COGs. Their truth is TOA
+reflectance as Landsat 8 OLI sees it: ``centre`` renders it as Level-1 DN, ``west`` renders the
+MSI reflectance whose HLS v2.0 adjustment to OLI is the truth."""
+
+ALL_PROVIDERS: dict[str, ProviderSpec] = {**PROVIDERS, **DN_PROVIDERS}
+PROVIDER_INDEX = {name: i for i, name in enumerate(ALL_PROVIDERS)}  # RNG stream per provider
+
+#: HLS v2.0 bandpass adjustment MSI -> OLI, copied from the published table
+#: (https://hls.gsfc.nasa.gov/algorithms/bandpass-adjustment/): OLI = slope * MSI + intercept.
+#: OLI NIR (B5) pairs with MSI B8A. Independent of the sensor profile that the pipeline reads.
+# fmt: off
+HLS_V2_MSI_TO_OLI: dict[str, dict[str, tuple[float, float]]] = {
+    "sentinel-2a": {"blue": (0.9778, -0.004), "green": (1.0053, -0.0009),
+                    "red": (0.9765, 0.0009), "nir": (0.9983, -0.0001)},
+    "sentinel-2b": {"blue": (0.9778, -0.004), "green": (1.0075, -0.0008),
+                    "red": (0.9761, 0.001), "nir": (0.9966, 0.0)},
+}
+# fmt: on
+
 # QA encodings: value for (clear, shadow, cloud ring, cloud core, nodata)
 _SCL = {"clear": 4, "shadow": 3, "cloud_ring": 8, "cloud_core": 9, "nodata": 0}
 _QA_PIXEL = {"clear": 21824, "shadow": 23824, "cloud_ring": 22280, "cloud_core": 22280, "nodata": 1}
 _UDM = {"clear": 0, "shadow": 2, "cloud_ring": 1, "cloud_core": 1, "nodata": 255}
-_QA_CODES = {"north": _SCL, "south": _QA_PIXEL, "east": _UDM}
+_QA_CODES = {
+    "north": _SCL,
+    "south": _QA_PIXEL,
+    "east": _UDM,
+    "scl": _SCL,
+    "qa_pixel": _QA_PIXEL,
+    "udm": _UDM,
+}
 
 
 # -------------------------------------------------------------------------- presets
@@ -692,6 +785,20 @@ def _apply_atmosphere(
     return refl
 
 
+def _as_published(
+    spec: ProviderSpec, scene: SyntheticScene, band: str, refl: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """What the provider's DN encode, from the (TOA, OLI-equivalent) reflectance: ``mtd``: the
+    MSI reflectance that HLS adjusts to it; ``mtl``: Level-1 ρ·sin(sun elevation) (the MTL's
+    REFLECTANCE_MULT/ADD give reflectance before the sun-angle correction); else itself."""
+    if spec.published == "mtd":
+        slope, intercept = HLS_V2_MSI_TO_OLI[scene.platform][band]
+        return (refl - intercept) / slope
+    if spec.published == "mtl":
+        return refl * math.sin(math.radians(scene.sun_elevation))
+    return refl
+
+
 def _encode(spec: ProviderSpec, refl: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray:
     """Reflectance -> DN (uint16), nodata where not valid."""
     dn = np.rint((refl - spec.offset) / spec.scale)
@@ -708,7 +815,7 @@ def _encode_qa(
     cloud_dil: NDArray[np.bool_],
     shadow_dil: NDArray[np.bool_],
 ) -> NDArray:
-    codes = _QA_CODES[spec.collection]
+    codes = _QA_CODES[spec.qa_style or spec.collection]
     qa = np.full(valid.shape, codes["clear"], dtype=spec.qa_dtype)
     qa[shadow_dil] = codes["shadow"]
     qa[cloud_dil] = codes["cloud_ring"]
@@ -753,7 +860,7 @@ def _render(scene: SyntheticScene, spec: ProviderSpec) -> _Rendered:
             refl = _apply_atmosphere(scene, band, _truth_grid(band, us, vs), cloud, shadow, cxy)
             if haze is not None:
                 refl[haze[0]] += haze[1]
-            bands[band] = _encode(spec, refl, valid)
+            bands[band] = _encode(spec, _as_published(spec, scene, band, refl), valid)
         qres = scene.qa_resolution
         qrows, qcols = scene.qa_shape
         qus = x0 + (np.arange(qcols, dtype=np.float64) + 0.5) * qres
@@ -792,7 +899,7 @@ def _render(scene: SyntheticScene, spec: ProviderSpec) -> _Rendered:
             )
             if haze is not None:
                 refl[haze[0]] += haze[1]
-            bands[band] = _encode(spec, refl, valid)
+            bands[band] = _encode(spec, _as_published(spec, scene, band, refl), valid)
         qa = _encode_qa(
             spec,
             valid,
@@ -989,6 +1096,11 @@ def _item_id(spec: ProviderSpec, when: datetime, platform: str, index: int) -> s
     if spec.collection == "south":
         proc = when + timedelta(days=9)
         return f"LC0{platform[-1]}_L2SP_194028_{when:%Y%m%d}_{proc:%Y%m%d}_02_T1"
+    if spec.collection == "west":
+        return f"S2{platform[-1].upper()}_MSIL1C_{when:%Y%m%dT%H%M%S}_N0510_R022_T32TNR_{index}"
+    if spec.collection == "centre":
+        proc = when + timedelta(days=8)
+        return f"LC0{platform[-1]}_L1TP_194029_{when:%Y%m%d}_{proc:%Y%m%d}_02_T1"
     return f"{when:%Y%m%d_%H%M%S}_{index % 100:02d}_{platform}"
 
 
@@ -1083,7 +1195,8 @@ def _proj_fields(spec: ProviderSpec, transform: Affine, shape: tuple[int, int]) 
 
 
 def _qa_asset_fields(spec: ProviderSpec) -> dict[str, Any]:
-    if spec.collection == "north":
+    style = spec.qa_style or {"north": "scl", "south": "qa_pixel"}.get(spec.collection, "udm")
+    if style == "scl":
         classes = [
             {"value": 0, "name": "no_data", "description": "No data", "nodata": True},
             {"value": 3, "name": "cloud_shadows", "description": "Cloud shadows"},
@@ -1092,7 +1205,7 @@ def _qa_asset_fields(spec: ProviderSpec) -> dict[str, Any]:
             {"value": 9, "name": "cloud_high_probability", "description": "Clouds, high"},
         ]
         return {"title": "Scene classification map (SCL)", "classification:classes": classes}
-    if spec.collection == "south":
+    if style == "qa_pixel":
 
         def flag(name: str, offset: int, desc: str, nodata: bool = False) -> dict[str, Any]:
             yes: dict[str, Any] = {"value": 1, "name": name, "description": desc}
@@ -1151,6 +1264,8 @@ def _build_item(scene: SyntheticScene, spec: ProviderSpec, rendered: _Rendered) 
         "view:sun_azimuth": scene.sun_azimuth,
         "view:off_nadir": scene.off_nadir,
     }
+    if not spec.sun_in_item:
+        del props["view:sun_elevation"], props["view:sun_azimuth"]
     if spec.proj_version == "2.0.0":
         props["proj:code"] = scene.crs
     else:
@@ -1173,19 +1288,19 @@ def _build_item(scene: SyntheticScene, spec: ProviderSpec, rendered: _Rendered) 
         stac_extensions=exts,
         collection=spec.collection,
     )
-    band_raster = {
-        "data_type": "uint16",
-        "nodata": spec.nodata,
-        "scale": spec.scale,
-        "offset": spec.offset,
-    }
+    band_raster: dict[str, Any] = {"data_type": "uint16", "nodata": spec.nodata}
+    if spec.published == "raster:bands":
+        band_raster.update(scale=spec.scale, offset=spec.offset)
+    common = dict(spec.common_names)
     assets: dict[str, list[str]] = {}
     for band in BANDS:
         key, _ = spec.band_assets[band]
         assets.setdefault(key, []).append(band)
     for key, bands in assets.items():
         fields: dict[str, Any] = {
-            "eo:bands": [{"name": spec.band_names[b], "common_name": b} for b in bands],
+            "eo:bands": [
+                {"name": spec.band_names[b], "common_name": common.get(b, b)} for b in bands
+            ],
             "raster:bands": [dict(band_raster) for _ in bands],
         }
         title = (
@@ -1201,6 +1316,17 @@ def _build_item(scene: SyntheticScene, spec: ProviderSpec, rendered: _Rendered) 
                 title=title,
                 roles=["data"],
                 extra_fields=fields,
+            ),
+        )
+    if spec.published != "raster:bands":
+        name, title = _METADATA_FILES[spec.published]
+        item.add_asset(
+            _METADATA_ASSETS[spec.published],
+            pystac.Asset(
+                href=f"./{name}",
+                media_type="text/plain" if name.endswith(".txt") else "application/xml",
+                title=title,
+                roles=["metadata"],
             ),
         )
     qa_fields: dict[str, Any] = _qa_asset_fields(spec)
@@ -1242,7 +1368,107 @@ def _write_scene(
         spec.qa_nodata,
         categorical=True,
     )
+    if spec.published != "raster:bands":
+        name, _ = _METADATA_FILES[spec.published]
+        text = _mtd_text(scene) if spec.published == "mtd" else _mtl_text(scene, spec)
+        (item_dir / name).write_text(text, encoding="utf-8")
     return scene, _build_item(scene, spec, rendered)
+
+
+_METADATA_FILES = {
+    "mtd": ("MTD_MSIL1C.xml", "Product metadata (Sentinel-2 MTD_MSIL1C)"),
+    "mtl": ("MTL.txt", "Level-1 metadata (Landsat MTL, ODL text)"),
+}
+_METADATA_ASSETS = {"mtd": "product_metadata", "mtl": "MTL.txt"}
+
+# Sentinel-2A/2B SOLAR_IRRADIANCE (W/m²/µm) of real MTD files (bandId 0..12), and the bands
+# Aquila reads from them; they only matter for a radiance target.
+# fmt: off
+_S2_SOLAR = {
+    "sentinel-2a": (1884.69, 1959.66, 1823.24, 1512.06, 1424.64, 1287.61, 1162.08, 1041.63,
+                    955.32, 812.92, 367.15, 245.59, 85.25),
+    "sentinel-2b": (1874.3, 1959.75, 1824.93, 1512.79, 1425.78, 1291.13, 1175.57, 1041.28,
+                    953.93, 817.58, 365.41, 247.08, 87.75),
+}
+# fmt: on
+# OLI band solar irradiance used only to make the synthetic MTL's radiance rescaling consistent
+# with its reflectance rescaling (RADIANCE_MULT = REFLECTANCE_MULT * ESUN / (pi d^2)); values of
+# the Thuillier-based OLI ESUN often quoted (USGS publishes none for OLI).
+_OLI_ESUN = {"blue": 2004.57, "green": 1820.75, "red": 1549.49, "nir": 951.76}
+
+
+def _sun_distance(when: datetime) -> float:
+    """Earth-Sun distance (AU), Spencer (1971) series: independent of the pipeline's NOAA one."""
+    g = 2.0 * math.pi * (when.timetuple().tm_yday - 1) / 365.0
+    inverse_sq = (
+        1.000110
+        + 0.034221 * math.cos(g)
+        + 0.001280 * math.sin(g)
+        + 0.000719 * math.cos(2 * g)
+        + 0.000077 * math.sin(2 * g)
+    )
+    return 1.0 / math.sqrt(inverse_sq)
+
+
+def _mtd_text(scene: SyntheticScene) -> str:
+    """A minimal MTD_MSIL1C.xml in ESA's layout: baseline 05.10 quantification and offsets."""
+    d = _sun_distance(scene.datetime)
+    ns = "https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd"
+    offsets = "".join(
+        f'<RADIO_ADD_OFFSET band_id="{i}">-1000</RADIO_ADD_OFFSET>' for i in range(13)
+    )
+    solar = "".join(
+        f'<SOLAR_IRRADIANCE bandId="{i}" unit="W/m²/µm">{v}</SOLAR_IRRADIANCE>'
+        for i, v in enumerate(_S2_SOLAR[scene.platform])
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<n1:Level-1C_User_Product xmlns:n1="{ns}">'
+        f"<n1:General_Info><Product_Info><PRODUCT_START_TIME>{scene.datetime:%Y-%m-%dT%H:%M:%S}"
+        f".000Z</PRODUCT_START_TIME><PROCESSING_BASELINE>05.10</PROCESSING_BASELINE>"
+        f"<PRODUCT_TYPE>S2MSI1C</PRODUCT_TYPE><Datatake><SPACECRAFT_NAME>Sentinel-"
+        f"{scene.platform[-1].upper()}</SPACECRAFT_NAME></Datatake></Product_Info>"
+        f'<Product_Image_Characteristics><QUANTIFICATION_VALUE unit="none">10000'
+        f"</QUANTIFICATION_VALUE><Radiometric_Offset_List>{offsets}</Radiometric_Offset_List>"
+        f"<Reflectance_Conversion><U>{1.0 / (d * d):.15f}</U><Solar_Irradiance_List>{solar}"
+        f"</Solar_Irradiance_List></Reflectance_Conversion></Product_Image_Characteristics>"
+        f"</n1:General_Info></n1:Level-1C_User_Product>\n"
+    )
+
+
+def _mtl_text(scene: SyntheticScene, spec: ProviderSpec) -> str:
+    """A Collection 2 Level-1 MTL.txt (ODL) with the groups radiometry reads."""
+    d = _sun_distance(scene.datetime)
+    numbers = {b: spec.band_names[b][1:] for b in BANDS}
+    files = "".join(
+        f'    FILE_NAME_BAND_{numbers[b]} = "{spec.band_assets[b][0]}.tif"\n' for b in BANDS
+    )
+    rescaling = ""
+    for b in BANDS:
+        k = _OLI_ESUN[b] / (math.pi * d * d)
+        rescaling += (
+            f"    RADIANCE_MULT_BAND_{numbers[b]} = {spec.scale * k:.4E}\n"
+            f"    RADIANCE_ADD_BAND_{numbers[b]} = {spec.offset * k:.5f}\n"
+        )
+    for b in BANDS:
+        rescaling += (
+            f"    REFLECTANCE_MULT_BAND_{numbers[b]} = {spec.scale:.4E}\n"
+            f"    REFLECTANCE_ADD_BAND_{numbers[b]} = {spec.offset:.6f}\n"
+        )
+    t = scene.datetime
+    return (
+        "GROUP = LANDSAT_METADATA_FILE\n  GROUP = PRODUCT_CONTENTS\n"
+        f'    LANDSAT_PRODUCT_ID = "{scene.item_id}"\n    PROCESSING_LEVEL = "L1TP"\n{files}'
+        "  END_GROUP = PRODUCT_CONTENTS\n  GROUP = IMAGE_ATTRIBUTES\n"
+        f'    SPACECRAFT_ID = "LANDSAT_{scene.platform[-1]}"\n'
+        f"    DATE_ACQUIRED = {t:%Y-%m-%d}\n"
+        f'    SCENE_CENTER_TIME = "{t:%H:%M:%S}.0000000Z"\n'
+        f"    SUN_AZIMUTH = {scene.sun_azimuth:.8f}\n"
+        f"    SUN_ELEVATION = {scene.sun_elevation:.8f}\n"
+        f"    EARTH_SUN_DISTANCE = {d:.7f}\n"
+        "  END_GROUP = IMAGE_ATTRIBUTES\n  GROUP = LEVEL1_RADIOMETRIC_RESCALING\n"
+        f"{rescaling}  END_GROUP = LEVEL1_RADIOMETRIC_RESCALING\n"
+        "END_GROUP = LANDSAT_METADATA_FILE\nEND\n"
+    )
 
 
 # ------------------------------------------------------------------------- catalog
@@ -1334,7 +1560,7 @@ class SyntheticCatalog:
         the (unflagged) haze. Bit-identical to the COG except, at most, for float64
         rounding ties (probability ~1e-12 per pixel)."""
         s = self.scene(item_id)
-        spec = PROVIDERS[s.collection]
+        spec = ALL_PROVIDERS[s.collection]
         inside, xc, yc = self._centres(x, y, s, s.resolution)
         ok = inside & _valid_mask(s, xc, yc)
         cloud = _discs_mask(xc, yc, s.clouds, 0.0)
@@ -1343,10 +1569,28 @@ class SyntheticCatalog:
             s, band, truth_reflectance(band, xc, yc), cloud, shadow, (xc[cloud], yc[cloud])
         )
         refl += _haze(xc, yc, s.clouds, cloud)
-        dn = _encode(spec, refl, ok)
+        dn = _encode(spec, _as_published(spec, s, band, refl), ok)
         out = dn.astype(np.float64) * spec.scale + spec.offset
         out[~ok] = np.nan
         return out
+
+    def toa_reflectance(
+        self, band: str, x: NDArray[Any], y: NDArray[Any], item_id: str, *, harmonised: bool
+    ) -> NDArray[np.float64]:
+        """What a correct calibration makes of the band pixel containing (x, y) (NaN: nodata):
+        for the DN-only providers the TOA reflectance from their published constants —
+        ``centre``: (DN * 2e-5 - 0.1) / sin(sun elevation); ``west``: DN / 10000 - 0.1, the MSI
+        reflectance, and with ``harmonised`` its HLS v2.0 adjustment to OLI, which equals the
+        truth up to DN quantisation; the other providers: :meth:`pixel_reflectance`."""
+        s = self.scene(item_id)
+        spec = ALL_PROVIDERS[s.collection]
+        value = self.pixel_reflectance(band, x, y, item_id)
+        if spec.published == "mtl":
+            return value / math.sin(math.radians(s.sun_elevation))
+        if spec.published == "mtd" and harmonised:
+            slope, intercept = HLS_V2_MSI_TO_OLI[s.platform][band]
+            return value * slope + intercept
+        return value
 
     def _haze_at(
         self, x: NDArray[Any], y: NDArray[Any], item_id: str
@@ -1388,7 +1632,7 @@ class SyntheticCatalog:
 def _clear_root(root: Path) -> None:
     """Remove what a previous generation wrote (catalog.json, collection folders) only."""
     (root / "catalog.json").unlink(missing_ok=True)
-    for name in PROVIDERS:
+    for name in ALL_PROVIDERS:
         p = root / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -1402,6 +1646,7 @@ def generate_catalog(
     area_bounds: tuple[float, float, float, float] | None = None,
     scenes_per_provider: int | None = None,
     workers: int = 1,
+    providers: Sequence[str] | None = None,
 ) -> SyntheticCatalog:
     """Generate the synthetic catalog under ``root`` (created; previous output replaced).
 
@@ -1417,6 +1662,9 @@ def generate_catalog(
             (>= 2 for each provider's union to cover the area).
         workers: number of forked worker processes rendering/writing scenes
             (default 1: in-process, no fork). Output does not depend on it.
+        providers: collections to generate (default the three of :data:`PROVIDERS`; add
+            ``west`` / ``centre`` of :data:`DN_PROVIDERS`, the DN-only ones). A provider's
+            scenes do not depend on which others are generated.
 
     Returns:
         The :class:`SyntheticCatalog` (scene parameters and oracles).
@@ -1430,12 +1678,18 @@ def generate_catalog(
     n = scenes_per_provider if scenes_per_provider is not None else p.scenes_per_provider
     if n < 1:
         raise ValueError("scenes_per_provider must be >= 1")
+    names = tuple(providers) if providers is not None else tuple(PROVIDERS)
+    unknown = [name for name in names if name not in ALL_PROVIDERS]
+    if unknown or not names:
+        raise ValueError(f"providers must be some of {list(ALL_PROVIDERS)}, got {list(names)}")
+    specs = [ALL_PROVIDERS[name] for name in ALL_PROVIDERS if name in names]
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     _clear_root(root)
 
     jobs: list[tuple[SyntheticScene, ProviderSpec, Path]] = []
-    for pi, spec in enumerate(PROVIDERS.values()):
+    for spec in specs:
+        pi = PROVIDER_INDEX[spec.collection]
         for scene in _plan_provider(spec, pi, area, n, seed):  # type: ignore[arg-type]
             jobs.append((scene, spec, root / spec.collection / scene.item_id))
     if workers > 1:
@@ -1461,11 +1715,12 @@ def generate_catalog(
                 "area_crs": AREA_CRS,
                 "area_bounds": list(area),
                 "scenes_per_provider": n,
+                **({"providers": list(names)} if providers is not None else {}),
             }
         },
     )
     scenes: list[SyntheticScene] = []
-    for spec in PROVIDERS.values():
+    for spec in specs:
         mine = [(s, it) for s, it in results if s.collection == spec.collection]
         scenes.extend(s for s, _ in mine)
         bboxes = np.array([it.bbox for _, it in mine])
@@ -1488,8 +1743,12 @@ def generate_catalog(
             id=spec.collection,
             title=spec.title,
             description=f"{spec.title}: {spec.crs}, {spec.resolution:g} m, "
-            f"DN * {spec.scale:g} + {spec.offset:g}, nodata {spec.nodata}, QA asset "
-            f"'{spec.qa_key}'.",
+            + (
+                f"DN * {spec.scale:g} + {spec.offset:g}"
+                if spec.published == "raster:bands"
+                else f"DN only (constants in {_METADATA_FILES[spec.published][0]})"
+            )
+            + f", nodata {spec.nodata}, QA asset '{spec.qa_key}'.",
             extent=extent,
             license="proprietary",
             summaries=pystac.Summaries(
