@@ -88,9 +88,11 @@ def gather_calibrate_kernel(
     factor is 1 and post is -0.0, both exact identities. Unchecked.
 
     Row by row: one pass over x decides which pixels may be written (window, mask band, factor)
-    and whether the row reads a contiguous run of one source row; then each band is a tight
-    loop over x (the contiguous case vectorises). Measured on (24, 1024, 1024) uint16 with a
-    mask band: 3.1x faster than the band-major loop that tests the mask per band and pixel.
+    and whether the row reads a contiguous run of one source row; then each band is a tight,
+    branch-free loop over x (the contiguous case vectorises). Measured (benchmarks/kernels.py,
+    (24, 1024, 1024) uint16 with a mask band, 2-core machine): 26 ms, 12x the same NumPy
+    expression and 55 % of numpy.copyto's bandwidth; the first, band-major version that tested
+    the mask per band and pixel took 200 ms (random masks) and the per-pixel one 94 ms.
     """
     nb = src.shape[0]
     h = src.shape[1]
@@ -132,18 +134,27 @@ def gather_calibrate_kernel(
             s = scale[k]
             o = offset[k]
             p = post[k]
-            if run:
+            orow = out[ob, y]
+            if run and not has_factor:  # the common case: a contiguous run, no sun term
+                srow = src[k, r0, c0 : c0 + nx]
                 for x in range(nx):
-                    dn = np.float64(src[k, r0, c0 + x])
+                    dn = np.float64(srow[x])
+                    v = np.float32(dn * s + o) + keep[x]
+                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    orow[x] = nan if bad else v
+            elif run:
+                srow = src[k, r0, c0 : c0 + nx]
+                for x in range(nx):
+                    dn = np.float64(srow[x])
                     v = np.float32((dn * s + o) * fac[x] + p) + keep[x]
                     bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
-                    out[ob, y, x] = nan if bad else v
+                    orow[x] = nan if bad else v
             else:
                 for x in range(nx):
                     dn = np.float64(src[k, rr[x], cc[x]])
                     v = np.float32((dn * s + o) * fac[x] + p) + keep[x]
                     bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
-                    out[ob, y, x] = nan if bad else v
+                    orow[x] = nan if bad else v
 
 
 @numba.njit(cache=True, nogil=True)
