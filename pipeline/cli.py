@@ -20,6 +20,12 @@ examples:
   aquila run workflows/demo.yaml --workers 4 --threads 2
   aquila run workflows/demo.yaml --scheduler tcp://10.0.0.5:8786
   aquila validate workflows/demo.yaml        # check a spec without running it
+
+radiometry (a workflow's 'radiometry:' section; README "Radiometry"): target reflectance |
+radiance, harmonize_to a reference sensor profile (e.g. landsat-8-9-oli: HLS v2.0 for
+Sentinel-2A/B), mask [nodata, saturated, cloud, shadow, cirrus, snow, water], dilate N pixels:
+  aquila demo-catalog catalogs/demo-toa --providers west,centre   # DN-only providers
+  aquila run workflows/demo-toa.yaml         # harmonised TOA reflectance from their DN
 """
 
 
