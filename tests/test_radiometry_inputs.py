@@ -1,0 +1,231 @@
+"""Radiometry inputs: the spec section, the vendor-file parsers (hypothesis over the three MTL
+encodings, refusals), and the sun geometry against the USGS MTLs of the shared corpus."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.catalog.vendor import (
+    VendorMetadataError,
+    landsat_mtl,
+    parse_mtl,
+    planet_analytic,
+    sentinel2_mtd,
+)
+from pipeline.errors import SpecError
+from pipeline.grid import ChunkGrid
+from pipeline.kernels.toa import earth_sun_distance, solar_zenith
+from pipeline.radiometry import cos_solar_zenith
+from pipeline.workflow import spec_from_dict
+from tests.conftest import SHARED_REAL, make_spec_dict
+
+# --------------------------------------------------------------------------- the spec
+
+
+def _spec(tmp_path: Path, radiometry):
+    d = make_spec_dict(tmp_path, tmp_path, bounds=(0, 0, 1000, 1000))
+    if radiometry is not None:
+        d["radiometry"] = radiometry
+    return spec_from_dict(d, base_dir=tmp_path)
+
+
+def test_radiometry_defaults_keep_the_masks_of_before(tmp_path):
+    r = _spec(tmp_path, None).radiometry
+    assert (r.target, r.harmonize_to, r.dilate) == ("reflectance", None, 0)
+    assert r.mask == ("nodata", "saturated", "cloud", "shadow", "cirrus")
+
+
+@pytest.mark.parametrize(
+    ("radiometry", "words"),
+    [
+        ({"target": "brightness"}, ["radiometry.target", "reflectance", "radiance"]),
+        ({"harmonize_to": "landsat-99"}, ["harmonize_to", "landsat-8-9-oli"]),
+        ({"harmonize_to": "landsat-8-9-oli", "target": "radiance"}, ["does not go with"]),
+        ({"mask": ["haze"]}, ["radiometry.mask", "haze"]),
+        ({"mask": ["cloud", "cloud"]}, ["repeat"]),
+        ({"dilate": -1}, ["radiometry.dilate"]),
+        ({"dilatation": 2}, ["unknown key", "dilate"]),
+    ],
+)
+def test_radiometry_spec_errors_name_the_key(tmp_path, radiometry, words):
+    with pytest.raises(SpecError) as err:
+        _spec(tmp_path, radiometry)
+    for word in words:
+        assert word in err.value.message
+
+
+def test_cli_help_names_the_radiometry_options():
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for word in ("radiometry", "harmonize_to", "dilate", "demo-toa.yaml", "radiance"):
+        assert word in out
+
+
+# --------------------------------------------------------------------------- vendor parsers
+
+_KEY = st.from_regex(r"[A-Z][A-Z0-9_]{0,12}", fullmatch=True)
+_VALUE = st.one_of(
+    st.from_regex(r"[A-Za-z0-9_.:-]{1,16}", fullmatch=True),
+    st.floats(-1e5, 1e5, allow_nan=False).map(lambda v: f"{v:.6E}"),
+)
+
+
+def _groups(depth: int = 2):
+    leaf = st.dictionaries(_KEY, _VALUE, min_size=1, max_size=4)
+    if depth == 0:
+        return leaf
+    return st.dictionaries(_KEY, st.one_of(leaf, _groups(depth - 1)), min_size=1, max_size=3)
+
+
+def _odl(groups: dict, indent: int = 0) -> str:
+    lines = []
+    for key, value in groups.items():
+        pad = "  " * indent
+        if isinstance(value, dict):
+            lines += [f"{pad}GROUP = {key}", _odl(value, indent + 1), f"{pad}END_GROUP = {key}"]
+        else:
+            lines.append(f'{pad}{key} = "{value}"')
+    return "\n".join(lines)
+
+
+def _xml(groups: dict) -> str:
+    return "".join(f"<{k}>{_xml(v) if isinstance(v, dict) else v}</{k}>" for k, v in groups.items())
+
+
+@settings(max_examples=60, deadline=None)
+@given(groups=st.dictionaries(_KEY, _groups(), min_size=1, max_size=1))
+def test_the_three_mtl_encodings_parse_to_the_same_groups(tmp_path_factory, groups):
+    folder = tmp_path_factory.mktemp("mtl")
+    (folder / "a.txt").write_text(_odl(groups) + "\nEND\n")
+    (folder / "a.json").write_text(json.dumps(groups))
+    (folder / "a.xml").write_text('<?xml version="1.0"?>' + _xml(groups))
+    parsed = [parse_mtl(str(folder / f"a.{ext}")) for ext in ("txt", "json", "xml")]
+    assert parsed[0] == parsed[1] == parsed[2] == groups
+
+
+def test_the_real_mtl_encodings_agree():
+    folder = SHARED_REAL / "landsat/usgs-c2l2/LC08_L2SP_001062_20201031_20201106_02_T2"
+    if not folder.is_dir():
+        pytest.skip(f"no shared corpus at {SHARED_REAL}")
+    mtls = [landsat_mtl(str(p)) for p in sorted(folder.glob("*_MTL.*"))]
+    assert len(mtls) == 3
+    for m in mtls[1:]:
+        assert (m.level, dict(m.reflectance), m.sun_elevation, m.earth_sun_distance) == (
+            mtls[0].level,
+            dict(mtls[0].reflectance),
+            mtls[0].sun_elevation,
+            mtls[0].earth_sun_distance,
+        )
+    assert mtls[0].level == "L2" and mtls[0].reflectance["4"] == (2.75e-05, -0.2)
+    assert not mtls[0].radiance  # Level-1 radiance gains do not apply to SR DN
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("GROUP = A\n  X = 1\n", ["never closed"]),
+        ("END_GROUP = A\n", ["END_GROUP without GROUP"]),
+        ("GROUP = A\n  not an odl line\nEND_GROUP = A\n", ["line 2", "ODL"]),
+        ('{"A": [1, 2', ["not valid JSON"]),
+        ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "e">]><A>&e;</A>', ["DTD"]),
+        (
+            'GROUP = L1_METADATA_FILE\n  GROUP = PRODUCT_METADATA\n    DATA_TYPE = "L1TP"\n'
+            "  END_GROUP = PRODUCT_METADATA\nEND_GROUP = L1_METADATA_FILE\n",
+            ["RADIOMETRIC_RESCALING"],
+        ),
+    ],
+)
+def test_broken_mtls_are_refused_with_the_reason(tmp_path, text, words):
+    path = tmp_path / "x_MTL.txt"
+    path.write_text(text)
+    with pytest.raises(VendorMetadataError) as err:
+        landsat_mtl(str(path))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_vendor_files_are_read_locally_only_and_small(tmp_path):
+    for parse in (landsat_mtl, sentinel2_mtd, planet_analytic):
+        with pytest.raises(VendorMetadataError, match="remote"):
+            parse("https://example.org/x_MTL.txt")
+        with pytest.raises(VendorMetadataError, match="does not exist"):
+            parse(str(tmp_path / "missing.xml"))
+    big = tmp_path / "big.xml"
+    big.write_bytes(b" " * (2 * 1024 * 1024 + 1))
+    with pytest.raises(VendorMetadataError, match="larger"):
+        sentinel2_mtd(str(big))
+    empty = tmp_path / "mtd.xml"
+    empty.write_text("<Product><PRODUCT_TYPE>S2MSI1C</PRODUCT_TYPE></Product>")
+    with pytest.raises(VendorMetadataError, match="QUANTIFICATION"):
+        sentinel2_mtd(str(empty))
+
+
+# --------------------------------------------------------------------------- sun geometry
+
+
+def _real_mtls() -> list[Path]:
+    if not SHARED_REAL.is_dir():
+        return []
+    return sorted(
+        [*SHARED_REAL.glob("landsat/**/*_MTL.txt"), *SHARED_REAL.glob("landsat/**/*_MTL.json")]
+    )
+
+
+@pytest.mark.skipif(not SHARED_REAL.is_dir(), reason=f"no shared corpus at {SHARED_REAL}")
+@pytest.mark.parametrize("path", _real_mtls(), ids=lambda p: p.name)
+def test_sun_geometry_matches_the_usgs_mtl(path):
+    """At the scene centre (mean of the MTL's corner coordinates) and SCENE_CENTER_TIME, the
+    solar zenith is within 0.02° of 90° - SUN_ELEVATION for the Collection 1/2 MTLs (measured:
+    0.001-0.009°) and the Earth-Sun distance within 6e-5 AU of EARTH_SUN_DISTANCE (USGS uses a
+    day-of-year table). The pre-collection (2014, LPGS 2.4) rio-toa MTL is 0.10° off at its
+    product box's centre, so it is held to 0.15°."""
+    from pipeline.catalog.vendor import _flatten
+
+    mtl = landsat_mtl(str(path))
+    groups = _flatten(parse_mtl(str(path)))
+    corners = groups.get("PROJECTION_ATTRIBUTES") or groups.get("PRODUCT_METADATA")
+    lat = np.mean([float(corners[f"CORNER_{c}_LAT_PRODUCT"]) for c in ("UL", "UR", "LL", "LR")])
+    lon = np.mean([float(corners[f"CORNER_{c}_LON_PRODUCT"]) for c in ("UL", "UR", "LL", "LR")])
+    assert mtl.acquired is not None and mtl.sun_elevation is not None
+    tolerance = 0.15 if path.name.startswith("LC8") else 0.02
+    zenith = solar_zenith(mtl.acquired, lon, lat)
+    assert zenith == pytest.approx(90 - mtl.sun_elevation, abs=tolerance)
+    assert earth_sun_distance(mtl.acquired) == pytest.approx(mtl.earth_sun_distance, abs=6e-5)
+
+
+def test_per_pixel_cos_zenith_is_exact_enough_and_chunk_independent():
+    """cos θs on a 10 m chunk: within 1e-8 of the exact value at each pixel centre, and a
+    sub-chunk gives the same numbers as the big chunk it lies in (nodes on the global grid)."""
+    from pyproj import Transformer
+
+    when = dt.datetime(2025, 6, 10, 10, 20, tzinfo=dt.UTC)
+    big = ChunkGrid(0, 0, 0, 0, 300, 400, "EPSG:32632", (10.0, 0.0, 500000.0, 0.0, -10.0, 5.03e6))
+    sub = ChunkGrid(
+        1,
+        1,
+        130,
+        170,
+        90,
+        110,
+        "EPSG:32632",
+        (10.0, 0.0, 500000.0 + 1700.0, 0.0, -10.0, 5.03e6 - 1300.0),
+    )
+    whole = cos_solar_zenith(big, when)
+    np.testing.assert_array_equal(cos_solar_zenith(sub, when), whole[130:220, 170:280])
+    to_ll = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
+    ys, xs = np.mgrid[0:300:37, 0:400:41]
+    lon, lat = to_ll.transform(500000.0 + 10 * (xs + 0.5), 5.03e6 - 10 * (ys + 0.5))
+    exact = np.cos(np.deg2rad(solar_zenith(when, lon, lat)))
+    np.testing.assert_allclose(whole[ys, xs], exact, rtol=0, atol=1e-8)
+    assert math.isclose(float(whole.mean()), float(exact.mean()), abs_tol=1e-3)
