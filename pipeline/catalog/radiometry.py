@@ -32,7 +32,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -320,7 +320,7 @@ def _load_vendor(kind: str, href: str):
 # --------------------------------------------------------------------------- per band
 
 
-def band_constants(
+def _gather_constants(
     ctx: ItemRadiometry,
     *,
     name: str,
@@ -334,7 +334,6 @@ def band_constants(
     hint_offset: float | None,
     vendor_band: str | None,
 ) -> BandConstants:
-    """Gather what the item, then the vendor file, then the profile say about one band."""
     cal = ctx.calibration
     unit = str(rb.get("unit") or "")
     scale, offset = _num(rb.get("scale")), _num(rb.get("offset"))
@@ -344,7 +343,7 @@ def band_constants(
             f"says the offset is already in the pixels"
         )
         offset = cal.offset
-    esun = _esun(ctx, name, info, vendor_band)
+    esun = None  # filled in by band_constants where the target needs it
     # 1. the item
     if _RADIANCE_UNIT.search(unit):
         if scale is None:
@@ -401,6 +400,43 @@ def band_constants(
         "add raster:bands scale/offset to the item, link its vendor metadata, or add a sensor "
         "profile for its constellation"
     )
+
+
+def band_constants(
+    ctx: ItemRadiometry,
+    *,
+    name: str,
+    asset_key: str,
+    href: str,
+    index: int,
+    rb: Mapping[str, Any],
+    info: Mapping[str, Any],
+    dtype: str,
+    hint_scale: float | None,
+    hint_offset: float | None,
+    vendor_band: str | None,
+) -> BandConstants:
+    """Gather what the item, then the vendor file, then the profile say about one band; the
+    band's ESUN only where the target needs it (radiance from reflectance, or the reverse)."""
+    c = _gather_constants(
+        ctx,
+        name=name,
+        asset_key=asset_key,
+        href=href,
+        index=index,
+        rb=rb,
+        info=info,
+        dtype=dtype,
+        hint_scale=hint_scale,
+        hint_offset=hint_offset,
+        vendor_band=vendor_band,
+    )
+    wanted = ctx.target.quantity
+    if (wanted == "radiance" and c.radiance is None and c.reflectance is not None) or (
+        wanted == "reflectance" and c.reflectance is None and c.radiance is not None
+    ):
+        return replace(c, esun=_esun(ctx, name, info, vendor_band))
+    return c
 
 
 def _esun(ctx: ItemRadiometry, name: str, info: Mapping[str, Any], vendor_band: str | None):
