@@ -229,3 +229,113 @@ def test_per_pixel_cos_zenith_is_exact_enough_and_chunk_independent():
     exact = np.cos(np.deg2rad(solar_zenith(when, lon, lat)))
     np.testing.assert_allclose(whole[ys, xs], exact, rtol=0, atol=1e-8)
     assert math.isclose(float(whole.mean()), float(exact.mean()), abs_tol=1e-3)
+
+
+# --------------------------------------------------------------------------- nodata from a profile
+
+
+def _profile_folder(tmp_path: Path, band_yaml: str) -> Path:
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "generic.yaml").write_text(
+        "name: generic\ndescription: x\npriority: -100\nmatch: {any: true}\n"
+    )
+    (folder / "testsat.yaml").write_text(
+        "name: testsat\ndescription: a sensor whose nodata is a range and a mask band\n"
+        f"priority: 10\nmatch: {{platform: [testsat-1]}}\ndtype: uint16\nbands:\n{band_yaml}"
+    )
+    return folder
+
+
+def _two_band_tif(path: Path, data: np.ndarray, mask: np.ndarray, res: float = 10.0) -> None:
+    import rasterio
+
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=2,
+        dtype="uint16",
+        crs="EPSG:32632",
+        transform=rasterio.transform.from_origin(500000, 5000000, res, res),
+    ) as ds:
+        ds.write(np.stack([data, mask]).astype(np.uint16))
+
+
+def _testsat_item(tmp_path: Path, assets: dict) -> dict:
+    from shapely.geometry import mapping
+
+    from pipeline.catalog.footprint import raster_footprint
+
+    geometry = mapping(raster_footprint("EPSG:32632", (10, 0, 500000, 0, -10, 5000000), (4, 6)))
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "testsat-1-item",
+        "properties": {"datetime": "2025-06-01T10:00:00Z", "platform": "testsat-1"},
+        "geometry": geometry,
+        "assets": {k: {"href": str(v), "type": "image/tiff"} for k, v in assets.items()},
+    }
+
+
+def test_profile_nodata_range_and_mask_band_end_to_end(tmp_path):
+    """A profile band with valid_range [10, 60000] and a mask band (band 2, 0 = nodata): DN 5 and
+    DN 65000 and every pixel under mask 0 become NaN, the rest DN * 1e-4."""
+    from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
+    from pipeline.catalog.profiles import load_profiles
+    from pipeline.catalog.stacdoc import ItemDoc
+    from pipeline.chunk import read_scene
+    from pipeline.io.hrefs import HrefPolicy
+    from pipeline.io.reader import RasterReader
+
+    data = np.arange(1000, 1024, dtype=np.uint16).reshape(4, 6)
+    data[0, 0], data[0, 1] = 5, 65000
+    mask = np.ones((4, 6), np.uint16)
+    mask[2, :3] = 0
+    _two_band_tif(tmp_path / "data.tif", data, mask)
+    folder = _profile_folder(
+        tmp_path,
+        "  red: {assets: [data], scale: 1.0e-4, offset: 0.0, "
+        "valid_range: [10, 60000], mask: {asset: data, index: 2}}\n",
+    )
+    options = NormaliseOptions(
+        policy=HrefPolicy.for_catalog(str(tmp_path)), profiles=load_profiles(folder)
+    )
+    doc = ItemDoc.from_dict(_testsat_item(tmp_path, {"data": tmp_path / "data.tif"}))
+    scene = normalise_doc(doc, bands=["red"], options=options)
+    assert scene.bands[0].valid_range == (10.0, 60000.0)
+    assert scene.bands[0].mask == (str(tmp_path / "data.tif"), 2, (0,))
+    chunk = ChunkGrid(0, 0, 0, 0, 4, 6, "EPSG:32632", (10.0, 0.0, 500000.0, 0.0, -10.0, 5e6))
+    reader = RasterReader()
+    values, _ = read_scene(scene, chunk, resampling="nearest", reader=reader)
+    reader.close()
+    want = (data * 1e-4).astype(np.float32)
+    want[0, :2] = np.nan
+    want[2, :3] = np.nan
+    np.testing.assert_array_equal(values[0], want)
+
+
+def test_a_mask_band_on_another_grid_is_refused(tmp_path):
+    from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
+    from pipeline.catalog.profiles import load_profiles
+    from pipeline.catalog.stacdoc import ItemDoc
+    from pipeline.errors import SceneRejected
+    from pipeline.io.hrefs import HrefPolicy
+
+    data = np.ones((4, 6), np.uint16)
+    _two_band_tif(tmp_path / "data.tif", data, data)
+    _two_band_tif(tmp_path / "mask.tif", data[:2, :3], data[:2, :3], res=20.0)
+    folder = _profile_folder(
+        tmp_path, "  red: {assets: [data], scale: 1.0e-4, mask: {asset: mask, index: 1}}\n"
+    )
+    options = NormaliseOptions(
+        policy=HrefPolicy.for_catalog(str(tmp_path)), profiles=load_profiles(folder)
+    )
+    doc = ItemDoc.from_dict(
+        _testsat_item(tmp_path, {"data": tmp_path / "data.tif", "mask": tmp_path / "mask.tif"})
+    )
+    with pytest.raises(SceneRejected) as err:
+        normalise_doc(doc, bands=["red"], options=options)
+    assert err.value.reason == "nodata_mask_grid" and "'mask'" in err.value.message
