@@ -606,3 +606,10 @@ def test_decode_property(values, rules):
     want = decode_reference(values, rules, qa.MASK_CLASSES)
     for cls in qa.MASK_CLASSES:
         np.testing.assert_array_equal(got[cls], want[cls])
+
+
+def test_normalisation_accepts_exactly_the_dtypes_the_gather_kernel_calibrates():
+    from pipeline.catalog.normalise import SUPPORTED_DTYPES
+    from pipeline.kernels.radiometry import SOURCE_DTYPES
+
+    assert SUPPORTED_DTYPES == {d.name for d in SOURCE_DTYPES}

@@ -48,8 +48,20 @@ from pipeline.io.hrefs import HrefPolicy, resolve_href
 from pipeline.kernels.qa import rules_from_classification
 
 SUPPORTED_DTYPES = frozenset(
-    {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
-)
+    {
+        "uint8",
+        "int8",
+        "uint16",
+        "int16",
+        "uint32",
+        "int32",
+        "uint64",
+        "int64",
+        "float16",
+        "float32",
+        "float64",
+    }
+)  # = the gather kernel's (pipeline.kernels.radiometry.SOURCE_DTYPES); complex is refused
 # A requested common name may be served by a narrower one when the item lacks it:
 # 'nir' (0.75–1.0 µm) by 'nir08' (0.75–0.90 µm, Landsat OLI B5, WorldView NIR1), never nir09.
 FALLBACK_NAMES: Mapping[str, tuple[str, ...]] = {"nir": ("nir08",)}
