@@ -339,3 +339,34 @@ def test_a_mask_band_on_another_grid_is_refused(tmp_path):
     with pytest.raises(SceneRejected) as err:
         normalise_doc(doc, bands=["red"], options=options)
     assert err.value.reason == "nodata_mask_grid" and "'mask'" in err.value.message
+
+
+# The HLS v2.0 table as published (https://hls.gsfc.nasa.gov/algorithms/bandpass-adjustment/):
+# band: (OLI band, MSI band, S2A slope, S2A offset, S2B slope, S2B offset)
+HLS_V2_PUBLISHED = {
+    "coastal": (1, "1", 0.9959, -0.0002, 0.9959, -0.0002),
+    "blue": (2, "2", 0.9778, -0.004, 0.9778, -0.004),
+    "green": (3, "3", 1.0053, -0.0009, 1.0075, -0.0008),
+    "red": (4, "4", 0.9765, 0.0009, 0.9761, 0.001),
+    "nir08": (5, "8A", 0.9983, -0.0001, 0.9966, 0.000),
+    "swir16": (6, "11", 0.9987, -0.0011, 1.000, -0.0003),
+    "swir22": (7, "12", 1.003, -0.0012, 0.9867, 0.0004),
+}
+
+
+def test_the_sentinel2_profile_carries_the_published_hls_v2_table():
+    from pipeline.catalog.profiles import load_profiles
+
+    s2 = load_profiles().get("sentinel-2-msi")
+    h = s2.harmonisation_to("landsat-8-9-oli")
+    assert (h.name, h.version) == ("hls-msi-to-oli", "2.0")
+    for band, (_, msi, a_slope, a_off, b_slope, b_off) in HLS_V2_PUBLISHED.items():
+        assert tuple(h.platforms["sentinel-2a"][band]) == (a_slope, a_off), band
+        assert tuple(h.platforms["sentinel-2b"][band]) == (b_slope, b_off), band
+        assert s2.bands[band].vendor_band == f"B{msi.zfill(2)}"  # the MSI band it pairs with
+    assert set(h.platforms["sentinel-2a"]) == set(HLS_V2_PUBLISHED)  # B08, red edges: none
+    from pipeline.testing.synthetic import HLS_V2_MSI_TO_OLI  # the generator's own copy
+
+    for platform, table in HLS_V2_MSI_TO_OLI.items():
+        for band, coefficient in table.items():
+            assert coefficient == tuple(h.platforms[platform]["nir08" if band == "nir" else band])
