@@ -612,4 +612,4 @@ def test_normalisation_accepts_exactly_the_dtypes_the_gather_kernel_calibrates()
     from pipeline.catalog.normalise import SUPPORTED_DTYPES
     from pipeline.kernels.radiometry import SOURCE_DTYPES
 
-    assert SUPPORTED_DTYPES == {d.name for d in SOURCE_DTYPES}
+    assert {d.name for d in SOURCE_DTYPES} == SUPPORTED_DTYPES
