@@ -214,7 +214,8 @@ def run_workflow(
     operator_path = options.operator_report_path or report_path.with_name(
         f"{spec.name}.operator-report.json"
     )
-    reader = replace(options.reader, policy=options.reader.policy or href_policy(spec))
+    reader = replace(options.reader, policy=options.reader.policy or href_policy(spec),
+                     session=run_id)
     try:
         found = discover(spec)
         scenes, rejects = list(found.scenes), list(found.rejects)
