@@ -120,6 +120,10 @@ class RasterReader:
 
         return self._with_retries(href, attempt)
 
+    def failed(self) -> dict[str, ReadError]:
+        """The final failure of every href that failed in this run (this process)."""
+        return dict(self._failed)
+
     def take_retries(self) -> dict[str, int]:
         """Retries made by this thread since the last call, by href (then reset)."""
         counts = getattr(self._local, "retries", None) or {}
