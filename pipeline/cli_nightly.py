@@ -53,10 +53,25 @@ def add_commands(sub) -> None:
         metavar="N",
         help="local cluster: threads per worker (default 1)",
     )
-    night.add_argument("--memory-limit", default="auto", metavar="SIZE")
-    night.add_argument("--dashboard", default="127.0.0.1:8787", metavar="HOST:PORT")
-    night.add_argument("--cluster-profile", type=Path, metavar="FILE")
-    night.add_argument("--gdal-cache-mb", type=int, default=256, metavar="MB")
+    night.add_argument(
+        "--memory-limit", default="auto", metavar="SIZE", help="local cluster: memory per worker"
+    )
+    night.add_argument(
+        "--dashboard",
+        default="127.0.0.1:8787",
+        metavar="HOST:PORT",
+        help="local cluster: dashboard address (default loopback)",
+    )
+    night.add_argument(
+        "--cluster-profile", type=Path, metavar="FILE", help="cluster profile YAML (sizes, TLS)"
+    )
+    night.add_argument(
+        "--gdal-cache-mb",
+        type=int,
+        default=256,
+        metavar="MB",
+        help="GDAL block cache per worker process (default 256)",
+    )
     night.add_argument(
         "--retries",
         type=int,
