@@ -16,8 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -40,8 +41,9 @@ class LedgerEntry:
     id: str
     checksum: str  # of the item document (see item_checksum)
     scene: Scene
-    status: str = INGESTED  # INGESTED | DUPLICATE
+    status: str = INGESTED  # INGESTED | DUPLICATE | outside (touches no chunk)
     used_in: tuple[str, ...] = ()  # chunk names (r000-c001) it contributed pixels to
+    chunks: tuple[tuple[int, int], ...] | None = None  # chunks its footprint touches (None: ?)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -126,10 +128,16 @@ def item_checksum(doc: ItemDoc) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+@lru_cache(maxsize=1 << 16)
+def scene_json(scene: Scene) -> bytes:
+    """The scene as canonical JSON (keys sorted). Cached: a night serialises every scene of the
+    ledger; hashing a scene costs ~8 µs, serialising it ~70 µs."""
+    return orjson.dumps(scene_to_dict(scene), option=orjson.OPT_SORT_KEYS)
+
+
 def scene_token(scene: Scene) -> str:
     """A short digest of everything a scene's pixels depend on (its whole normalised record)."""
-    raw = orjson.dumps(scene_to_dict(scene), option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(raw).hexdigest()[:20]
+    return hashlib.sha256(scene_json(scene)).hexdigest()[:20]
 
 
 # --------------------------------------------------------------------------- scenes as JSON
@@ -245,7 +253,8 @@ def _entry_to_dict(e: LedgerEntry) -> dict[str, Any]:
         "token": e.token,
         "version": e.version,
         "used_in": list(e.used_in),
-        "scene": scene_to_dict(e.scene),
+        "chunks": None if e.chunks is None else [list(c) for c in e.chunks],
+        "scene": orjson.Fragment(scene_json(e.scene)),
     }
 
 
@@ -257,25 +266,5 @@ def _entry_from_dict(d: Mapping[str, Any]) -> LedgerEntry:
         scene=scene_from_dict(d["scene"]),
         status=d["status"],
         used_in=tuple(d["used_in"]),
+        chunks=None if d.get("chunks") is None else tuple((int(a), int(b)) for a, b in d["chunks"]),
     )
-
-
-def entries_of(
-    scenes: Iterable[Scene],
-    *,
-    checksums: Mapping[tuple[str, str], str],
-    status: str,
-    used: Mapping[str, Iterable[str]],
-) -> list[LedgerEntry]:
-    """Ledger entries for ``scenes`` (checksum by (collection, id); used chunks by scene id)."""
-    return [
-        LedgerEntry(
-            s.collection,
-            s.id,
-            checksums[(s.collection, s.id)],
-            s,
-            status,
-            tuple(sorted(used.get(s.id, ()))),
-        )
-        for s in scenes
-    ]
