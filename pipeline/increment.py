@@ -57,6 +57,7 @@ class ChunkOrder:
     clear: tuple[int, ...] = ()  # cube indices with data before and none tonight
     mosaic: bool = False  # recompute and write the mosaics of this chunk
     clear_mosaic: bool = False  # the chunk had mosaic data and has none tonight
+    n_slots: int = 0  # the cube's time length tonight (each fork resizes to it: see night_chunk)
 
     @property
     def n_reads(self) -> int:
@@ -214,7 +215,7 @@ def _order(
     if task is None:
         if not clear and not clear_mosaic:
             return None
-        return ChunkOrder(chunk, None, (), clear, False, clear_mosaic)
+        return ChunkOrder(chunk, None, (), clear, False, clear_mosaic, len(new.slots))
     where = {content: i for i, content in before.items()}
     wanted, kept = [], []
     for ss in task.slots:
@@ -228,7 +229,15 @@ def _order(
         kept.append(ss)
     if not wanted and not clear and not mosaic:
         return None
-    return ChunkOrder(chunk, replace(task, slots=tuple(kept)), tuple(wanted), clear, mosaic, False)
+    return ChunkOrder(
+        chunk,
+        replace(task, slots=tuple(kept)),
+        tuple(wanted),
+        clear,
+        mosaic,
+        False,
+        len(new.slots),
+    )
 
 
 def scenes_by_id(scenes: Iterable[Scene]) -> dict[str, Scene]:

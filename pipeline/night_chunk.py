@@ -121,6 +121,12 @@ def run_order(
     t0 = time.perf_counter()
     root = zarr.open_group(fork.store, mode="r+")
     cube = [root[f"{CUBE}/{b}"] for b in outputs.bands]
+    if order.n_slots and cube[0].shape[0] != order.n_slots:
+        # Tonight's time axis, set in every fork that writes (the same definition merges
+        # cleanly): the night then needs one commit, with no intermediate snapshot to time-travel
+        # to. The driver sets it again, with the coordinates, after the merge.
+        for array in cube:
+            array.resize((order.n_slots, *array.shape[1:]))
     t_open = time.perf_counter() - t0
     c = order.chunk
     region = (slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width))

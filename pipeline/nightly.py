@@ -401,9 +401,10 @@ class _Night:
         """Prepare the layout, run every chunk order in a fork, merge the forks."""
         fresh = committed is None
         with self.timed("prepare"):
-            txn.prepare(
-                lambda zstore: self.write_layout(zstore, plan, fresh=fresh), run_id=self.run_id
-            )
+            if fresh:  # the groups must exist before anything forks: their own commit
+                txn.prepare(
+                    lambda zstore: self.write_layout(zstore, plan, fresh=True), run_id=self.run_id
+                )
             session = txn.writer()
         t = time.perf_counter()
         base = self.store.readonly(self.base) if not fresh else None
@@ -618,6 +619,7 @@ class _Night:
             "aquila:run_id": self.run_id,
             "aquila:workflow": self.spec.model_dump(mode="json"),
         }
+        self.write_layout(session.store, plan, fresh=False)  # time axis and coordinates
         root = zarr.open_group(session.store, mode="r+")
         root[CUBE].attrs.update(json_safe(base | lin.cube))
         for name, attrs in zip(self.groups, lin.mosaics, strict=True):

@@ -7,15 +7,17 @@ chunks into one transaction without the driver copying any pixel.
 
 The protocol of one night, all on a private branch ``aquila-run-<run id>`` made from ``main``:
 
-1. **prepare**: the driver resizes the cube's time axis and writes the coordinates, then commits
-   (Icechunk forks only from a session without uncommitted changes);
-2. **write**: a writable session on the branch is forked once per chunk task; workers write
-   whole chunks into their fork and send it back; the driver merges the forks of the tasks that
-   finished (a task Dask ran twice is merged once), adds lineage and the ledger, and commits;
-3. **publish**: ``main`` is moved to that commit in one conditional reference update (only if it
+1. **write**: a writable session on the branch is forked once per chunk task; each worker
+   resizes the cube's time axis to tonight's length in its fork (the same definition in every
+   fork merges cleanly) and writes whole chunks; the driver merges the forks of the tasks that
+   finished (a task Dask ran twice is merged once), writes the time coordinates, lineage and the
+   ledger, and commits: **one snapshot per night**. (Only when a store is created or rebuilt do
+   its groups get a commit of their own first, since Icechunk forks only from a session without
+   uncommitted changes.)
+2. **publish**: ``main`` is moved to that commit in one conditional reference update (only if it
    still points at the night's base). Readers of ``main`` see the previous night or this one.
 
-A run killed before step 3 leaves ``main`` untouched; its branch and unreferenced chunk files are
+A run killed before step 2 leaves ``main`` untouched; its branch and unreferenced chunk files are
 removed or ignored by the next run. Writable sessions never travel: only forks (built for it) and
 read-only sessions are pickled.
 """
