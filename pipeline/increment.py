@@ -6,13 +6,15 @@ run over all scenes" holds by construction: every chunk the diff leaves alone al
 a full run would write there, and every chunk it lists is rewritten as a full run would.
 
 For one chunk ``c`` and cube slot index ``j``, the *content* is the tuple of scene tokens of slot
-``j`` that touch ``c`` (empty: the slot has no data there). Then:
+``j`` that touch ``c`` (empty: the slot has no data there). The nightly cube is chunked
+``(block, chunk, chunk)``: a store chunk holds ``block`` consecutive slots of one output chunk
+(reading a chunk's history back costs one store read per band per block, not per slot). Then:
 
-* a cube chunk ``(j, c)`` is written when its content tonight differs from the committed content
-  at the same index (a new or changed slot, or a slot renumbered by a late arrival); its values
-  come from the committed cube when the same content sat at some old index ``i`` (a copy: no
-  source read), otherwise from the scenes;
-* a cube chunk whose index has no data tonight but had some before is cleared;
+* a cube block of ``c`` is written when the content of any of its slots tonight differs from the
+  committed content at the same index (a new or changed slot, a slot renumbered by a late
+  arrival, one that lost its data, or a block cut short when slots are removed); each of its
+  slots with data comes from the committed cube when the same content sat at some old index
+  ``i`` (a copy: no source read), otherwise from the scenes;
 * a mosaic chunk is recomputed when anything it depends on differs: the slot indices, slot
   metadata or contents of the slots touching it, or the mosaic parameters (a best-pixel mosaic
   without ``target_date`` targets the median slot time, which moves every night);
@@ -44,7 +46,7 @@ class SlotOrder:
     slot: int  # tonight's cube index
     origin: Literal["scenes", "cube"]
     cube_index: int | None = None  # committed index to read when origin == "cube"
-    write: bool = True  # write cube chunk (slot, chunk)
+    write: bool = True  # its block of the cube is rewritten tonight
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,11 @@ class ChunkOrder:
     chunk: ChunkGrid
     task: ChunkTask | None  # None: nothing touches the chunk tonight (clears only)
     slots: tuple[SlotOrder, ...] = ()  # aligned with task.slots
-    clear: tuple[int, ...] = ()  # cube indices with data before and none tonight
+    blocks: tuple[int, ...] = ()  # cube blocks (of ``block`` slots) to write, whole
     mosaic: bool = False  # recompute and write the mosaics of this chunk
     clear_mosaic: bool = False  # the chunk had mosaic data and has none tonight
     n_slots: int = 0  # the cube's time length tonight (each fork resizes to it: see night_chunk)
+    block: int = 1  # slots per cube store chunk
 
     @property
     def n_reads(self) -> int:
@@ -87,7 +90,8 @@ class Increment:
 
     @property
     def cube_writes(self) -> int:
-        return sum(sum(s.write for s in o.slots) + len(o.clear) for o in self.orders)
+        """Cube store chunks written (per band): one per block of a chunk."""
+        return sum(len(o.blocks) for o in self.orders)
 
     @property
     def mosaic_writes(self) -> int:
@@ -157,9 +161,10 @@ def plan_digest(plan: Plan) -> str:
 # --------------------------------------------------------------------------- the diff
 
 
-def diff(old: Plan | None, new: Plan, *, reuse_cube: bool) -> Increment:
+def diff(old: Plan | None, new: Plan, *, reuse_cube: bool, block: int = 1) -> Increment:
     """The work orders that turn the committed store (plan ``old``; None: empty store) into
-    tonight's (plan ``new``). ``reuse_cube``: slots may be read back from the committed cube."""
+    tonight's (plan ``new``). ``reuse_cube``: slots may be read back from the committed cube;
+    ``block``: slots per cube store chunk."""
     grid = new.grid
     old_c = contents(old) if old is not None else {}
     new_c = contents(new)
@@ -175,6 +180,7 @@ def diff(old: Plan | None, new: Plan, *, reuse_cube: bool) -> Increment:
             new_c.get(key, {}),
             tasks.get(key),
             reuse_cube=reuse_cube,
+            block=block,
         )
         if order is not None:
             orders.append(order)
@@ -205,39 +211,46 @@ def _order(
     task: ChunkTask | None,
     *,
     reuse_cube: bool,
+    block: int,
 ) -> ChunkOrder | None:
     chunk = grid.chunk_grid(*key)
-    clear = tuple(j for j in sorted(before) if j < len(new.slots) and j not in tonight)
+    n, n_old = len(new.slots), len(old.slots) if old is not None else 0
+    changed = {
+        j // block
+        for j in set(before) | set(tonight)
+        if j < n and before.get(j, ()) != tonight.get(j, ())
+    }
+    if n < n_old and n % block:  # the last block is cut short: rewrite it whole
+        changed.add(n // block)
+    blocks = tuple(sorted(b for b in changed if b * block < n))
     mosaic_before = mosaic_signature(old, before) if old is not None and before else None
     mosaic_tonight = mosaic_signature(new, tonight) if tonight else None
     mosaic = mosaic_tonight is not None and mosaic_tonight != mosaic_before
     clear_mosaic = mosaic_tonight is None and mosaic_before is not None
+    common = {
+        "blocks": blocks,
+        "mosaic": mosaic,
+        "clear_mosaic": clear_mosaic,
+        "n_slots": n,
+        "block": block,
+    }
     if task is None:
-        if not clear and not clear_mosaic:
+        if not blocks and not clear_mosaic:
             return None
-        return ChunkOrder(chunk, None, (), clear, False, clear_mosaic, len(new.slots))
+        return ChunkOrder(chunk, None, (), **common)
     where = {content: i for i, content in before.items()}
     wanted, kept = [], []
     for ss in task.slots:
-        content = tonight[ss.slot]
-        write = before.get(ss.slot) != content
+        write = ss.slot // block in changed
         if not (write or mosaic):
             continue
-        i = where.get(content) if reuse_cube else None
+        i = where.get(tonight[ss.slot]) if reuse_cube else None
         origin: Literal["scenes", "cube"] = "cube" if i is not None else "scenes"
         wanted.append(SlotOrder(ss.slot, origin, i, write))
         kept.append(ss)
-    if not wanted and not clear and not mosaic:
+    if not wanted and not blocks and not mosaic:
         return None
-    return ChunkOrder(
-        chunk,
-        replace(task, slots=tuple(kept)),
-        tuple(wanted),
-        clear,
-        mosaic,
-        False,
-        len(new.slots),
-    )
+    return ChunkOrder(chunk, replace(task, slots=tuple(kept)), tuple(wanted), **common)
 
 
 def scenes_by_id(scenes: Iterable[Scene]) -> dict[str, Scene]:

@@ -67,6 +67,7 @@ class NightOptions:
     report_path: Path | None = None  # default: <store>.night-report.json
     operator_report_path: Path | None = None
     rebuild: bool = False  # ignore the committed state: rebuild every chunk (one commit still)
+    time_block: int = 8  # cube slots per store chunk (a new store's layout; see cube/slots.py)
     pause: Pause | None = None  # test-only crash points (pipeline.night_chunk.Pause)
 
 
@@ -187,7 +188,9 @@ class _Night:
         self.grid = TargetGrid.from_bounds(
             g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk
         )
-        self.layout = _layout(self.grid, self.outputs, self.groups)
+        self.layout = _layout(self.grid, self.outputs, self.groups) | {
+            "time_block": self.options.time_block
+        }
         self.ingest = ingest_fingerprint(self.spec)
 
     def run(self) -> None:
@@ -200,7 +203,12 @@ class _Night:
                 self.report.passes += 1
                 with self.timed("plan"):
                     tonight = self.plan(listing, excluded)
-                    inc = diff(committed, tonight.plan, reuse_cube=self.reuse_cube)
+                    inc = diff(
+                        committed,
+                        tonight.plan,
+                        reuse_cube=self.reuse_cube,
+                        block=self.options.time_block,
+                    )
                     self.describe(tonight, inc, listing)
                 if inc.empty and not self.ledger_changed(tonight, listing):
                     self.nothing_new(excluded)
@@ -371,6 +379,7 @@ class _Night:
             "cube": inc.cube_writes,
             "mosaic": inc.mosaic_writes,
             "slot_reads": sum(o.n_reads for o in inc.orders),
+            "slot_copies": sum(len(o.slots) - o.n_reads for o in inc.orders),
         }
         for sid in tonight.fallbacks:
             r.notes.append(
@@ -543,6 +552,10 @@ class _Night:
             ds, enc = cube_layout(self.grid, o.bands, plan.slots)
             for name in ("time", "collection"):  # one chunk for years of nights
                 enc.setdefault(name, {})["chunks"] = (4096,)
+            t, c = self.options.time_block, self.grid.chunk
+            ds = ds.assign({b: ds[b].chunk({"time": t}) for b in o.bands})
+            for b in o.bands:  # a chunk's history is read back a block at a time
+                enc[b]["chunks"] = (t, c, c)
             create_group(zstore, CUBE, (ds, enc), self.grid, base)
             for m, name in zip(o.mosaics, self.groups, strict=True):
                 layers = mosaic_layers(m.method, blend_width=m.blend_width)
@@ -739,7 +752,8 @@ def _order_hash(order, plan: Plan) -> str:
         (
             order.chunk,
             order.slots,
-            order.clear,
+            order.blocks,
+            order.n_slots,
             order.mosaic,
             order.clear_mosaic,
             [scene_token(s) for s in order.sourced],
