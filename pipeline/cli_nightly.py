@@ -220,8 +220,6 @@ def _summary(console, r) -> None:
     )
     if r.error:
         console.print(f"  error: {esc(r.error)}")
-    if r.status == "nothing_new":
-        console.print("  nothing new since the last night: nothing committed")
     console.print(
         f"  scenes: {len(r.new)} new, {len(r.changed)} changed, "
         f"{len(r.replaced)} replaced, {len(r.removed) + r.removed_withheld} removed, "

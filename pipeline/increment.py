@@ -26,7 +26,7 @@ For one chunk ``c`` and cube slot index ``j``, the *content* is the tuple of sce
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -251,7 +251,3 @@ def _order(
     if not wanted and not blocks and not mosaic:
         return None
     return ChunkOrder(chunk, replace(task, slots=tuple(kept)), tuple(wanted), **common)
-
-
-def scenes_by_id(scenes: Iterable[Scene]) -> dict[str, Scene]:
-    return {s.id: s for s in scenes}

@@ -197,11 +197,11 @@ def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def open_night(store: Path, *, run: str | None = None):
+def open_night(store: str | Path, *, run: str | None = None):
     """A read-only session of a nightly store: the current night, or the night of run id (or
     snapshot id) ``run``. Open products with ``xarray.open_zarr(session.store, group="cube",
     consolidated=False)`` (``group`` = ``cube`` or a mosaic's name)."""
-    s = NightlyStore.open(store, create=False)
+    s = NightlyStore.open(Path(store), create=False)
     return s.readonly(s.night(run).snapshot if run else None)
 
 

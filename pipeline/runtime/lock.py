@@ -86,23 +86,6 @@ def store_lock(store: Path, *, run_id: str) -> Iterator[Lock]:
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def current_holder(store: Path) -> LockHolder | None:
-    """Who holds the store's lock now (None: nobody)."""
-    path = lock_path(store)
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read(fd)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 def _read(fd: int) -> LockHolder | None:
     os.lseek(fd, 0, os.SEEK_SET)
     raw = os.read(fd, 4096)
