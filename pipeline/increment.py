@@ -227,17 +227,10 @@ def _order(
     mosaic_tonight = mosaic_signature(new, tonight) if tonight else None
     mosaic = mosaic_tonight is not None and mosaic_tonight != mosaic_before
     clear_mosaic = mosaic_tonight is None and mosaic_before is not None
-    common = {
-        "blocks": blocks,
-        "mosaic": mosaic,
-        "clear_mosaic": clear_mosaic,
-        "n_slots": n,
-        "block": block,
-    }
     if task is None:
         if not blocks and not clear_mosaic:
             return None
-        return ChunkOrder(chunk, None, (), **common)
+        return ChunkOrder(chunk, None, (), blocks, mosaic, clear_mosaic, n, block)
     where = {content: i for i, content in before.items()}
     wanted, kept = [], []
     for ss in task.slots:
@@ -250,4 +243,13 @@ def _order(
         kept.append(ss)
     if not wanted and not blocks and not mosaic:
         return None
-    return ChunkOrder(chunk, replace(task, slots=tuple(kept)), tuple(wanted), **common)
+    return ChunkOrder(
+        chunk,
+        replace(task, slots=tuple(kept)),
+        tuple(wanted),
+        blocks,
+        mosaic,
+        clear_mosaic,
+        n,
+        block,
+    )

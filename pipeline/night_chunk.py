@@ -156,6 +156,7 @@ def run_order(
             return None
         assert plane.shape[1:] == (c.height, c.width), "cube reuse needs a chunk without halo"
         t = time.perf_counter()
+        assert o.cube_index is not None  # origin "cube" names the committed index
         old.fill(o.cube_index, plane)
         reuse_s[0] += time.perf_counter() - t
         return bool(np.isfinite(plane[0]).any())

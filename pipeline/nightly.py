@@ -562,7 +562,8 @@ class _Night:
                 layout = mosaic_layout(self.grid, o.bands, method=m.method, layers=layers)
                 create_group(zstore, name, layout, self.grid, base)
             return
-        cube = zarr.open_group(zstore, path=CUBE, mode="r+")
+        group = zarr.open_group(zstore, path=CUBE, mode="r+")
+        cube = {name: _array(group, name) for name in (*o.bands, "time", "collection")}
         n = len(plan.slots)
         ny, nx = self.grid.shape
         for b in o.bands:
@@ -580,7 +581,7 @@ class _Night:
         for s in tonight.normalised:
             status = INGESTED if s.id in in_plan else DUPLICATE if s.id not in kept else OUTSIDE
             checksum = listing.checksums[(s.collection, s.id)]
-            if s.id in tonight.fallbacks:  # the previous version: keep its checksum
+            if s.id in tonight.fallbacks and self.state is not None:  # keep its old checksum
                 checksum = next(e.checksum for e in self.state.entries if e.id == s.id)
             chunks = self.chunks.get(scene_token(s))
             out.append(
@@ -679,8 +680,8 @@ class _Night:
     def write_sidecar(self) -> None:
         """``<store>.stac.json``: extent, time range and label of the published night."""
         state = self.store.state()
-        stac = (state.extra.get("stac") if state else None) or None
-        if stac is None:
+        stac = state.extra.get("stac") if state is not None else None
+        if state is None or stac is None:
             return
         write_product_stac(
             self.store_dir,
@@ -772,3 +773,11 @@ def _scene_of(href: str, scenes) -> str | None:
         if any(b.href == href for b in _assets(s)):
             return s.id
     return None
+
+
+def _array(group, name: str):
+    import zarr
+
+    node = group[name]
+    assert isinstance(node, zarr.Array), f"{name} in the nightly cube is not an array"
+    return node

@@ -59,7 +59,7 @@ class CubeSlots:
         """Per band: (slots of block b, y, x), or None where the block has no data."""
         t0, t1 = b * self.block, min((b + 1) * self.block, self.length)
         if not self.fast:
-            return [a[(slice(t0, t1), *self.region)] for a in self.arrays]
+            return [np.asarray(a[(slice(t0, t1), *self.region)]) for a in self.arrays]
         return _read_raw(self.arrays, b, t1 - t0, self.region, self.chunk_index)
 
 
@@ -85,7 +85,7 @@ def _plain_layout(array) -> bool:
     )
 
 
-def _read_raw(arrays, b: int, n: int, region, chunk_index) -> np.ndarray:
+def _read_raw(arrays, b: int, n: int, region, chunk_index) -> list[np.ndarray | None]:
     import numcodecs
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
