@@ -212,7 +212,7 @@ class _Night:
                     self.describe(tonight, inc, listing)
                 if inc.empty and not self.ledger_changed(tonight, listing):
                     self.nothing_new(excluded)
-                    return
+                    break
                 txn = self.store.begin(self.run_id, self.report.passes)
                 try:
                     session, results = self.execute(txn, tonight.plan, inc, committed)
@@ -254,7 +254,6 @@ class _Night:
                 f"{self.store_dir} was built with another {', '.join(changed)}; a nightly run "
                 "only appends. Rebuild it from the catalog with --rebuild, or use a new --store"
             )
-        self.emit("store", (self.store_dir, len(self.store.nights())))
 
     def list_catalog(self) -> Listing:
         t = time.perf_counter()
