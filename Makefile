@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-toa test test-slow test-all bench lint install clean
+.PHONY: demo demo-toa test test-slow test-all bench bench-nightly lint install clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/peers.py
+
+bench-nightly: $(STAMP)
+	$(BIN)/python benchmarks/nightly.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks

@@ -24,7 +24,7 @@ from pipeline.io.warp import nearest_window
 from pipeline.kernels.composite import merge_first_valid
 from pipeline.kernels.radiometry import gather_calibrate, gather_mask
 from pipeline.methods import mosaic_layers
-from pipeline.plan import ChunkTask, MosaicOutput, Outputs
+from pipeline.plan import ChunkTask, MosaicOutput, Outputs, SlotScenes
 from pipeline.radiometry import Masking, group_factor, grow, quality_luts
 
 
@@ -61,12 +61,16 @@ def compute_chunk(
     outputs: Outputs,
     reader: RasterReader,
     on_slot: Callable[[int, np.ndarray], None] | None = None,
+    reuse: Callable[[SlotScenes, np.ndarray], bool | None] | None = None,
 ) -> ChunkOutput:
     """Read, calibrate, mask and merge every scene of the chunk, slot by slot; composite.
 
     Reads and composites happen on ``task.grid_read`` (the chunk plus a halo when a mosaic needs
     one); outputs are cropped to the chunk. Each finished slot goes to ``on_slot(slot index,
     (B, Y, X))`` at once (the cube writer) or, without it, into ``ChunkOutput.slots``.
+
+    ``reuse(slot_scenes, plane)`` (nightly runs) may fill a slot's plane from the committed cube
+    instead of reading its scenes: it returns whether any pixel was filled, or None to read.
 
     Memory: when every mosaic can stream (see :func:`can_stream`) the task holds one slot
     buffer and O(B·Y·X) state per mosaic, whatever the number of slots; otherwise one
@@ -98,8 +102,10 @@ def compute_chunk(
             plane.fill(np.nan)  # type: ignore[union-attr]
             if qa is not None:
                 qa.fill(False)
-        filled = _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used,
-                             failures)
+        filled = reuse(slot_scenes, plane) if reuse is not None else None
+        if filled is None:
+            filled = _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used,
+                                 failures)
         if not filled:
             continue
         any_filled = True

@@ -12,7 +12,8 @@ from pipeline.report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 EPILOG = """\
 exit codes: 0 success · 1 failure (cluster, storage, bug) · 2 bad input (spec, catalog, no
-scenes) · 3 partial (products written but some scene reads or chunks failed: see the report)
+scenes) · 3 partial (products written but some scene reads or chunks failed: see the report) ·
+75 busy (nightly: another run holds the store's lock; try again later)
 
 examples:
   aquila demo-catalog catalogs/demo          # generate the bundled demo catalog
@@ -20,6 +21,8 @@ examples:
   aquila run workflows/demo.yaml --workers 4 --threads 2
   aquila run workflows/demo.yaml --scheduler tcp://10.0.0.5:8786
   aquila validate workflows/demo.yaml        # check a spec without running it
+  aquila nightly workflows/demo.yaml         # incremental, atomic: append tonight's scenes
+  aquila history out/demo/demo.icechunk      # the nights published to a nightly store
 
 radiometry (a workflow's 'radiometry:' section; README "Radiometry"): target reflectance |
 radiance, harmonize_to a reference sensor profile (e.g. landsat-8-9-oli: HLS v2.0 for
@@ -176,6 +179,10 @@ def _parser() -> argparse.ArgumentParser:
         help="read asset links starting with PREFIX from TARGET (folder or URL); repeatable",
     )
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    from pipeline.cli_nightly import add_commands
+
+    add_commands(sub)  # nightly, history
     return p
 
 
@@ -190,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, console)
+        if args.command in ("nightly", "history"):
+            from pipeline.cli_nightly import main as nightly_main
+
+            return nightly_main(args, console)
         if args.command == "validate":
             from pipeline.workflow import load_spec
 

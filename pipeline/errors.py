@@ -74,13 +74,20 @@ class RunError(AquilaError):
 
 
 class ReadError(RunError):
-    """Reading an asset failed. Never turned into nodata: the scene is reported as failed."""
+    """Reading an asset failed. Never turned into nodata: the scene is reported as failed.
+
+    ``reason`` says what kind of failure (``asset_unavailable`` after retries, ``asset_not_found``,
+    ``asset_forbidden``, ``asset_corrupt``...; see :mod:`pipeline.io.retry`), ``attempts`` how many
+    tries were made."""
 
     reason = "read_failed"
 
-    def __init__(self, href: str, message: str) -> None:
-        super().__init__(f"reading {href}: {message}")
+    def __init__(
+        self, href: str, message: str, *, reason: str | None = None, attempts: int = 1
+    ) -> None:
+        super().__init__(f"reading {href}: {message}", reason=reason)
         self.href = href
+        self.attempts = attempts
 
 
 class ReadRefused(ReadError):
@@ -88,3 +95,9 @@ class ReadRefused(ReadError):
     address (the check repeated where the read happens)."""
 
     reason = "href_not_allowed"
+
+
+class StoreBusy(RunError):
+    """Another run holds the store's lock: one writer per store. Try again later."""
+
+    reason = "store_busy"

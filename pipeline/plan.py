@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -152,13 +152,26 @@ def _mean(values) -> float:
     return sum(known) / len(known) if known else float("nan")
 
 
-def make_plan(scenes: Sequence[Scene], *, grid: TargetGrid, outputs: Outputs) -> Plan:
+def make_plan(
+    scenes: Sequence[Scene],
+    *,
+    grid: TargetGrid,
+    outputs: Outputs,
+    known_chunks: Callable[[Scene], list[tuple[int, int]] | None] | None = None,
+) -> Plan:
     """Assign every scene to its slot and to the chunks its footprint touches.
 
     Scenes that touch no chunk of the grid are left out (``Plan.scenes`` lists those used).
+    ``known_chunks(scene)`` may give the chunks a scene was found to touch before (nightly runs
+    keep them in the ledger: a footprint-to-tiles query costs milliseconds per scene).
     """
     pad = 2.0 + outputs.halo  # a scene touching a chunk's halo matters to that chunk
-    touching = {s.id: grid.chunks_touching(s.footprint, pad_pixels=pad) for s in scenes}
+
+    def chunks_of(s: Scene) -> list[tuple[int, int]]:
+        known = known_chunks(s) if known_chunks is not None else None
+        return known if known is not None else grid.chunks_touching(s.footprint, pad_pixels=pad)
+
+    touching = {s.id: chunks_of(s) for s in scenes}
     used = [s for s in scenes if touching[s.id]]
     slots = time_slots(used)
     outputs = _with_default_targets(outputs, slots)

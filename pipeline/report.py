@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 3  # products written, but some scene reads or chunks failed: see the report
+EXIT_BUSY = 75  # another run holds the store's lock (EX_TEMPFAIL: try again later)
 
 
 @dataclass

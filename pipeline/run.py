@@ -24,10 +24,11 @@ from pipeline.cube.store import create_cube, create_mosaic, write_attrs
 from pipeline.errors import AquilaError, InputError, NoScenesError, SpecError
 from pipeline.grid import TargetGrid
 from pipeline.io.reader import RasterReader, ReaderSettings
+from pipeline.lineage import lineage
 from pipeline.methods import mosaic_layers
 from pipeline.plan import ChunkTask, MosaicOutput, Outputs, Plan, make_plan
-from pipeline.radiometry import radiometry_attrs, radiometry_outputs
-from pipeline.releasability import Label, Marking, Scale, high_water_mark
+from pipeline.radiometry import radiometry_outputs
+from pipeline.releasability import Marking, Scale
 from pipeline.report import OperatorReport, RunReport
 from pipeline.runtime.cluster import ClusterOptions, open_client
 from pipeline.workflow import BestPixelSpec, MosaicProduct, WorkflowSpec
@@ -216,7 +217,8 @@ def run_workflow(
     operator_path = options.operator_report_path or report_path.with_name(
         f"{spec.name}.operator-report.json"
     )
-    reader = replace(options.reader, policy=options.reader.policy or href_policy(spec))
+    reader = replace(options.reader, policy=options.reader.policy or href_policy(spec),
+                     session=run_id)
     try:
         found = discover(spec)
         scenes, rejects = list(found.scenes), list(found.rejects)
@@ -338,19 +340,6 @@ def _audience_dict(audience) -> dict[str, Any]:
             "clearance": audience.clearance}
 
 
-def _label(
-    ids: Iterable[str], markings: Mapping[str, Marking] | None, scale: Scale
-) -> dict[str, Any] | None:
-    """The high-water mark of the scenes ``ids`` (None: not enforced, or no scene)."""
-    if markings is None:
-        return None
-    found = [markings[i] for i in ids if i in markings]
-    if not found:
-        return None
-    label: Label = high_water_mark(found, scale=scale)
-    return label.as_dict()
-
-
 def _commit(
     plan: Plan,
     report: RunReport,
@@ -360,58 +349,18 @@ def _commit(
     scale: Scale | None = None,
 ) -> None:
     """Record lineage and the releasability label once every chunk is written."""
-    scale = scale or Scale()
-    used = set(report.scenes_used)
-    scenes = [s for s in plan.scenes if s.id in used]
-    label = _label((s.id for s in scenes), markings, scale)
-    slot_labels = [
-        _label((i for i in slot.scene_ids if i in used), markings, scale) for slot in plan.slots
-    ]
-    lineage = {
-        "aquila:status": "complete" if not report.chunk_failures else "incomplete",
-        "aquila:scenes": [s.id for s in scenes],
-        "aquila:providers": sorted({s.provider for s in scenes}),
-        "aquila:collections": sorted({s.collection for s in scenes}),
-        "aquila:created": dt.datetime.now(dt.UTC).isoformat(),
-        "aquila:label": label,
-        "aquila:audience": report.audience,
-        "aquila:radiometry": radiometry_attrs(plan.outputs, scenes),
-    }
+    lin = lineage(plan, report.scenes_used, complete=not report.chunk_failures,
+                  audience=report.audience, markings=markings, scale=scale)
     o = plan.outputs
-    times = [s.datetime.isoformat() for s in scenes]
-    bbox = _lonlat_bbox(plan)
     if o.cube_store is not None:
-        write_attrs(o.cube_store, lineage | {"aquila:slot_labels": slot_labels})
-        write_product_stac(o.cube_store, kind="cube", bbox=bbox, times=times, label=label,
-                           slot_labels=slot_labels)
-        report.labels["cube"] = label
-    if o.mosaics:
-        sources = [
-            {
-                "index": slot.index,
-                "time": slot.time.isoformat(),
-                "collection": slot.collection,
-                "provider": slot.provider,
-                "scenes": [sid for sid in slot.scene_ids if sid in used],
-                "label": slot_labels[slot.index] if slot.index < len(slot_labels) else None,
-            }
-            for slot in plan.slots
-        ]
-        for m in o.mosaics:
-            params = {"q": m.q, "priority": list(m.priority), "key": m.key,
-                      "weights": dict(m.weights), "target": m.target,
-                      "blend_width": m.blend_width}
-            params = {k: v for k, v in params.items() if v not in (None, [], {}, 0)}
-            write_attrs(m.store, lineage | {"aquila:method": m.method,
-                                            "aquila:parameters": params, "sources": sources})
-            write_product_stac(m.store, kind=f"mosaic ({m.method})", bbox=bbox, times=times,
-                               label=label)
-            report.labels[f"mosaic ({m.method})"] = label
-        if report.audience is not None:
-            report.labels["slots"] = slot_labels
-
-
-def _lonlat_bbox(plan: Plan) -> tuple[float, float, float, float]:
-    """The product's extent in lon/lat degrees (west, south, east, north)."""
-    b = plan.grid.geobox.geographic_extent.boundingbox
-    return (b.left, b.bottom, b.right, b.top)
+        write_attrs(o.cube_store, lin.cube)
+        write_product_stac(o.cube_store, kind="cube", bbox=lin.bbox, times=lin.times,
+                           label=lin.label, slot_labels=lin.slot_labels)
+        report.labels["cube"] = lin.label
+    for m, mosaic_attrs in zip(o.mosaics, lin.mosaics, strict=True):
+        write_attrs(m.store, mosaic_attrs)
+        write_product_stac(m.store, kind=f"mosaic ({m.method})", bbox=lin.bbox, times=lin.times,
+                           label=lin.label)
+        report.labels[f"mosaic ({m.method})"] = lin.label
+    if o.mosaics and report.audience is not None:
+        report.labels["slots"] = list(lin.slot_labels)

@@ -1,10 +1,21 @@
 """A loopback HTTP asset server for tests: serves a folder with Range support, records every
-request, and can answer chosen paths with a redirect."""
+request, can answer chosen paths with a redirect, and injects faults.
+
+Faults, per URL path:
+
+* ``script[path] = [503, 503]``: the next requests to ``path`` (any method) are answered with
+  these statuses, one per request, then the file is served normally (``"timeout"`` in a script
+  stalls that request for :attr:`AssetServer.stall_s` seconds, then closes the connection);
+* ``always[path] = 404`` (or 403, 500...): every request gets this status;
+* ``truncate[path] = n``: the file is served as if it were its first ``n`` bytes (a truncated
+  upload: the header reads, the tiles do not).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,9 +28,18 @@ class AssetServer:
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     url: str = ""
+    script: dict[str, list[int | str]] = field(default_factory=dict)
+    always: dict[str, int] = field(default_factory=dict)
+    truncate: dict[str, int] = field(default_factory=dict)
+    stall_s: float = 3.0
+    answers: list[tuple[str, str, int | str]] = field(default_factory=list)  # (method, path, ans)
 
     def paths(self) -> list[str]:
         return [p for _, p in self.requests]
+
+    def answered(self, path: str) -> list[int | str]:
+        """Every answer given for ``path``, in order (status codes, or 'timeout')."""
+        return [a for _, p, a in self.answers if p == path]
 
 
 @contextlib.contextmanager
@@ -32,11 +52,31 @@ def serve(root: Path | None, *, redirects: dict[str, str] | None = None) -> Iter
         def log_message(self, *args) -> None:  # quiet
             pass
 
+        def _status(self, code: int, path: str) -> None:
+            with lock:
+                state.answers.append((self.command, path, code))
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def _answer(self, body: bool) -> None:
+            path = self.path.split("?")[0]
             with lock:
                 state.requests.append((self.command, self.path))
-            path = self.path.split("?")[0]
+                queued = state.script.get(path)
+                fault = queued.pop(0) if queued else state.always.get(path)
+            if fault == "timeout":
+                with lock:
+                    state.answers.append((self.command, path, "timeout"))
+                time.sleep(state.stall_s)
+                self.close_connection = True
+                return
+            if isinstance(fault, int):
+                self._status(fault, path)
+                return
             if path in state.redirects:
+                with lock:
+                    state.answers.append((self.command, path, 302))
                 self.send_response(302)
                 self.send_header("Location", state.redirects[path])
                 self.send_header("Content-Length", "0")
@@ -44,20 +84,32 @@ def serve(root: Path | None, *, redirects: dict[str, str] | None = None) -> Iter
                 return
             file = (state.root / path.lstrip("/")) if state.root else None
             if file is None or not file.is_file():
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._status(404, path)
                 return
             data = file.read_bytes()
+            if path in state.truncate:
+                data = data[: state.truncate[path]]
             start, end = 0, len(data) - 1
             rng = self.headers.get("Range")
             if rng and rng.startswith("bytes="):
                 a, _, b = rng[6:].partition("-")
                 start, end = int(a), min(int(b) if b else end, end)
+                if start > end:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    with lock:
+                        state.answers.append((self.command, path, 416))
+                    return
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                code = 206
             else:
                 self.send_response(200)
+                code = 200
+            with lock:
+                state.answers.append((self.command, path, code))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(end - start + 1))
             self.end_headers()
@@ -71,6 +123,7 @@ def serve(root: Path | None, *, redirects: dict[str, str] | None = None) -> Iter
             self._answer(False)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -211,11 +211,14 @@ def collect(
     releasability: Releasability | None = None,
     withheld: list[Reject] | None = None,
     markings: dict[str, Marking] | None = None,
+    reuse: Callable[[ItemDoc], Scene | None] | None = None,
 ):
     """(scenes, rejects, count) from a stream of item documents and rejects.
 
     With a releasability rule, each item's marking is decided before anything else; an item
     that is withheld (or unreadable, so its marking is unknown) goes to ``withheld`` only.
+    ``reuse(doc)`` may return the scene an unchanged item normalised to before (nightly runs'
+    ledger), which is then not normalised again.
     """
     scenes: list[Scene] = []
     rejects: list[Reject] = []
@@ -247,6 +250,10 @@ def collect(
             )
             continue
         seen.add(key)
+        known = reuse(entry) if reuse is not None else None
+        if known is not None:
+            scenes.append(known)
+            continue
         try:
             scenes.append(normalise_doc(entry, bands=bands, options=options))
         except SceneRejected as exc:

@@ -38,7 +38,7 @@ def _base_dataset(grid: TargetGrid) -> dict[str, Any]:
     }
 
 
-def _finish(ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs: Mapping) -> None:
+def _georeferenced(ds: xr.Dataset, grid: TargetGrid, attrs: Mapping) -> xr.Dataset:
     ds = ds.rio.write_crs(grid.crs)
     ds = ds.rio.write_transform(_affine(grid))
     for name in ds.data_vars:
@@ -47,11 +47,28 @@ def _finish(ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs
         ds[name].attrs["grid_mapping"] = "spatial_ref"
         ds[name].encoding.pop("grid_mapping", None)
     ds.attrs.update(attrs)
+    return ds
+
+
+def _finish(ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs: Mapping) -> None:
+    ds = _georeferenced(ds, grid, attrs)
     if store.exists():
         shutil.rmtree(store)
     store.parent.mkdir(parents=True, exist_ok=True)
     ds.to_zarr(
         str(store), compute=False, mode="w", encoding=encoding, zarr_format=3, consolidated=False
+    )
+
+
+def create_group(
+    zstore: Any, group: str, layout: tuple[xr.Dataset, dict], grid: TargetGrid, attrs: Mapping
+) -> None:
+    """Write a product's layout (metadata and coordinates, no data) as ``group`` of a zarr
+    store object (e.g. an Icechunk session's store), replacing what the group held."""
+    ds, encoding = layout
+    _georeferenced(ds, grid, attrs).to_zarr(
+        zstore, group=group, compute=False, mode="w", encoding=encoding, zarr_format=3,
+        consolidated=False,
     )
 
 
@@ -70,6 +87,14 @@ def create_cube(
     attrs: Mapping[str, Any],
 ) -> None:
     """An empty cube: (time, y, x) float32 per band, chunks (1, chunk, chunk)."""
+    ds, encoding = cube_layout(grid, bands, slots)
+    _finish(ds, grid, store, encoding, attrs)
+
+
+def cube_layout(
+    grid: TargetGrid, bands: Sequence[str], slots: Sequence[TimeSlot]
+) -> tuple[xr.Dataset, dict]:
+    """The cube's dataset (lazy, nothing computed) and its encoding."""
     ny, nx = grid.shape
     c = grid.chunk
     coords = _base_dataset(grid)
@@ -89,7 +114,7 @@ def create_cube(
         b: {"chunks": (1, c, c), "compressors": [COMPRESSOR], "_FillValue": np.nan} for b in bands
     }
     enc["time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
-    _finish(xr.Dataset(data, coords=coords), grid, store, enc, attrs)
+    return xr.Dataset(data, coords=coords), enc
 
 
 _LAYERS = {  # lineage layer -> (dtype, fill value, description)
@@ -110,6 +135,14 @@ def create_mosaic(
     attrs: Mapping[str, Any],
 ) -> None:
     """An empty mosaic: (y, x) float32 per band, ``count``, and the lineage ``layers``."""
+    ds, encoding = mosaic_layout(grid, bands, method=method, layers=layers)
+    _finish(ds, grid, store, encoding, attrs)
+
+
+def mosaic_layout(
+    grid: TargetGrid, bands: Sequence[str], *, method: str, layers: Sequence[str] = ()
+) -> tuple[xr.Dataset, dict]:
+    """The mosaic's dataset (lazy, nothing computed) and its encoding."""
     ny, nx = grid.shape
     c = grid.chunk
     data: dict[str, Any] = {
@@ -135,7 +168,7 @@ def create_mosaic(
                        {"long_name": text})
         key = "_FillValue" if np.issubdtype(dtype, np.floating) else "fill_value"
         enc[layer] = {"chunks": (c, c), "compressors": [COMPRESSOR], key: fill}
-    _finish(xr.Dataset(data, coords=_base_dataset(grid)), grid, store, enc, attrs)
+    return xr.Dataset(data, coords=_base_dataset(grid)), enc
 
 
 def write_attrs(store: Path, attrs: Mapping[str, Any]) -> None:

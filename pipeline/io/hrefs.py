@@ -16,7 +16,8 @@ What is enforced where (see README "Safe inputs"):
   ``localhost`` or ``*.internal``, and names that resolve to such addresses are refused.
 * :func:`preflight` (worker, just before GDAL opens a URL): the same check again, then one
   ``HEAD`` request that does not follow redirects; a 3xx answer is refused, because GDAL's curl
-  would follow it wherever it points (GDAL has no option to stop that).
+  would follow it wherever it points (GDAL has no option to stop that). Its status tells the
+  reader whether a failure is transient or permanent before GDAL is involved.
 * the reader opens assets with the GTiff driver only, and GDAL's /vsicurl/ is limited to
   ``.tif``/``.tiff`` (:data:`pipeline.io.reader.GDAL_OPTIONS`).
 
@@ -238,17 +239,26 @@ def _resolve(host: str) -> tuple[str, ...]:
     return tuple(sorted({str(info[4][0]).split("%")[0] for info in infos}))
 
 
-def preflight(href: str, policy: HrefPolicy | None, *, timeout: float = 10.0) -> None:
+@dataclass(frozen=True)
+class HeadAnswer:
+    """What the preflight ``HEAD`` got: a status and length, or the network error instead."""
+
+    status: int | None = None
+    length: int | None = None  # Content-Length (bytes), when given
+    error: str | None = None  # e.g. a timeout or a refused connection (status is then None)
+
+
+def preflight(href: str, policy: HrefPolicy | None, *, timeout: float = 10.0) -> HeadAnswer:
     """Just before GDAL opens a URL: check it again, then ask once (HEAD, redirects not
-    followed) and refuse a 3xx answer. Raises :class:`HrefNotAllowed`; network errors are left
-    to the read itself, which reports them."""
+    followed) and refuse a 3xx answer. Raises :class:`HrefNotAllowed`; any other answer (or a
+    network error) is returned for the reader to judge (:mod:`pipeline.io.retry`)."""
     import http.client
 
     if policy is not None:
         policy.check(href)
     url = urlsplit(href)
     if url.scheme.lower() not in _DEFAULT_PORTS:
-        return
+        return HeadAnswer()
     conn_type = (
         http.client.HTTPSConnection if url.scheme.lower() == "https" else http.client.HTTPConnection
     )
@@ -258,8 +268,9 @@ def preflight(href: str, policy: HrefPolicy | None, *, timeout: float = 10.0) ->
         conn.request("HEAD", target or "/")
         response = conn.getresponse()
         status, location = response.status, response.getheader("Location")
-    except OSError:
-        return
+        length = response.getheader("Content-Length")
+    except (OSError, http.client.HTTPException) as exc:
+        return HeadAnswer(error=f"HEAD {href}: {type(exc).__name__}: {exc}")
     finally:
         conn.close()
     if 300 <= status < 400:
@@ -267,3 +278,4 @@ def preflight(href: str, policy: HrefPolicy | None, *, timeout: float = 10.0) ->
             f"{href} answers {status} redirecting to {location!r}; redirects are not followed "
             "(GDAL would follow them anywhere): point the catalog at the final URL"
         )
+    return HeadAnswer(status, int(length) if length and length.isdigit() else None)

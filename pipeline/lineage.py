@@ -1,0 +1,104 @@
+"""What the products say about their inputs: lineage attributes, the ``sources`` table of mosaics,
+and releasability labels. Computed once from the plan and the scenes that contributed pixels, and
+shared by ``aquila run`` (plain Zarr) and ``aquila nightly`` (Icechunk), so both write the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.plan import Plan
+from pipeline.radiometry import radiometry_attrs
+from pipeline.releasability import Label, Marking, Scale, high_water_mark
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The attributes each product gets. ``mosaics`` follows ``plan.outputs.mosaics``."""
+
+    cube: dict[str, Any]
+    mosaics: tuple[dict[str, Any], ...]
+    label: dict[str, Any] | None
+    slot_labels: tuple[dict[str, Any] | None, ...]
+    times: tuple[str, ...]  # acquisition times of the scenes used, ISO 8601 UTC
+    bbox: tuple[float, float, float, float]  # lon/lat
+
+
+def label_of(
+    ids: Iterable[str], markings: Mapping[str, Marking] | None, scale: Scale
+) -> dict[str, Any] | None:
+    """The high-water mark of the scenes ``ids`` (None: not enforced, or no scene)."""
+    if markings is None:
+        return None
+    found = [markings[i] for i in ids if i in markings]
+    if not found:
+        return None
+    label: Label = high_water_mark(found, scale=scale)
+    return label.as_dict()
+
+
+def lineage(
+    plan: Plan,
+    used: Iterable[str],
+    *,
+    complete: bool,
+    audience: dict[str, Any] | None,
+    markings: Mapping[str, Marking] | None = None,
+    scale: Scale | None = None,
+    created: str | None = None,
+) -> Lineage:
+    """Lineage of the products of ``plan`` given the ids of the scenes that contributed."""
+    scale = scale or Scale()
+    used = set(used)
+    scenes = [s for s in plan.scenes if s.id in used]
+    label = label_of((s.id for s in scenes), markings, scale)
+    slot_labels = tuple(
+        label_of((i for i in slot.scene_ids if i in used), markings, scale) for slot in plan.slots
+    )
+    common = {
+        "aquila:status": "complete" if complete else "incomplete",
+        "aquila:scenes": [s.id for s in scenes],
+        "aquila:providers": sorted({s.provider for s in scenes}),
+        "aquila:collections": sorted({s.collection for s in scenes}),
+        "aquila:created": created or dt.datetime.now(dt.UTC).isoformat(),
+        "aquila:label": label,
+        "aquila:audience": audience,
+        "aquila:radiometry": radiometry_attrs(plan.outputs, scenes),
+    }
+    sources = [
+        {
+            "index": slot.index,
+            "time": slot.time.isoformat(),
+            "collection": slot.collection,
+            "provider": slot.provider,
+            "scenes": [sid for sid in slot.scene_ids if sid in used],
+            "label": slot_labels[slot.index] if slot.index < len(slot_labels) else None,
+        }
+        for slot in plan.slots
+    ]
+    mosaics = []
+    for m in plan.outputs.mosaics:
+        params = {
+            "q": m.q,
+            "priority": list(m.priority),
+            "key": m.key,
+            "weights": dict(m.weights),
+            "target": m.target,
+            "blend_width": m.blend_width,
+        }
+        params = {k: v for k, v in params.items() if v not in (None, [], {}, 0)}
+        mosaics.append(
+            common | {"aquila:method": m.method, "aquila:parameters": params, "sources": sources}
+        )
+    b = plan.grid.geobox.geographic_extent.boundingbox
+    return Lineage(
+        cube=common | {"aquila:slot_labels": list(slot_labels)},
+        mosaics=tuple(mosaics),
+        label=label,
+        slot_labels=slot_labels,
+        times=tuple(s.datetime.isoformat() for s in scenes),
+        bbox=(b.left, b.bottom, b.right, b.top),
+    )
