@@ -720,6 +720,12 @@ def _layout(grid: TargetGrid, outputs, groups) -> dict[str, Any]:
             },
             "bands": list(outputs.bands),
             "resampling": outputs.resampling,
+            "radiometry": {
+                "quantity": outputs.quantity,
+                "harmonize_to": outputs.harmonize_to,
+                "mask": list(outputs.masking.classes),
+                "dilate": outputs.masking.dilate,
+            },
             "mosaics": [
                 {
                     "group": g,

@@ -211,3 +211,17 @@ def test_best_pixel_and_blended_mosaics_refresh_exactly(arrivals, tmp_path):
     }
     assert r2.status == "success", r2.error
     assert_same(current(store), full_run(spec, tmp_path / "full"), groups=("cube", *mosaics))
+
+
+def test_a_changed_radiometry_refuses_to_append_and_says_rebuild(arrivals, tmp_path):
+    """Pixels made with other mask classes or dilation must not be mixed into one cube."""
+    full, nights, _ = arrivals
+    live, store = tmp_path / "live", tmp_path / "n.icechunk"
+    publish(full, live, nights[0])
+    _, first = _night(live, tmp_path, store)
+    assert first.status == "success"
+    publish(full, live, nights[1])
+    _, second = _night(live, tmp_path, store, radiometry={"dilate": 1})
+    assert second.status == "bad_input" and second.exit_code == 2
+    assert "radiometry" in second.error and "--rebuild" in second.error
+    assert [n.run_id for n in NightlyStore.open(store, create=False).nights()] == [first.run_id]

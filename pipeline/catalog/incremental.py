@@ -62,6 +62,7 @@ def ingest_fingerprint(spec: Any) -> str:
                 o.profile,
                 o.mirrors,
                 o.quality_mask,
+                o.radiometry,  # target quantity and reference sensor: constants resolved differ
             )
         ).encode()
     )

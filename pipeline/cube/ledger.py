@@ -13,18 +13,23 @@ disagree, whatever moment a run is killed at.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import math
+import types
+import typing
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
 import shapely
+from shapely.geometry.base import BaseGeometry
 
-from pipeline.catalog.scene import BandSource, QualitySource, RasterGrid, Scene
+from pipeline.catalog.scene import Scene
 from pipeline.catalog.stacdoc import ItemDoc
 
 STATE_FORMAT = 1
@@ -141,107 +146,73 @@ def scene_token(scene: Scene) -> str:
 
 
 # --------------------------------------------------------------------------- scenes as JSON
+#
+# Generic over the scene model's frozen dataclasses (field by field, from their type hints), so
+# a field added to Scene, BandSource or QualitySource is kept by the ledger without a change here.
+# Non-finite floats are written as strings ("nan", "inf"): JSON has no NaN, and null means None.
 
 
 def scene_to_dict(s: Scene) -> dict[str, Any]:
     """A scene as plain JSON values; :func:`scene_from_dict` gives back an equal scene
     (floats round-trip exactly, the footprint as WKB)."""
-    return {
-        "id": s.id,
-        "collection": s.collection,
-        "provider": s.provider,
-        "datetime": s.datetime.isoformat(),
-        "footprint": shapely.to_wkb(s.footprint, hex=True),
-        "bands": [_band_to_dict(b) for b in s.bands],
-        "quality": [_quality_to_dict(q) for q in s.quality],
-        "platform": s.platform,
-        "sun_elevation": s.sun_elevation,
-        "off_nadir": s.off_nadir,
-        "cloud_cover": s.cloud_cover,
-        "extra": [list(kv) for kv in s.extra],
-    }
+    out = _encode(s)
+    assert isinstance(out, dict)
+    return out
 
 
 def scene_from_dict(d: Mapping[str, Any]) -> Scene:
-    return Scene(
-        id=d["id"],
-        collection=d["collection"],
-        provider=d["provider"],
-        datetime=dt.datetime.fromisoformat(d["datetime"]),
-        footprint=shapely.from_wkb(d["footprint"]),
-        bands=tuple(_band_from_dict(b) for b in d["bands"]),
-        quality=tuple(_quality_from_dict(q) for q in d["quality"]),
-        platform=d["platform"],
-        sun_elevation=d["sun_elevation"],
-        off_nadir=d["off_nadir"],
-        cloud_cover=d["cloud_cover"],
-        extra=tuple((str(k), str(v)) for k, v in d["extra"]),
-    )
+    return _decode(Scene, d)
 
 
-def _grid_to_dict(g: RasterGrid) -> dict[str, Any]:
-    return {"crs": g.crs, "transform": list(g.transform), "shape": list(g.shape)}
+def _encode(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _encode(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, tuple | list):
+        return [_encode(x) for x in v]
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    if isinstance(v, BaseGeometry):
+        return shapely.to_wkb(v, hex=True)
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)  # 'nan', 'inf', '-inf'
+    return v
 
 
-def _grid_from_dict(d: Mapping[str, Any]) -> RasterGrid:
-    t = tuple(float(v) for v in d["transform"])
-    return RasterGrid(d["crs"], t, (int(d["shape"][0]), int(d["shape"][1])))  # type: ignore[arg-type]
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
-def _band_to_dict(b: BandSource) -> dict[str, Any]:
-    return {
-        "band": b.band,
-        "asset": b.asset,
-        "href": b.href,
-        "index": b.index,
-        "dtype": b.dtype,
-        "nodata": b.nodata,
-        "scale": b.scale,
-        "offset": b.offset,
-        "grid": _grid_to_dict(b.grid),
-        "resampling": b.resampling,
-    }
-
-
-def _band_from_dict(d: Mapping[str, Any]) -> BandSource:
-    return BandSource(
-        band=d["band"],
-        asset=d["asset"],
-        href=d["href"],
-        index=int(d["index"]),
-        dtype=d["dtype"],
-        nodata=d["nodata"],
-        scale=d["scale"],
-        offset=d["offset"],
-        grid=_grid_from_dict(d["grid"]),
-        resampling=d["resampling"],
-    )
-
-
-def _quality_to_dict(q: QualitySource) -> dict[str, Any]:
-    return {
-        "asset": q.asset,
-        "href": q.href,
-        "index": q.index,
-        "dtype": q.dtype,
-        "grid": _grid_to_dict(q.grid),
-        "masked_values": list(q.masked_values),
-        "bitfields": [[o, n, list(v)] for o, n, v in q.bitfields],
-        "resampling": q.resampling,
-    }
-
-
-def _quality_from_dict(d: Mapping[str, Any]) -> QualitySource:
-    return QualitySource(
-        asset=d["asset"],
-        href=d["href"],
-        index=int(d["index"]),
-        dtype=d["dtype"],
-        grid=_grid_from_dict(d["grid"]),
-        masked_values=tuple(int(v) for v in d["masked_values"]),
-        bitfields=tuple((int(o), int(n), tuple(int(x) for x in v)) for o, n, v in d["bitfields"]),
-        resampling=d["resampling"],
-    )
+def _decode(hint: Any, v: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if v is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _decode(inner, v)
+    if dataclasses.is_dataclass(hint):
+        hints = _hints(hint)  # type: ignore[arg-type]
+        kwargs = {
+            f.name: _decode(hints[f.name], v[f.name])
+            for f in dataclasses.fields(hint)
+            if f.name in v  # a field the entry predates keeps its default
+        }
+        return hint(**kwargs)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], x) for x in v)
+        return tuple(_decode(a, x) for a, x in zip(args, v, strict=True))
+    if hint is dt.datetime:
+        return dt.datetime.fromisoformat(v)
+    if hint is BaseGeometry:
+        return shapely.from_wkb(v)
+    if hint is float:
+        return float(v)
+    if hint is int:
+        return int(v)
+    if hint is str:
+        return str(v)
+    raise TypeError(f"ledger: cannot decode a scene field of type {hint!r}")
 
 
 def _entry_to_dict(e: LedgerEntry) -> dict[str, Any]:
