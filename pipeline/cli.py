@@ -211,13 +211,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "quicklook":
             from pipeline.quicklook import quicklook
 
-            png = quicklook(args.store, args.png, max_reflectance=args.max, step=args.step,
-                            time_index=args.time)
-            console.print(f"wrote {esc(str(png))}")
-            return EXIT_OK
-        if args.command == "quicklook":
-            from pipeline.quicklook import quicklook
-
             png = quicklook(
                 args.store, args.png, max_reflectance=args.max, step=args.step,
                 time_index=args.time,

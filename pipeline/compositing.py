@@ -183,7 +183,7 @@ class StreamState:
         m = self.spec.method
         if m == "mean":
             ks.finish_mean(self.acc, self.count, self.out)
-        result = {"bands": self.out, "count": self.count}
+        result: dict[str, np.ndarray] = {"bands": self.out, "count": self.count}
         if m == "best-pixel":
             result["score"] = np.where(self.source >= 0, self.best, np.nan).astype(np.float32)
         if m in SINGLE_SOURCE_METHODS:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.catalog.profiles import version_tuple
 from pipeline.catalog.scene import Scene
@@ -104,7 +105,8 @@ def choose(a: Scene, b: Scene) -> tuple[Scene, Scene, str]:
         va, vb = fa.get(key), fb.get(key)
         if va is None or vb is None or va == vb:
             continue
-        ka, kb = as_key(va), as_key(vb)
+        ka: Any = as_key(va)
+        kb: Any = as_key(vb)
         if ka == kb:
             continue
         if ka > kb:

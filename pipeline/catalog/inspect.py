@@ -162,7 +162,7 @@ def _summaries(kept, scenes, rejects, duplicates, found_by) -> tuple[CollectionS
                 uses[
                     (b.band, b.asset, b.index, b.dtype, b.scale, b.offset, b.nodata, calibration)
                 ] += 1
-        order = {}
+        order: dict[str, int] = {}
         for s in mine:
             for i, b in enumerate(s.bands):
                 order.setdefault(b.band, i)

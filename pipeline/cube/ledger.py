@@ -197,7 +197,7 @@ def _decode(hint: Any, v: Any) -> Any:
             for f in dataclasses.fields(hint)
             if f.name in v  # a field the entry predates keeps its default
         }
-        return hint(**kwargs)
+        return hint(**kwargs)  # type: ignore[operator]  # a dataclass type, checked above
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_decode(args[0], x) for x in v)
