@@ -247,28 +247,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, console) -> int:
-    from dataclasses import replace
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from pipeline.io.reader import ReaderSettings
     from pipeline.run import RunOptions, run_workflow
-    from pipeline.runtime.cluster import ClusterOptions, load_cluster_profile
+    from pipeline.runtime.cluster import cluster_from_cli
     from pipeline.workflow import load_spec
 
     spec = load_spec(args.spec)
-    if args.cluster_profile:
-        cluster = load_cluster_profile(args.cluster_profile)
-        if args.scheduler:
-            cluster = replace(cluster, scheduler=args.scheduler)
-    else:
-        cluster = ClusterOptions(
-            scheduler=args.scheduler,
-            n_workers=args.workers,
-            threads_per_worker=args.threads,
-            memory_limit=args.memory_limit,
-            dashboard_address=args.dashboard,
-        )
+    cluster = cluster_from_cli(args)
     options = RunOptions(
         cluster=cluster,
         direct=args.direct,

@@ -118,7 +118,6 @@ def main(args, console) -> int:
 
 
 def _nightly(args, console) -> int:
-    from dataclasses import replace
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -126,22 +125,11 @@ def _nightly(args, console) -> int:
     from pipeline.io.retry import RetryPolicy
     from pipeline.night_chunk import Pause
     from pipeline.nightly import NightOptions, run_nightly
-    from pipeline.runtime.cluster import ClusterOptions, load_cluster_profile
+    from pipeline.runtime.cluster import cluster_from_cli
     from pipeline.workflow import load_spec
 
     spec = load_spec(args.spec)
-    if args.cluster_profile:
-        cluster = load_cluster_profile(args.cluster_profile)
-        if args.scheduler:
-            cluster = replace(cluster, scheduler=args.scheduler)
-    else:
-        cluster = ClusterOptions(
-            scheduler=args.scheduler,
-            n_workers=args.workers,
-            threads_per_worker=args.threads,
-            memory_limit=args.memory_limit,
-            dashboard_address=args.dashboard,
-        )
+    cluster = cluster_from_cli(args)
     pause = None
     if args.pause_at:
         point, _, folder = args.pause_at.partition(":")

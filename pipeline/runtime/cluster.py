@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,21 @@ class ClusterOptions:
     memory_limit: str = "auto"
     dashboard_address: str = "127.0.0.1:8787"  # loopback by default: the dashboard is not public
     tls: TLSFiles | None = None  # mutual TLS for every connection; plain TCP refused
+
+
+def cluster_from_cli(args: Any) -> ClusterOptions:
+    """The cluster a CLI command asked for: a profile (``--scheduler`` still picks the scheduler)
+    or the sizing flags (``--workers``, ``--threads``, ``--memory-limit``, ``--dashboard``)."""
+    if args.cluster_profile:
+        cluster = load_cluster_profile(args.cluster_profile)
+        return replace(cluster, scheduler=args.scheduler) if args.scheduler else cluster
+    return ClusterOptions(
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        threads_per_worker=args.threads,
+        memory_limit=args.memory_limit,
+        dashboard_address=args.dashboard,
+    )
 
 
 def load_cluster_profile(path: str | Path) -> ClusterOptions:
