@@ -175,6 +175,7 @@ class _Night:
         self.chunks: dict[str, list[tuple[int, int]]] = {}  # scene token -> chunks it touches
         self._client_stack = contextlib.ExitStack()
         self._client = None
+        self.published: StoreState | None = None  # the state of the night this run commits
 
     # ------------------------------------------------------------------ the night
 
@@ -634,9 +635,11 @@ class _Night:
         }
         self.write_layout(session.store, plan, fresh=False)  # time axis and coordinates
         root = zarr.open_group(session.store, mode="r+")
-        root[CUBE].attrs.update(json_safe(base | lin.cube))
+        # One metadata write per group: ``attrs.update`` writes the group's zarr.json once per
+        # key (40 writes, 0.12 s a night, rebuilds included).
+        root[CUBE].update_attributes(json_safe(base | lin.cube))
         for name, attrs in zip(self.groups, lin.mosaics, strict=True):
-            root[name].attrs.update(json_safe(base | attrs))
+            root[name].update_attributes(json_safe(base | attrs))
         r.labels = {"cube": lin.label} | {
             f"mosaic ({m.method})": lin.label for m in plan.outputs.mosaics
         }
@@ -657,6 +660,7 @@ class _Night:
                 },
             },
         )
+        self.published = state  # main points at it once published (see write_sidecar)
         blob = np.frombuffer(state.to_bytes(), dtype=np.uint8)
         array = zarr.create_array(
             session.store,
@@ -678,7 +682,9 @@ class _Night:
 
     def write_sidecar(self) -> None:
         """``<store>.stac.json``: extent, time range and label of the published night."""
-        state = self.store.state()
+        # The state this run committed, if it published one: reading it back would decode the
+        # whole ledger again (~0.1 s at 260 scenes).
+        state = self.published or self.store.state()
         stac = state.extra.get("stac") if state is not None else None
         if state is None or stac is None:
             return
