@@ -10,7 +10,6 @@ mosaics. Running it twice writes the same bytes; the driver merges one fork per 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.chunk import _empty, compute_chunk
+from pipeline.cube.chunkio import open_arrays, resize_all, write_all
 from pipeline.cube.slots import CubeSlots
 from pipeline.increment import ChunkOrder
 from pipeline.io.reader import RasterReader, ReaderSettings
@@ -139,7 +139,8 @@ def run_order(
     old = None
     if base is not None and any(s.origin == "cube" for s in order.slots):
         committed = open_arrays(base.store, [f"{CUBE}/{b}" for b in outputs.bands], mode="r")
-        old = CubeSlots(committed, region, (c.iy, c.ix))
+        wanted = [s.cube_index for s in order.slots if s.cube_index is not None]
+        old = CubeSlots(committed, region, (c.iy, c.ix), wanted)
     t_open = time.perf_counter() - t0
     by_slot = {s.slot: s for s in order.slots}
     result = NightChunkResult(chunk=c.name)
@@ -257,40 +258,3 @@ class Blocks:
         if first:
             self.paused = True
             self.pause.at("write")  # type: ignore[union-attr]  # this task's first block written
-
-
-def open_arrays(store: Any, paths: Sequence[str], *, mode: str) -> list[Any]:
-    """Open several arrays of a zarr store concurrently (one metadata read each, ~1 ms apiece
-    when done one by one, and a nightly task opens about twenty)."""
-    import zarr
-    import zarr.api.asynchronous as azarr
-    from zarr.core.sync import sync
-
-    async def open_all():
-        root = await azarr.open_group(store=store, mode=mode)
-        return await asyncio.gather(*(root.getitem(p) for p in paths))
-
-    return [zarr.Array(node) for node in sync(open_all())]
-
-
-def resize_all(arrays: Sequence[Any], n: int) -> None:
-    from zarr.core.sync import sync
-
-    async def resize() -> None:
-        await asyncio.gather(*(a.async_array.resize((n, *a.shape[1:])) for a in arrays))
-
-    sync(resize())
-
-
-def write_all(writes: Sequence[tuple[Any, tuple, np.ndarray]]) -> None:
-    """Write whole chunks of several arrays in one call, concurrently (zarr's async API): per
-    chunk, one synchronous zarr write costs ~1 ms of machinery beyond the encode itself, and a
-    nightly task writes a dozen mosaic layers per chunk."""
-    if not writes:
-        return
-    from zarr.core.sync import sync
-
-    async def all_writes() -> None:
-        await asyncio.gather(*(a.async_array.setitem(sel, v) for a, sel, v in writes))
-
-    sync(all_writes())

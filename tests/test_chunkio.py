@@ -1,0 +1,133 @@
+"""Whole chunks written past zarr-python (pipeline.cube.chunkio) store exactly the bytes zarr
+stores: same keys, same encoded chunks, fill-value chunks deleted; arrays opened from their
+metadata equal zarr's; other layouts and partial selections go through zarr."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import ZstdCodec
+
+from pipeline.cube import chunkio
+from pipeline.cube.store import COMPRESSOR
+
+LAYERS = {  # name -> (dtype, fill value, chunks, shape)
+    "cube": ("float32", np.nan, (8, 5, 5), (19, 12, 12)),
+    "red": ("float32", np.nan, (5, 5), (12, 12)),
+    "zero": ("float32", 0.0, (5, 5), (12, 12)),
+    "count": ("uint16", 0, (5, 5), (12, 12)),
+    "source": ("int32", -1, (5, 5), (12, 12)),
+}
+
+
+def _repo(path):
+    import icechunk
+
+    return icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
+
+
+def _layout(store, compressor=COMPRESSOR):
+    group = zarr.open_group(store, mode="w")
+    for name, (dtype, fill, chunks, shape) in LAYERS.items():
+        group.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, compressors=[compressor],
+            fill_value=fill,
+        )  # fmt: skip
+    return group
+
+
+def _writes(arrays):
+    """Whole chunks (inner, edge, all-fill, -0.0 in a 0.0-filled array), a chunk of the fill
+    value over one that had data, and a selection that is not one chunk."""
+    rng = np.random.default_rng(5)
+    out = []
+    for name, (dtype, fill, chunks, shape) in LAYERS.items():
+        a = arrays[name]
+        lead = (slice(8, 16),) if a.ndim == 3 else ()
+        edge = (slice(16, 19),) if a.ndim == 3 else ()
+        for sel in [
+            (*lead, slice(0, 5), slice(5, 10)),
+            (*lead, slice(10, 12), slice(0, 5)),
+            (*edge, slice(5, 10), slice(10, 12)),
+        ]:
+            size = tuple(s.stop - s.start for s in sel)
+            values = (rng.random(size) * 100).astype(dtype)
+            if np.dtype(dtype).kind == "f":
+                values[..., 0, :] = np.nan
+            out.append((a, sel, values))
+        fill_sel = (*lead, slice(5, 10), slice(5, 10))
+        out.append((a, fill_sel, np.full([s.stop - s.start for s in fill_sel], fill, dtype)))
+        if name == "zero":  # -0.0 is not the fill value 0.0: stored
+            out.append((a, (slice(0, 5), slice(0, 5)), np.full((5, 5), -0.0, np.float32)))
+    return out
+
+
+def _stored(store) -> dict[str, bytes]:
+    from zarr.core.sync import sync
+
+    async def listing():
+        return [k async for k in store.list()]
+
+    keys = [k for k in sync(listing()) if "/c/" in k]
+    return dict(zip(keys, [r.to_bytes() for r in chunkio.fetch(store, keys)], strict=True))
+
+
+@pytest.mark.parametrize("compressor", [COMPRESSOR, ZstdCodec()])
+def test_writes_store_what_zarr_stores(tmp_path, compressor):
+    stores = {}
+    for way in ("zarr", "direct"):
+        repo = _repo(tmp_path / way)
+        session = repo.writable_session("main")
+        group = _layout(session.store, compressor)
+        arrays = {name: group[name] for name in LAYERS}
+        for a, sel, _ in _writes(arrays):  # data first where fill values are written later
+            a[sel] = np.ones([s.stop - s.start for s in sel], a.dtype)
+        session.commit("before")
+        session = repo.writable_session("main")
+        opened = chunkio.open_arrays(session.store, list(LAYERS), mode="r+")
+        arrays = dict(zip(LAYERS, opened, strict=True))
+        writes = _writes(arrays)
+        if way == "zarr":
+            for a, sel, values in writes:
+                a[sel] = values
+        else:
+            chunkio.write_all(writes)
+        session.commit("writes")
+        stores[way] = _stored(repo.readonly_session("main").store)
+    assert stores["direct"].keys() == stores["zarr"].keys()
+    assert "cube/c/1/1/1" not in stores["zarr"]  # the fill-value chunk over data was deleted
+    assert "zero/c/0/0" in stores["zarr"]  # -0.0 kept
+    for k, raw in stores["zarr"].items():
+        assert stores["direct"][k] == raw, k
+
+
+def test_only_plain_layouts_and_whole_chunks_bypass_zarr(tmp_path):
+    session = _repo(tmp_path / "r").writable_session("main")
+    other = _layout(session.store)
+    assert all(chunkio.plain(other[name]) for name in LAYERS)
+    zstd = zarr.open_group(session.store, path="z", mode="w").create_array(
+        "red", shape=(12, 12), chunks=(5, 5), dtype="float32", compressors=[ZstdCodec()]
+    )
+    assert not chunkio.plain(zstd)
+    ones = np.ones((5, 5), np.float32)
+    assert chunkio._whole_chunk(other["red"], (slice(0, 5), slice(5, 10)), ones) is not None
+    assert chunkio._whole_chunk(zstd, (slice(0, 5), slice(5, 10)), ones) is None
+    assert chunkio._whole_chunk(other["red"], (slice(1, 6), slice(5, 10)), ones) is None
+    assert chunkio._whole_chunk(other["red"], (slice(0, 5), slice(5, 10)), ones[:4]) is None
+    assert chunkio._whole_chunk(other["count"], (slice(0, 5), slice(5, 10)), ones) is None
+
+
+def test_arrays_opened_from_their_metadata_equal_zarrs(tmp_path):
+    repo = _repo(tmp_path / "r")
+    session = repo.writable_session("main")
+    group = _layout(session.store)
+    group["red"][:] = np.arange(144, dtype=np.float32).reshape(12, 12)
+    session.commit("one")
+    store = repo.readonly_session("main").store
+    for a in chunkio.open_arrays(store, list(LAYERS), mode="r"):
+        b = zarr.open_array(store, path=a.path, mode="r")
+        assert repr(a.metadata) == repr(b.metadata) and a.path == b.path  # NaN != NaN
+        np.testing.assert_array_equal(a[:], b[:])
+    with pytest.raises(FileNotFoundError):
+        chunkio.open_arrays(store, ["missing"], mode="r")
