@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.chunk import _empty, compute_chunk
-from pipeline.cube.chunkio import open_arrays, resize_all, write_all
+from pipeline.cube.chunkio import MetadataCache, open_arrays, resize_all, write_all
 from pipeline.cube.slots import CubeSlots
 from pipeline.increment import ChunkOrder
 from pipeline.io.reader import RasterReader, ReaderSettings
@@ -73,6 +73,7 @@ class NightChunkResult:
 
 
 _READERS: dict[ReaderSettings, RasterReader] = {}
+_METADATA = MetadataCache()  # per worker process: every task of a night opens the same arrays
 
 
 def reader_for(settings: ReaderSettings) -> RasterReader:
@@ -129,7 +130,9 @@ def run_order(
         if writing_mosaics
         else []
     )
-    arrays = dict(zip(paths, open_arrays(fork.store, paths, mode="r+"), strict=True))
+    arrays = dict(
+        zip(paths, open_arrays(fork.store, paths, mode="r+", cache=_METADATA), strict=True)
+    )
     cube = [arrays[f"{CUBE}/{b}"] for b in outputs.bands]
     if order.n_slots and cube[0].shape[0] != order.n_slots:
         # Tonight's time axis, set in every fork that writes (the same definition merges
@@ -138,7 +141,9 @@ def run_order(
         resize_all(cube, order.n_slots)
     old = None
     if base is not None and any(s.origin == "cube" for s in order.slots):
-        committed = open_arrays(base.store, [f"{CUBE}/{b}" for b in outputs.bands], mode="r")
+        committed = open_arrays(
+            base.store, [f"{CUBE}/{b}" for b in outputs.bands], mode="r", cache=_METADATA
+        )
         wanted = [s.cube_index for s in order.slots if s.cube_index is not None]
         old = CubeSlots(committed, region, (c.iy, c.ix), wanted)
     t_open = time.perf_counter() - t0

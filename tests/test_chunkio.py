@@ -42,7 +42,7 @@ def _writes(arrays):
     value over one that had data, and a selection that is not one chunk."""
     rng = np.random.default_rng(5)
     out = []
-    for name, (dtype, fill, chunks, shape) in LAYERS.items():
+    for name, (dtype, fill, _, _) in LAYERS.items():
         a = arrays[name]
         lead = (slice(8, 16),) if a.ndim == 3 else ()
         edge = (slice(16, 19),) if a.ndim == 3 else ()
@@ -131,3 +131,31 @@ def test_arrays_opened_from_their_metadata_equal_zarrs(tmp_path):
         np.testing.assert_array_equal(a[:], b[:])
     with pytest.raises(FileNotFoundError):
         chunkio.open_arrays(store, ["missing"], mode="r")
+
+
+def test_metadata_cache_serves_only_unchanged_snapshots(tmp_path):
+    """Cached metadata is keyed by the snapshot a session shows unchanged: a second fork of the
+    same snapshot opens from the cache what zarr would open; a session with changes (here the
+    first fork, resized) is neither served nor cached; other stores are never cached."""
+    repo = _repo(tmp_path / "r")
+    session = repo.writable_session("main")
+    _layout(session.store)
+    session.commit("layout")
+    writer = repo.writable_session("main")
+    cache = chunkio.MetadataCache()
+    first = writer.fork()
+    (cube,) = chunkio.open_arrays(first.store, ["cube"], mode="r+", cache=cache)
+    original = cube.metadata
+    assert cache.get(writer.snapshot_id, "cube") is original
+    chunkio.resize_all([cube], 25)
+    assert chunkio.MetadataCache.snapshot(first.store) is None  # changed: not the snapshot's
+    (changed,) = chunkio.open_arrays(first.store, ["cube"], mode="r+", cache=cache)
+    assert changed.shape == (25, 12, 12)
+    (again,) = chunkio.open_arrays(writer.fork().store, ["cube"], mode="r+", cache=cache)
+    assert again.metadata is original and again.shape == (19, 12, 12)
+    plain_store = zarr.storage.MemoryStore()
+    _layout(plain_store)
+    assert chunkio.MetadataCache.snapshot(plain_store) is None
+    (mem,) = chunkio.open_arrays(plain_store, ["red"], mode="r", cache=cache)
+    assert repr(mem.metadata) == repr(zarr.open_array(plain_store, path="red").metadata)
+    assert len(cache._meta) == 1

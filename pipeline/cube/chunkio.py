@@ -93,21 +93,65 @@ def fetch(store, keys: Sequence[str]) -> list:
     return list(sync(get_all()))
 
 
-def open_arrays(store, paths: Sequence[str], *, mode: str) -> list[Any]:
+class MetadataCache:
+    """Parsed array metadata by (snapshot, path), for stores whose content is exactly one
+    committed snapshot's: an Icechunk session or fork without uncommitted changes. Each
+    nightly chunk task opens the same ~25 arrays of the same snapshot as every other task of
+    the night, and fetching and parsing a ``zarr.json`` costs ~1 ms (more on a busy worker).
+    Other stores (and sessions with changes) are never cached."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._meta: dict[tuple[str, str], Any] = {}
+
+    @staticmethod
+    def snapshot(store) -> str | None:
+        """The snapshot a store shows unchanged, or None (not an Icechunk store, or changed)."""
+        try:
+            session = store.session
+            if session.has_uncommitted_changes:
+                return None
+            return str(session.snapshot_id)
+        except AttributeError:
+            return None
+
+    def get(self, snapshot: str, path: str) -> Any:
+        return self._meta.get((snapshot, path))
+
+    def put(self, snapshot: str, path: str, metadata: Any) -> None:
+        if len(self._meta) >= self.size:
+            self._meta.clear()
+        self._meta[(snapshot, path)] = metadata
+
+
+def open_arrays(
+    store, paths: Sequence[str], *, mode: str, cache: MetadataCache | None = None
+) -> list[Any]:
     """Several arrays of a store: their ``zarr.json`` fetched in one concurrent call and parsed
-    here (zarr's own open reads each node's metadata in turn: ~0.5 ms an array). A path that
-    is not a zarr v3 array here is opened by zarr (which raises as usual)."""
+    here (zarr's own open reads each node's metadata in turn: ~0.5 ms an array), or taken from
+    ``cache``. A path that is not a zarr v3 array here is opened by zarr (which raises as
+    usual)."""
     import zarr
+    from zarr.core.array import parse_array_metadata
     from zarr.storage import StorePath
 
-    raws = fetch(store, [f"{p}/zarr.json" for p in paths])
+    snapshot = cache.snapshot(store) if cache is not None else None
+    known = {p: cache.get(snapshot, p) for p in paths} if cache and snapshot else {}
+    todo = [p for p in paths if known.get(p) is None]
+    raws = dict(zip(todo, fetch(store, [f"{p}/zarr.json" for p in todo]), strict=True))
     out = []
-    for path, raw in zip(paths, raws, strict=True):
-        doc = json.loads(raw.to_bytes()) if raw is not None else {}
-        if doc.get("zarr_format") == 3 and doc.get("node_type") == "array":
-            out.append(zarr.Array(zarr.AsyncArray(metadata=doc, store_path=StorePath(store, path))))
-        else:
-            out.append(zarr.open_array(store, path=path, mode=mode))
+    for path in paths:
+        meta = known.get(path)
+        if meta is None:
+            raw = raws[path]
+            doc = json.loads(raw.to_bytes()) if raw is not None else {}
+            if doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
+                out.append(zarr.open_array(store, path=path, mode=mode))
+                continue
+            meta = parse_array_metadata(doc)
+            if cache is not None and snapshot is not None:
+                cache.put(snapshot, path, meta)
+        out.append(zarr.Array(zarr.AsyncArray(metadata=meta, store_path=StorePath(store, path))))
     return out
 
 
