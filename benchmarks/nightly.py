@@ -159,6 +159,18 @@ def same_products(a: Path, b: Path) -> bool:
     return True
 
 
+def phases(seconds: dict[str, float]) -> str:
+    """Where a night's time went: the driver's wall seconds outside the chunk tasks, and the
+    tasks' own seconds summed over tasks (opening arrays, computing incl. source reads,
+    reading committed slots back, writing)."""
+    driver = seconds.get("total", 0.0) - seconds.get("tasks", 0.0)
+    parts = ", ".join(
+        f"{name} {seconds.get('tasks_' + name, 0.0):.2f}"
+        for name in ("open", "compute", "reuse", "write")
+    )
+    return f"driver {driver:.2f} s outside the tasks; task-seconds: {parts}"
+
+
 def wait_quiet(max_wait_s: float, below: float = 0.5) -> None:
     """For shared machines: wait (up to ``max_wait_s``) for the 1-minute load average."""
     deadline = time.monotonic() + max_wait_s
@@ -317,6 +329,8 @@ def one_pattern(args, work: Path, name: str, held: list[Path], spec, address: st
         f"  full:        {full_wall:5.1f} s, {full_cpu:5.1f} CPU s "
         f"({full.chunks['slot_reads']} slots read from assets)"
     )
+    for label, r in (("incremental", rep), ("full", full)):
+        print(f"  {label + ':':12} {phases(r.seconds)}")
     print(
         f"  incremental / full = {ratio:.1%} wall, {cpu_ratio:.1%} CPU (target <= "
         f"{TARGET:.0%}): {'PASS' if ratio <= TARGET else 'FAIL'}; identical products: {ok}"

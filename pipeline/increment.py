@@ -26,7 +26,7 @@ For one chunk ``c`` and cube slot index ``j``, the *content* is the tuple of sce
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -121,15 +121,12 @@ def slot_meta(slot: TimeSlot) -> tuple[str, ...]:
     )
 
 
-def contents(plan: Plan) -> dict[ChunkKey, dict[int, Content]]:
-    """Per chunk, per slot index: the tokens of the slot's scenes touching it."""
-    tokens: dict[str, str] = {}
-
-    def token(s: Scene) -> str:
-        if s.id not in tokens:
-            tokens[s.id] = scene_token(s)
-        return tokens[s.id]
-
+def contents(
+    plan: Plan, token: Callable[[Scene], str] = scene_token
+) -> dict[ChunkKey, dict[int, Content]]:
+    """Per chunk, per slot index: the tokens of the slot's scenes touching it (``token``:
+    :func:`~pipeline.cube.ledger.scene_token`, or a memo of it such as
+    :class:`~pipeline.cube.ledger.Tokens`)."""
     return {
         (t.chunk.iy, t.chunk.ix): {ss.slot: tuple(token(s) for s in ss.scenes) for ss in t.slots}
         for t in plan.tasks
@@ -143,9 +140,9 @@ def mosaic_signature(plan: Plan, chunk: Mapping[int, Content]) -> tuple:
     )
 
 
-def plan_digest(plan: Plan) -> str:
+def plan_digest(plan: Plan, token: Callable[[Scene], str] = scene_token) -> str:
     """A digest of everything the committed store's arrays depend on."""
-    c = contents(plan)
+    c = contents(plan, token)
     text = repr(
         (
             [slot_meta(s) for s in plan.slots],
@@ -161,13 +158,20 @@ def plan_digest(plan: Plan) -> str:
 # --------------------------------------------------------------------------- the diff
 
 
-def diff(old: Plan | None, new: Plan, *, reuse_cube: bool, block: int = 1) -> Increment:
+def diff(
+    old: Plan | None,
+    new: Plan,
+    *,
+    reuse_cube: bool,
+    block: int = 1,
+    token: Callable[[Scene], str] = scene_token,
+) -> Increment:
     """The work orders that turn the committed store (plan ``old``; None: empty store) into
     tonight's (plan ``new``). ``reuse_cube``: slots may be read back from the committed cube;
-    ``block``: slots per cube store chunk."""
+    ``block``: slots per cube store chunk; ``token``: see :func:`contents`."""
     grid = new.grid
-    old_c = contents(old) if old is not None else {}
-    new_c = contents(new)
+    old_c = contents(old, token) if old is not None else {}
+    new_c = contents(new, token)
     tasks = {(t.chunk.iy, t.chunk.ix): t for t in new.tasks}
     orders = []
     for key in sorted(set(old_c) | set(new_c)):

@@ -36,7 +36,7 @@ from pipeline.catalog.dedupe import Duplicate, drop_duplicates
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.incremental import Listing, ingest_fingerprint, list_catalog
 from pipeline.catalog.scene import Scene
-from pipeline.cube.ledger import DUPLICATE, INGESTED, LedgerEntry, StoreState, scene_token
+from pipeline.cube.ledger import DUPLICATE, INGESTED, LedgerEntry, StoreState, Tokens
 from pipeline.cube.stacmeta import write_product_stac
 from pipeline.cube.store import create_group, cube_layout, mosaic_layout
 from pipeline.cube.transaction import STATE_ARRAY, NightlyStore, Transaction, json_safe
@@ -173,6 +173,7 @@ class _Night:
         self.outputs = outputs_of(spec)
         self.pause = options.pause
         self.chunks: dict[str, list[tuple[int, int]]] = {}  # scene token -> chunks it touches
+        self.token = Tokens()  # scene tokens, each computed once this run
         self._client_stack = contextlib.ExitStack()
         self._client = None
         self.published: StoreState | None = None  # the state of the night this run commits
@@ -209,6 +210,7 @@ class _Night:
                         tonight.plan,
                         reuse_cube=self.reuse_cube,
                         block=self.options.time_block,
+                        token=self.token,
                     )
                     self.describe(tonight, inc, listing)
                 if inc.empty and not self.ledger_changed(tonight, listing):
@@ -298,7 +300,7 @@ class _Night:
             return None
         scenes = [e.scene for e in self.state.ingested()]
         plan = self.make_plan(scenes)
-        if plan_digest(plan) != self.state.plan_digest:
+        if plan_digest(plan, self.token) != self.state.plan_digest:
             self.report.notes.append(
                 "the committed plan could not be re-made from the ledger: every chunk is rebuilt"
             )
@@ -320,9 +322,9 @@ class _Night:
         previous = {e.id: e.scene for e in self.state.ingested()} if self.state else {}
         normalised, fallbacks = [], {}
         for s in listing.scenes:
-            if scene_token(s) not in excluded:
+            if self.token(s) not in excluded:
                 normalised.append(s)
-            elif s.id in previous and scene_token(previous[s.id]) not in excluded:
+            elif s.id in previous and self.token(previous[s.id]) not in excluded:
                 normalised.append(previous[s.id])
                 fallbacks[s.id] = previous[s.id]
         kept, duplicates = drop_duplicates(normalised)
@@ -336,7 +338,7 @@ class _Night:
             scenes,
             grid=self.grid,
             outputs=self.outputs,
-            known_chunks=lambda s: self.chunks.get(scene_token(s)),
+            known_chunks=lambda s: self.chunks.get(self.token(s)),
         )
         touched: dict[str, list[tuple[int, int]]] = {s.id: [] for s in scenes}
         for task in plan.tasks:
@@ -344,7 +346,7 @@ class _Night:
                 for sc in ss.scenes:
                     touched[sc.id].append((task.chunk.iy, task.chunk.ix))
         for sc in scenes:
-            self.chunks[scene_token(sc)] = sorted(touched[sc.id])
+            self.chunks[self.token(sc)] = sorted(touched[sc.id])
         return plan
 
     def describe(self, tonight: _Tonight, inc: Increment, listing: Listing) -> None:
@@ -353,7 +355,7 @@ class _Night:
         in_plan = {(s.collection, s.id): s for s in tonight.plan.scenes}
         r.new = [s.id for k, s in in_plan.items() if k not in before]
         r.changed = [
-            s.id for k, s in in_plan.items() if k in before and before[k].token != scene_token(s)
+            s.id for k, s in in_plan.items() if k in before and before[k].token != self.token(s)
         ]
         r.replaced = [
             {"old": d.dropped, "new": d.kept, "rule": d.rule}
@@ -456,7 +458,7 @@ class _Night:
         client = self.client()
         futures = {}
         for order in orders:
-            key = f"night-{order.chunk.name}-{_order_hash(order, plan)}"
+            key = f"night-{order.chunk.name}-{_order_hash(order, plan, self.token)}"
             futures[
                 client.submit(
                     night_chunk_task,
@@ -511,7 +513,7 @@ class _Night:
         new: set[str] = set()
         for r in results:
             for sid, reason, message in r.failures:
-                token = scene_token(by_id[sid])
+                token = self.token(by_id[sid])
                 if token in excluded or token in new:
                     continue
                 new.add(token)
@@ -583,7 +585,7 @@ class _Night:
             checksum = listing.checksums[(s.collection, s.id)]
             if s.id in tonight.fallbacks and self.state is not None:  # keep its old checksum
                 checksum = next(e.checksum for e in self.state.entries if e.id == s.id)
-            chunks = self.chunks.get(scene_token(s))
+            chunks = self.chunks.get(self.token(s))
             out.append(
                 LedgerEntry(
                     s.collection,
@@ -604,7 +606,7 @@ class _Night:
         used: dict[str, set[str]] = {}
         for s in tonight.plan.scenes:
             e = before.get(s.id)
-            used[s.id] = set(e.used_in) if e is not None and e.token == scene_token(s) else set()
+            used[s.id] = set(e.used_in) if e is not None and e.token == self.token(s) else set()
         by_chunk = {r.chunk: set(r.used) for r in results}
         for order in inc.orders:
             now = by_chunk.get(order.chunk.name, set())
@@ -648,7 +650,7 @@ class _Night:
             fingerprint=self.ingest,
             layout=self.layout,
             slots=tuple(_slot_dict(s) for s in plan.slots),
-            plan_digest=plan_digest(plan),
+            plan_digest=plan_digest(plan, self.token),
             entries=tuple(self.entries(tonight, listing, used=used)),
             extra={
                 "ingest": self.ingest,
@@ -758,7 +760,7 @@ def _slot_dict(s) -> dict[str, Any]:
     }
 
 
-def _order_hash(order, plan: Plan) -> str:
+def _order_hash(order, plan: Plan, token: Callable[[Any], str]) -> str:
     """Deterministic task names from the inputs (scene tokens, never scene ids)."""
     ident = repr(
         (
@@ -768,7 +770,7 @@ def _order_hash(order, plan: Plan) -> str:
             order.n_slots,
             order.mosaic,
             order.clear_mosaic,
-            [scene_token(s) for s in order.sourced],
+            [token(s) for s in order.sourced],
             plan.outputs.mosaics,
         )
     )

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.catalog.scene import BandSource, HarmonisationUse, QualitySource, RasterGrid, Scene
-from pipeline.cube.ledger import scene_from_dict, scene_json, scene_to_dict
+from pipeline.cube.ledger import Tokens, scene_from_dict, scene_json, scene_to_dict, scene_token
 
 GRID = RasterGrid("EPSG:32632", (10.0, 0.0, 500000.0, 0.0, -10.0, 5004000.0), (400, 400))
 
@@ -82,3 +82,15 @@ def test_floats_round_trip_exactly(scale, offset, nodata, sun):
         assert math.isnan(b.nodata)
     else:
         assert b.nodata == nodata
+
+
+def test_memoised_tokens_equal_computed_ones_and_tell_versions_apart():
+    """Tokens returns scene_token's value, once per scene object: an equal scene decoded again
+    gets the same token, a reprocessed one (any field changed) another."""
+    tokens = Tokens()
+    scene = full_scene()
+    again = scene_from_dict(scene_to_dict(scene))
+    newer = dataclasses.replace(scene, extra=(("profile", "sentinel-2-msi"), ("version", "05.11")))
+    assert tokens(scene) == scene_token(scene) == tokens(again) == tokens(scene)
+    assert tokens(newer) == scene_token(newer) != tokens(scene)
+    assert len(tokens._memo) == 3

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import math
 import types
@@ -54,8 +55,8 @@ class LedgerEntry:
     def key(self) -> tuple[str, str]:
         return (self.collection, self.id)
 
-    @property
-    def token(self) -> str:
+    @functools.cached_property
+    def token(self) -> str:  # computed once per entry (a sha256 of the whole scene record)
         return scene_token(self.scene)
 
     @property
@@ -143,6 +144,24 @@ def scene_json(scene: Scene) -> bytes:
 def scene_token(scene: Scene) -> str:
     """A short digest of everything a scene's pixels depend on (its whole normalised record)."""
     return hashlib.sha256(scene_json(scene)).hexdigest()[:20]
+
+
+class Tokens:
+    """:func:`scene_token` memoised by scene identity for one run (scenes are immutable; the
+    memo holds the scenes it has seen until it is dropped). A nightly run asks for the token of
+    each scene some fifteen times (both plans' contents and digests, the ledger, task names):
+    ~0.09 ms each, 0.18 s a night at 135 scenes before this memo."""
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[Scene, str]] = {}
+
+    def __call__(self, scene: Scene) -> str:
+        hit = self._memo.get(id(scene))
+        if hit is not None and hit[0] is scene:
+            return hit[1]
+        token = scene_token(scene)
+        self._memo[id(scene)] = (scene, token)
+        return token
 
 
 # --------------------------------------------------------------------------- scenes as JSON
