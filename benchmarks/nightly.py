@@ -21,6 +21,7 @@ requests from a loopback server instead of the local disk (as from object storag
 
     .venv/bin/python benchmarks/nightly.py               # ~3 minutes on 2 cores
     .venv/bin/python benchmarks/nightly.py --http --repeat 3
+    .venv/bin/python benchmarks/nightly.py --http --latency-ms 20 --repeat 1
 """
 
 from __future__ import annotations
@@ -193,6 +194,14 @@ def main() -> int:
         help="read the COGs over HTTP from a loopback server (as from object storage)",
     )
     p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="with --http: delay every answer by MS (a remote provider's object storage: time to "
+        "first byte, ~10-30 ms in region); the nightly store stays local",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=0.0,
@@ -202,6 +211,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "_work" / "nightly")
     args = p.parse_args()
+    if args.latency_ms and not args.http:
+        p.error("--latency-ms delays the loopback asset server's answers: add --http")
 
     from pipeline.workflow import spec_from_dict
 
@@ -225,7 +236,9 @@ def main() -> int:
         if args.http:
             from tests.asset_server import serve
 
-            url = stack.enter_context(serve(work / "catalog")).url
+            server = stack.enter_context(serve(work / "catalog"))
+            server.latency_s = args.latency_ms / 1000.0
+            url = server.url
             serve_over_http(work / "catalog", items, url)
         spec = spec_from_dict(
             spec_for(

@@ -9,6 +9,9 @@ Faults, per URL path:
 * ``always[path] = 404`` (or 403, 500...): every request gets this status;
 * ``truncate[path] = n``: the file is served as if it were its first ``n`` bytes (a truncated
   upload: the header reads, the tiles do not).
+
+``latency_s`` delays every answer (a remote object store's time to first byte; requests in
+flight at once wait concurrently, as they do there).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class AssetServer:
     always: dict[str, int] = field(default_factory=dict)
     truncate: dict[str, int] = field(default_factory=dict)
     stall_s: float = 3.0
+    latency_s: float = 0.0  # added to every answer
     answers: list[tuple[str, str, int | str]] = field(default_factory=list)  # (method, path, ans)
 
     def paths(self) -> list[str]:
@@ -61,6 +65,8 @@ def serve(root: Path | None, *, redirects: dict[str, str] | None = None) -> Iter
 
         def _answer(self, body: bool) -> None:
             path = self.path.split("?")[0]
+            if state.latency_s:
+                time.sleep(state.latency_s)
             with lock:
                 state.requests.append((self.command, self.path))
                 queued = state.script.get(path)

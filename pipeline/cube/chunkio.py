@@ -98,7 +98,10 @@ class MetadataCache:
     committed snapshot's: an Icechunk session or fork without uncommitted changes. Each
     nightly chunk task opens the same ~25 arrays of the same snapshot as every other task of
     the night, and fetching and parsing a ``zarr.json`` costs ~1 ms (more on a busy worker).
-    Other stores (and sessions with changes) are never cached."""
+    Other stores (and sessions with changes) are never cached. Arrays opened through the cache
+    share their metadata object: change their shape (zarr replaces the metadata), never their
+    attributes in place (zarr updates ``metadata.attributes`` in place: it would reach every
+    later task of the worker; nightly tasks write no attributes)."""
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size

@@ -41,7 +41,13 @@ class CubeSlots:
         self.region, self.chunk_index = region, chunk_index
         self.block = int(self.arrays[0].chunks[0])
         self.length = int(self.arrays[0].shape[0])
-        self.fast = all(chunkio.plain(a) and a.ndim == 3 for a in self.arrays)
+        self.fast = all(  # an absent chunk is then NaN, as zarr would read it
+            chunkio.plain(a)
+            and a.ndim == 3
+            and a.dtype == np.float32
+            and np.isnan(a.metadata.fill_value)
+            for a in self.arrays
+        )
         self._cached: tuple[int, list[np.ndarray | None]] | None = None
         self._wanted = sorted({s // self.block for s in slots})  # blocks to fetch at once
         self._fetched: dict[int, list] | None = None

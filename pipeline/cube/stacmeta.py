@@ -60,6 +60,8 @@ def write_product_stac(
     }
     path = stac_path(store)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(item, indent=2, default=str))
+    # Sorted keys: the same bytes whether written from the state just committed or from the
+    # one read back from the store (a rerun after a crash between publish and sidecar).
+    tmp.write_text(json.dumps(item, indent=2, default=str, sort_keys=True))
     os.replace(tmp, path)
     return path
