@@ -42,7 +42,13 @@ from pipeline.catalog.radiometry import (
     resolve,
 )
 from pipeline.catalog.scene import BandSource, QualitySource, RasterGrid, Scene
-from pipeline.catalog.stacdoc import ItemDoc, common_name, production_facts, raster_band
+from pipeline.catalog.stacdoc import (
+    ItemDoc,
+    common_name,
+    number_or_none,
+    production_facts,
+    raster_band,
+)
 from pipeline.errors import HrefNotAllowed, SceneRejected
 from pipeline.io.hrefs import HrefPolicy, resolve_href
 from pipeline.kernels.qa import rules_from_classification
@@ -455,10 +461,10 @@ def _band_source(
 
 def _nodata(doc, chosen: _Choice, asset, rb, calibration: Calibration) -> float | None:
     """raster:bands nodata, else eo:bands nodata, else the profile's (band hint, calibration)."""
-    nodata = _num(rb.get("nodata"))
+    nodata = number_or_none(rb.get("nodata"))
     info = doc.band_infos(asset)
     if nodata is None and chosen.index - 1 < len(info):
-        nodata = _num(info[chosen.index - 1].get("nodata"))
+        nodata = number_or_none(info[chosen.index - 1].get("nodata"))
     if nodata is None:
         nodata = chosen.hint_nodata if chosen.hint_nodata is not None else calibration.nodata
     return nodata
@@ -904,17 +910,8 @@ def _classification(fields: Mapping[str, Any]):
 # --------------------------------------------------------------------------- small helpers
 
 
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _float_or_none(value: Any) -> float | None:
-    return _num(value)
+    return number_or_none(value)
 
 
 def _str_or_none(value: Any) -> str | None:

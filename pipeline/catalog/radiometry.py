@@ -38,7 +38,7 @@ from typing import Any
 
 from pipeline.catalog.profiles import Calibration, Harmonisation, SensorProfile, _norm
 from pipeline.catalog.scene import HarmonisationUse
-from pipeline.catalog.stacdoc import ItemDoc
+from pipeline.catalog.stacdoc import ItemDoc, number_or_none
 from pipeline.catalog.vendor import (
     LandsatMtl,
     PlanetBand,
@@ -262,10 +262,10 @@ class ItemRadiometry:
             return self._sun
         props = self.doc.properties
         elevation = None
-        item_elev = _num(props.get("view:sun_elevation"))
+        item_elev = number_or_none(props.get("view:sun_elevation"))
         if item_elev is not None and 0.0 < item_elev <= 90.0:
             elevation = (item_elev, "view:sun_elevation")
-        u = _num(props.get("s2:reflectance_conversion_factor"))
+        u = number_or_none(props.get("s2:reflectance_conversion_factor"))
         vendor = self.vendor() if elevation is None or not (u and u > 0) else None
         if elevation is None and isinstance(vendor, LandsatMtl) and vendor.sun_elevation:
             elevation = (vendor.sun_elevation, "MTL SUN_ELEVATION")
@@ -336,7 +336,7 @@ def _gather_constants(
 ) -> BandConstants:
     cal = ctx.calibration
     unit = str(rb.get("unit") or "")
-    scale, offset = _num(rb.get("scale")), _num(rb.get("offset"))
+    scale, offset = number_or_none(rb.get("scale")), number_or_none(rb.get("offset"))
     if cal.ignore_item_offset and offset is not None and cal.offset is not None:
         ctx.notes["offset"] = (
             f"raster:bands offset {offset:g} ignored: {', '.join(cal.because)} "
@@ -440,7 +440,7 @@ def band_constants(
 
 
 def _esun(ctx: ItemRadiometry, name: str, info: Mapping[str, Any], vendor_band: str | None):
-    value = _num(info.get("solar_illumination") or info.get("eo:solar_illumination"))
+    value = number_or_none(info.get("solar_illumination") or info.get("eo:solar_illumination"))
     if value is not None and value > 0:
         return value, "eo:bands solar_illumination"
     vendor = ctx.vendor() if ctx.calibration.vendor == "sentinel-2-mtd" else None
@@ -541,10 +541,3 @@ def harmonisation_use(
     )
 
 
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None

@@ -239,3 +239,14 @@ def production_facts(doc: ItemDoc) -> dict[str, str]:
             out["updated"] = when.isoformat()
             break
     return out
+
+
+def number_or_none(value: Any) -> float | None:
+    """A STAC field as a float, or None when it is absent, a boolean or not a number (the
+    caller then falls back to another source of the value)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
