@@ -6,14 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-toa test test-slow test-all bench bench-nightly lint install clean
+.PHONY: demo demo-toa test test-slow test-all bench bench-nightly lint install clean lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench,dev]'
 	@touch $(STAMP)
 
 catalogs/demo/catalog.json: | $(STAMP)
@@ -43,6 +43,9 @@ bench: $(STAMP)
 bench-nightly: $(STAMP)  # scenes on local disk, then from an object store answering in 20 ms
 	$(BIN)/python benchmarks/nightly.py
 	$(BIN)/python benchmarks/nightly.py --http --latency-ms 20
+
+lock: $(STAMP)  # re-pin the tested set after changing dependencies (then run make test)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^aquila' > constraints.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
