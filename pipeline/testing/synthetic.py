@@ -43,6 +43,7 @@ reflectance is unitless surface reflectance (0..1); angles in degrees.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import shutil
@@ -1629,13 +1630,43 @@ class SyntheticCatalog:
         return n
 
 
+MARKER = ".aquila-synthetic"
+"""Written into a root before a generation's first file: what a later generation may replace."""
+
+
 def _clear_root(root: Path) -> None:
-    """Remove what a previous generation wrote (catalog.json, collection folders) only."""
-    (root / "catalog.json").unlink(missing_ok=True)
-    for name in ALL_PROVIDERS:
-        p = root / name
-        if p.is_dir():
+    """Remove what a previous generation wrote (catalog.json, collection folders) only, and only
+    where that generation was Aquila's: the root holds :data:`MARKER` (written before anything
+    else, so a killed generation is recognised too) or a ``catalog.json`` carrying
+    ``aquila:synthetic``. A root whose ``catalog.json`` or provider-named folders are someone
+    else's is refused, and nothing is removed."""
+    ours = [root / "catalog.json", *(root / name for name in ALL_PROVIDERS)]
+    present = [p for p in ours if p.exists() or p.is_symlink()]
+    if present and not _generated_here(root):
+        from pipeline.errors import InputError
+
+        raise InputError(
+            f"{root} already holds {', '.join(p.name for p in present)}, not written by "
+            "'aquila demo-catalog'; nothing was changed. Give an empty or new folder"
+        )
+    (root / MARKER).write_text("written by aquila demo-catalog; its next run may replace this\n")
+    # Safe: the marker or an aquila:synthetic catalog.json proves a generation wrote these names
+    # (checked above), and symlinks are unlinked, never followed.
+    for p in present:
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _generated_here(root: Path) -> bool:
+    if (root / MARKER).is_file():
+        return True
+    try:
+        doc = json.loads((root / "catalog.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "aquila:synthetic" in doc
 
 
 def generate_catalog(
