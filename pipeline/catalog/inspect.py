@@ -117,7 +117,7 @@ def inspect_sources(
             mirrors=tuple(mirrors),
             check_files=check_files,
         )
-        counted = _counting(iter_docs(source, query, notify=notes.append), found_by)
+        counted = _counting(iter_docs(source, query, notify=notes.append, policy=policy), found_by)
         s, r, n = collect(counted, bands=bands, options=options)
         scenes += s
         rejects += r

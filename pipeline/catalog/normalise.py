@@ -50,7 +50,7 @@ from pipeline.catalog.stacdoc import (
     raster_band,
 )
 from pipeline.errors import HrefNotAllowed, SceneRejected
-from pipeline.io.hrefs import HrefPolicy, resolve_href
+from pipeline.io.hrefs import HrefPolicy, relative_to, resolve_href
 from pipeline.kernels.qa import rules_from_classification
 
 SUPPORTED_DTYPES = frozenset(
@@ -540,25 +540,17 @@ def _checked_href(
     return options.policy.check(href, item_id=doc.id, asset=key), mirrored
 
 
-_URL_SUFFIXES = (".tif", ".tiff", ".gtiff")
-
-
 def _plainly_allowed_url(policy: HrefPolicy, href: str) -> bool:
-    """A fast yes for the common case, never a yes that ``policy.check`` would refuse: an http(s)
-    GeoTIFF URL without query, fragment, escapes or '..', under one of the allowed URL roots.
-    Anything else goes through ``policy.check`` (measured: 8 µs → 1 µs per link)."""
-    if not href.startswith(("https://", "http://")) or any(c in href for c in "?#;%\\"):
-        return False
-    if not href.lower().endswith(_URL_SUFFIXES) or ".." in href.split("/"):
-        return False
-    return any(href.startswith(r) for r in policy.roots if r.startswith(("https://", "http://")))
+    """A fast yes for the common case, never a yes that ``policy.check`` would refuse
+    (:meth:`HrefPolicy.plainly_allows`: roots compared by origin and path segments)."""
+    return policy.plainly_allows(href)
 
 
 def mirror_href(href: str, mirrors: Sequence[Mirror]) -> tuple[str, bool]:
-    """Rewrite ``href`` by the first mirror whose prefix it starts with."""
+    """Rewrite ``href`` by the first mirror it is below (origin and whole path segments)."""
     for prefix, target in mirrors:
-        if href.startswith(prefix):
-            rest = href[len(prefix) :].lstrip("/")
+        rest = relative_to(href, prefix)
+        if rest is not None:
             if "://" in target:
                 return target.rstrip("/") + "/" + rest, True
             return os.path.join(target, rest), True

@@ -6,6 +6,13 @@ streamed line by line), a single item file, or a STAC API root (searched through
 one page in memory at a time). A broken item is yielded as a :class:`Reject` and the walk goes
 on; only a source that cannot be opened at all raises :class:`CatalogError`.
 
+The source itself is named by the operator; every document it leads to is checked by the href
+policy as a link (:meth:`HrefPolicy.check_link`: inside the allowed roots or the catalog's own
+folder or origin, a regular file, each redirect hop too) and read bounded
+(:mod:`pipeline.io.documents`). A refused link is a :class:`Reject` with reason
+``href_not_allowed``. STAC API requests (the pages' ``next`` links, redirects) must stay inside
+the same roots -- by default the API's own origin.
+
 Search terms are applied by the API where it can, and here otherwise: a static source is
 filtered in this process, and so are ``query`` / ``filter`` against an API that does not
 declare the STAC API Query / Filter conformance classes (the rustac in-memory server, for one).
@@ -19,13 +26,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pystac
 
 from pipeline.catalog.footprint import footprint_from_geojson
 from pipeline.catalog.scene import Reject
 from pipeline.catalog.stacdoc import ItemDoc
-from pipeline.errors import CatalogError
+from pipeline.errors import CatalogError, DocumentTooLarge, HrefNotAllowed
+from pipeline.io.documents import folder_files, is_remote, read_document, read_lines
+from pipeline.io.hrefs import HrefPolicy
 
 try:  # 4-6x faster than the standard library on item JSON; optional
     from orjson import loads as json_loads
@@ -61,15 +71,22 @@ def is_api(source: str) -> bool:
 
 
 def iter_docs(
-    source: str, query: SearchQuery, *, notify: Notify | None = None
+    source: str,
+    query: SearchQuery,
+    *,
+    notify: Notify | None = None,
+    policy: HrefPolicy | None = None,
 ) -> Iterator[DocOrReject]:
-    """Items matching ``query`` from any supported source, lazily, as :class:`ItemDoc`."""
+    """Items matching ``query`` from any supported source, lazily, as :class:`ItemDoc`. Links
+    are followed inside ``policy``'s roots and the source's own folder or origin (None: only
+    the latter)."""
     say = notify or (lambda message: None)
+    links = (policy or HrefPolicy(())).with_catalog(source)
     if is_api(source):
-        yield from _iter_api(source, query, say)
+        yield from _iter_api(source, query, say, links)
         return
     matcher = Matcher(query)
-    for entry in _iter_static(source, query):
+    for entry in _iter_static(source, query, links):
         if isinstance(entry, Reject) or matcher(entry):
             yield entry
 
@@ -113,14 +130,19 @@ def _as_dict(doc: ItemDoc) -> dict[str, Any]:
 # --------------------------------------------------------------------------- STAC API
 
 
-def _iter_api(url: str, query: SearchQuery, say: Notify) -> Iterator[DocOrReject]:
+def _iter_api(
+    url: str, query: SearchQuery, say: Notify, links: HrefPolicy
+) -> Iterator[DocOrReject]:
     from pystac_client import Client
     from pystac_client.conformance import ConformanceClasses
     from pystac_client.exceptions import APIError
 
+    from pipeline.io.stac_api import PolicedStacApiIO
+
+    stac_io = PolicedStacApiIO(links)
     try:
-        client = Client.open(url)
-    except (APIError, OSError, ValueError, pystac.STACError) as exc:
+        client = Client.open(url, stac_io=stac_io)
+    except (APIError, OSError, ValueError, pystac.STACError, HrefNotAllowed) as exc:
         raise CatalogError(f"STAC API {url}: cannot open it: {exc}") from exc
     server_filter = query.filter is not None and client.conforms_to(ConformanceClasses.FILTER)
     server_query = query.query is not None and client.conforms_to(ConformanceClasses.QUERY)
@@ -161,8 +183,11 @@ def _iter_api(url: str, query: SearchQuery, say: Notify) -> Iterator[DocOrReject
                     continue
                 if matcher(doc, feature):
                     yield doc
-    except (APIError, OSError, ValueError) as exc:
-        raise CatalogError(f"STAC API {url}: search failed: {exc}") from exc
+    except (APIError, OSError, ValueError, HrefNotAllowed) as exc:
+        refused = stac_io.refused or (exc if isinstance(exc, HrefNotAllowed) else None)
+        if refused is None:
+            raise CatalogError(f"STAC API {url}: search failed: {exc}") from exc
+        yield Reject("(next page)", None, refused.reason, refused.message)  # the pages end here
 
 
 def datetime_param(value) -> str | None:
@@ -180,23 +205,21 @@ def datetime_param(value) -> str | None:
 # --------------------------------------------------------------------------- static sources
 
 
-def _read_json(href: str) -> Any:
-    if "://" in href and not href.startswith("file://"):
-        return pystac.StacIO.default().read_json(href)
-    with open(href.removeprefix("file://"), "rb") as fh:
-        return json_loads(fh.read())
+def _read_json(href: str, links: HrefPolicy, *, trusted: bool = False) -> Any:
+    """A JSON document, checked as a link unless ``trusted`` (the root), read bounded."""
+    return json_loads(read_document(href, policy=links, trusted=trusted))
 
 
-def _iter_static(href: str, query: SearchQuery) -> Iterator[DocOrReject]:
+def _iter_static(href: str, query: SearchQuery, links: HrefPolicy) -> Iterator[DocOrReject]:
     if href.lower().endswith(NDJSON_SUFFIXES):
-        yield from _iter_ndjson(href)
+        yield from _iter_ndjson(href, links, trusted=True)
         return
-    if "://" not in href and Path(href).is_dir():
-        yield from _iter_folder(Path(href))
+    if not is_remote(href) and Path(href).is_dir():
+        yield from _iter_folder(Path(href), links)
         return
     try:
-        root = _read_json(href)
-    except (OSError, json.JSONDecodeError, pystac.STACError, ValueError) as exc:
+        root = _read_json(href, links, trusted=True)
+    except (OSError, ValueError, HrefNotAllowed, DocumentTooLarge) as exc:
         raise CatalogError(
             f"cannot open the catalog {href}: {exc}. Point 'catalog:' at a catalog.json, "
             "collection.json, an item collection, an NDJSON file of items, or an http(s) STAC "
@@ -216,22 +239,29 @@ def _iter_static(href: str, query: SearchQuery) -> Iterator[DocOrReject]:
         raise CatalogError(
             f"{href} is neither a STAC catalog, collection, item nor item collection"
         )
-    yield from _walk_catalog(href, root, query)
+    yield from _walk_catalog(href, root, query, links)
 
 
-def _iter_folder(folder: Path) -> Iterator[DocOrReject]:
+def _iter_folder(folder: Path, links: HrefPolicy) -> Iterator[DocOrReject]:
     """Every item (and item collection) JSON file under a folder, in name order; catalogs and
-    collections there are skipped, since their items are files of the folder too."""
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in NDJSON_SUFFIXES:
-            yield from _iter_ndjson(str(path))
-            continue
-        if path.suffix.lower() != ".json" or not path.is_file():
+    collections there are skipped, since their items are files of the folder too. A file that
+    is a symlink out of the allowed roots, or not a regular file, is refused like a link."""
+    for path in folder_files(folder):
+        suffix = path.suffix.lower()
+        if suffix not in (".json", *NDJSON_SUFFIXES):
             continue
         try:
-            doc = _read_json(str(path))
-        except (OSError, ValueError) as exc:
-            yield Reject(path.stem, None, "item_unreadable", f"{path} is not JSON: {exc}")
+            links.check_link(str(path), what=f"file {path} of the catalog folder")
+        except HrefNotAllowed as exc:
+            yield Reject(path.stem, None, exc.reason, exc.message)
+            continue
+        if suffix in NDJSON_SUFFIXES:
+            yield from _iter_ndjson(str(path), links)
+            continue
+        try:
+            doc = _read_json(str(path), links)
+        except (OSError, ValueError, HrefNotAllowed, DocumentTooLarge) as exc:
+            yield Reject(path.stem, None, _reason(exc, "item_unreadable"), f"{path}: {exc}")
             continue
         if isinstance(doc, Mapping) and doc.get("type") == "Feature":
             yield _doc_or_reject(doc, self_href=str(path), fallback_id=path.stem)
@@ -240,13 +270,11 @@ def _iter_folder(folder: Path) -> Iterator[DocOrReject]:
                 yield _doc_or_reject(feature, self_href=str(path), fallback_id=f"{path.stem}[{i}]")
 
 
-def _iter_ndjson(href: str) -> Iterator[DocOrReject]:
+def _iter_ndjson(href: str, links: HrefPolicy, *, trusted: bool = False) -> Iterator[DocOrReject]:
+    lines = read_lines(href, policy=links, trusted=trusted)
+    n = 0
     try:
-        fh = open(href.removeprefix("file://"), encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise CatalogError(f"cannot open the NDJSON item file {href}: {exc}") from exc
-    with fh:
-        for n, line in enumerate(fh, 1):
+        for n, line in enumerate(lines, 1):  # noqa: B007 - n names a line that fails
             if not line.strip():
                 continue
             try:
@@ -260,6 +288,17 @@ def _iter_ndjson(href: str) -> Iterator[DocOrReject]:
                 )
                 continue
             yield _doc_or_reject(feature, self_href=href, fallback_id=f"{Path(href).name}:{n}")
+    except (OSError, HrefNotAllowed) as exc:
+        if trusted and n == 0:
+            raise CatalogError(f"cannot open the NDJSON item file {href}: {exc}") from exc
+        yield Reject(Path(href).name, None, _reason(exc, "item_unreadable"), str(exc))
+    except DocumentTooLarge as exc:
+        yield Reject(f"{Path(href).name}:{n + 1}", None, exc.reason, exc.message)
+
+
+def _reason(exc: BaseException, default: str) -> str:
+    """The reject reason for a failed read: the error's own code if it is one of ours."""
+    return exc.reason if isinstance(exc, HrefNotAllowed | DocumentTooLarge) else default
 
 
 def _doc_or_reject(feature: Any, *, self_href: str, fallback_id: str) -> DocOrReject:
@@ -289,7 +328,9 @@ def _resolve(base: str, href: str) -> str:
     return resolve_href(href, base)
 
 
-def _walk_catalog(href: str, root: Mapping[str, Any], query: SearchQuery) -> Iterator[DocOrReject]:
+def _walk_catalog(
+    href: str, root: Mapping[str, Any], query: SearchQuery, links: HrefPolicy
+) -> Iterator[DocOrReject]:
     nodes: list[tuple[str, Mapping[str, Any]]] = [(href, root)]
     seen = {href}
     while nodes:
@@ -297,42 +338,29 @@ def _walk_catalog(href: str, root: Mapping[str, Any], query: SearchQuery) -> Ite
         node_id = str(node.get("id", ""))
         is_collection = node.get("type") == "Collection" or "extent" in node
         wanted_here = not (query.collections and is_collection and node_id not in query.collections)
+        collection = node_id if is_collection else None
         for link in node.get("links") or ():
             if not isinstance(link, Mapping) or link.get("rel") not in ("child", "item"):
                 continue
-            target = _resolve(node_href, str(link.get("href", "")))
-            if target in seen:
+            rel, raw = link["rel"], str(link.get("href", ""))
+            target = _resolve(node_href, raw)
+            if target in seen or (rel == "item" and not wanted_here):
+                seen.add(target)
                 continue
             seen.add(target)
-            if link["rel"] == "child":
-                try:
-                    child = _read_json(target)
-                except Exception as exc:  # noqa: BLE001 - any parse failure is a reject
-                    yield Reject(
-                        Path(target).parent.name,
-                        None,
-                        "catalog_unreadable",
-                        f"child catalog {target} cannot be read: {exc}",
-                    )
-                    continue
-                if isinstance(child, Mapping):
+            try:
+                links.check_link(target, what=f"{rel} link {raw!r} of {node_href}")
+            except HrefNotAllowed as exc:
+                yield Reject(_link_id(target, rel), collection, exc.reason, exc.message)
+                continue
+            if rel == "child":
+                child = _read_child(target, links)
+                if isinstance(child, Reject):
+                    yield child
+                elif isinstance(child, Mapping):
                     nodes.append((target, child))
                 continue
-            if not wanted_here:
-                continue
-            try:
-                feature = _read_json(target)
-            except Exception as exc:  # noqa: BLE001 - any parse failure is a reject
-                yield Reject(
-                    Path(target).stem,
-                    node_id if is_collection else None,
-                    "item_unreadable",
-                    f"{target} is not a readable STAC item: {type(exc).__name__}: {exc}",
-                )
-                continue
-            entry = _doc_or_reject(feature, self_href=target, fallback_id=Path(target).stem)
-            if isinstance(entry, ItemDoc) and entry.collection is None and is_collection:
-                entry = replace(entry, collection=node_id)
+            entry = _read_item(target, links, collection)
             if (
                 isinstance(entry, ItemDoc)
                 and query.collections
@@ -340,6 +368,41 @@ def _walk_catalog(href: str, root: Mapping[str, Any], query: SearchQuery) -> Ite
             ):
                 continue
             yield entry
+
+
+def _link_id(target: str, rel: str) -> str:
+    path = Path(urlsplit(target).path if is_remote(target) else target)
+    return (path.parent.name if rel == "child" else path.stem) or target
+
+
+def _read_child(target: str, links: HrefPolicy) -> Any:
+    """A child catalog's document, or a Reject saying why it cannot be read."""
+    try:
+        return _read_json(target, links)
+    except Exception as exc:  # noqa: BLE001 - any read or parse failure is a reject
+        return Reject(
+            _link_id(target, "child"),
+            None,
+            _reason(exc, "catalog_unreadable"),
+            f"child catalog {target} cannot be read: {exc}",
+        )
+
+
+def _read_item(target: str, links: HrefPolicy, collection: str | None) -> DocOrReject:
+    """An item link's document as an ItemDoc (its collection defaulting to the node's)."""
+    try:
+        feature = _read_json(target, links)
+    except Exception as exc:  # noqa: BLE001 - any read or parse failure is a reject
+        return Reject(
+            _link_id(target, "item"),
+            collection,
+            _reason(exc, "item_unreadable"),
+            f"{target} is not a readable STAC item: {type(exc).__name__}: {exc}",
+        )
+    entry = _doc_or_reject(feature, self_href=target, fallback_id=_link_id(target, "item"))
+    if isinstance(entry, ItemDoc) and entry.collection is None and collection is not None:
+        entry = replace(entry, collection=collection)
+    return entry
 
 
 # --------------------------------------------------------------------------- matching here

@@ -1,28 +1,29 @@
-"""Asset links are checked against allowed roots before any I/O.
+"""Links are checked against allowed roots before any I/O, and again at every request.
 
-A catalog is untrusted input: an asset href must not be able to make a worker read a local file
-outside the catalog, go through GDAL's virtual file systems, or open a VRT (which can point
-anywhere). The policy is resolved once in the driver and passed down as a value.
+A catalog is untrusted input: an asset href or a catalog link must not be able to make Aquila
+read a local file outside the allowed roots, go through GDAL's virtual file systems, open a VRT
+(which can point anywhere), or reach an internal address. The policy is resolved once in the
+driver and passed down as a value.
 
 What is enforced where (see README "Safe inputs"):
 
-* :meth:`HrefPolicy.check` (driver, during normalisation, before any I/O): scheme, allowed roots
-  (folders; URL roots match by exact origin -- scheme, host, port -- and path prefix), no
-  ``/vsi…``, no VRT or other non-GeoTIFF suffix, no ``..``, no userinfo (``user@host``) or
-  backslashes, no non-canonical numeric hosts (``2130706433``, ``0x7f.1``). A URL root that names
-  a host (``http://127.0.0.1:8080/``) trusts exactly that origin, loopback included; a scheme-wide
-  root (``https://``) admits public hosts only: loopback, private, link-local (the
-  169.254.169.254 metadata service), multicast, reserved and their IPv6 forms, names such as
-  ``localhost`` or ``*.internal``, and names that resolve to such addresses are refused.
-* :func:`preflight` (worker, just before GDAL opens a URL): the same check again, then one
-  ``HEAD`` request that does not follow redirects; a 3xx answer is refused, because GDAL's curl
-  would follow it wherever it points (GDAL has no option to stop that). Its status tells the
-  reader whether a failure is transient or permanent before GDAL is involved.
-* the reader opens assets with the GTiff driver only, and GDAL's /vsicurl/ is limited to
-  ``.tif``/``.tiff`` (:data:`pipeline.io.reader.GDAL_OPTIONS`).
-
-Not covered: DNS answers that change between the check and GDAL's own lookup (rebinding); a
-deployment that needs that guarantee puts workers behind an egress proxy or firewall.
+* :meth:`HrefPolicy.check` (assets; driver during normalisation, and worker before every
+  request): scheme, allowed roots, no ``/vsi…``, no VRT or other non-GeoTIFF suffix, no ``..``
+  (also percent-encoded), no userinfo (``user@host``), backslashes or control characters, no
+  non-canonical numeric hosts (``2130706433``, ``0x7f.1``).
+* :meth:`HrefPolicy.check_link` (catalog ``child``/``item`` links, folder and NDJSON entries,
+  remote JSON and each of its redirect hops): the same roots and host rules without the GeoTIFF
+  rule; a local link must be a regular file once symlinks are resolved.
+* Roots match by parsed scheme, host, port and whole path segments (:func:`relative_to`), never
+  by string prefix: ``http://h/data`` does not admit ``http://h/database/x.tif``. A URL root that
+  names a host (``http://127.0.0.1:8080/``) trusts exactly that origin, loopback included; a
+  scheme-wide root (``https://``) admits public hosts only: loopback, private, unique- and
+  site-local, link-local (the 169.254.169.254 metadata service), multicast, reserved and
+  unspecified addresses, the IPv4 embedded in IPv4-mapped, -compatible and -translated, NAT64,
+  6to4 and Teredo IPv6 forms, names such as ``localhost`` or ``*.internal``, and names that
+  resolve to such addresses are refused.
+* :meth:`HrefPolicy.addresses` gives the addresses that were judged, and
+  :mod:`pipeline.io.http` connects to those, not to a second DNS answer.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ import ipaddress
 import os
 import re
 import socket
+import stat
+import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,95 +47,146 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REFUSED_NAMES = ("localhost", "metadata", "metadata.google.internal", "instance-data")
 _REFUSED_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain")
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
 class HrefPolicy:
-    """Which roots asset links may point into: absolute folders and http(s) URL prefixes."""
+    """Which roots links may point into: absolute folders and http(s) URL prefixes."""
 
     roots: tuple[str, ...]
 
     @classmethod
     def for_catalog(cls, catalog: str, extra_roots: tuple[str, ...] | None = None) -> HrefPolicy:
-        """Default policy: the catalog's own folder (or URL folder), unless roots are given."""
+        """Default policy: the catalog's own folder (or URL origin), unless roots are given."""
         if extra_roots:
             return cls(tuple(_normalise_root(r) for r in extra_roots))
-        if "://" in catalog and not catalog.startswith("file://"):
+        if _is_url(catalog):
             parsed = urlparse(catalog)
             return cls((f"{parsed.scheme}://{parsed.netloc}/",))
         path = Path(catalog.removeprefix("file://"))
         folder = path if path.is_dir() else path.parent
         return cls((_normalise_root(str(folder)),))
 
+    def with_catalog(self, catalog: str) -> HrefPolicy:
+        """These roots plus the catalog's own folder or origin (where its links may point)."""
+        extra = HrefPolicy.for_catalog(catalog).roots
+        return HrefPolicy(self.roots + tuple(r for r in extra if r not in self.roots))
+
     def check(self, href: str, *, item_id: str = "?", asset: str = "?") -> str:
-        """Return the href in canonical form, or raise HrefNotAllowed saying why and what to do."""
-        where = f"item {item_id!r} asset {asset!r}"
-        lowered = href.lower()
-        if lowered.startswith("/vsi") or "/vsi" in lowered.split("://")[-1][:8]:
-            raise HrefNotAllowed(f"{where}: GDAL virtual file system links ({href}) are refused")
-        parsed = urlparse(href)
-        scheme = parsed.scheme.lower() if len(parsed.scheme) > 1 else ""
-        if scheme in ("", "file"):
-            raw = unquote(parsed.path) if scheme == "file" else href
-            canonical = os.path.realpath(raw)
-            if not _suffix_ok(canonical):
-                raise HrefNotAllowed(
-                    f"{where}: {href} is not a GeoTIFF (.tif/.tiff); VRT and other formats can "
-                    "point anywhere and are refused for assets"
-                )
-            if not any(_inside(canonical, r) for r in self.roots if "://" not in r):
-                raise HrefNotAllowed(
-                    f"{where}: {href} is outside the allowed roots {list(self.roots)}; "
-                    "add its folder to the workflow's allowed_roots if it is trusted"
-                )
+        """An asset link in canonical form, or HrefNotAllowed saying why and what to do."""
+        return self._check(href, f"item {item_id!r} asset {asset!r}", geotiff=True)
+
+    def check_link(self, href: str, *, what: str = "link") -> str:
+        """A catalog link (a JSON document: child, item, folder or NDJSON entry, redirect hop) in
+        canonical form: inside the roots, a local one a regular file after symlinks."""
+        canonical = self._check(href, what, geotiff=False)
+        if _is_url(canonical):
             return canonical
-        if scheme in ("http", "https"):
-            self._check_url(href, where)
-            return href
-        raise HrefNotAllowed(f"{where}: scheme {parsed.scheme!r} of {href} is not allowed")
+        try:
+            mode = os.stat(canonical).st_mode
+        except OSError:
+            return canonical  # reading it fails with its own message
+        if not stat.S_ISREG(mode):
+            raise HrefNotAllowed(f"{what}: {href} is not a regular file; links must name files")
+        return canonical
 
     def check_metadata(self, href: str, *, item_id: str = "?", asset: str = "?") -> str:
         """A vendor metadata file (MTL, MTD, XML: not a GeoTIFF) that the driver may read: a
         local file inside the allowed roots (canonical path returned). URLs are returned as
         they are: metadata is never fetched, so they cannot be abused."""
-        where = f"item {item_id!r} asset {asset!r}"
+        if _is_url(href):
+            return href
+        return self._check(href, f"item {item_id!r} asset {asset!r}", geotiff=False)
+
+    def plainly_allows(self, href: str) -> bool:
+        """A fast yes for the common asset link, never a yes that :meth:`check` would refuse:
+        an http(s) GeoTIFF URL without query, fragment, escapes, userinfo or '..', under a root
+        that names its origin (a scheme-wide root always needs the full host check)."""
+        if not href.startswith(("https://", "http://")) or any(c in href for c in "?#;%\\@"):
+            return False
+        if not _suffix_ok(href) or ".." in href.split("/") or any(ord(c) < 33 for c in href):
+            return False
+        url = urlsplit(href)
+        host = _host(url)
+        return host is not None and any(_url_root_match(url, host, r) for r in self.url_roots)
+
+    @property
+    def url_roots(self) -> tuple[str, ...]:
+        return tuple(r for r in self.roots if _is_url(r))
+
+    def addresses(self, href: str) -> tuple[str, ...] | None:
+        """Where a request for a checked URL may connect: None under a root that names its
+        origin (trusted by name), else every address the host resolves to, each judged public
+        (HrefNotAllowed otherwise); () if the name does not resolve."""
+        url = urlsplit(href)
+        host = _host(url)
+        if host is None:
+            raise HrefNotAllowed(f"{href} has no valid host and port")
+        if any(_url_root_match(url, host, r) for r in self.url_roots):
+            return None
+        try:
+            found: tuple[str, ...] = (str(ipaddress.ip_address(host.strip("[]"))),)
+        except ValueError:
+            found = _resolve(host)
+        for address in found:
+            why = _refused_address(ipaddress.ip_address(address))
+            if why:
+                raise HrefNotAllowed(f"{href}: host {host} resolves to {address}, which {why[3:]}")
+        return found
+
+    # ------------------------------------------------------------------ internals
+
+    def _check(self, href: str, where: str, *, geotiff: bool) -> str:
+        lowered = href.lower()
+        if lowered.startswith("/vsi") or "/vsi" in lowered.split("://")[-1][:8]:
+            raise HrefNotAllowed(
+                f"{where}: GDAL virtual file system links ({href}) are refused; link the file "
+                "or URL itself"
+            )
         parsed = urlparse(href)
         scheme = parsed.scheme.lower() if len(parsed.scheme) > 1 else ""
-        if scheme not in ("", "file"):
+        if scheme in ("", "file"):
+            return self._check_path(href, unquote(parsed.path) if scheme else href, where, geotiff)
+        if scheme in _DEFAULT_PORTS:
+            self._check_url(href, where, geotiff)
             return href
-        if href.lower().startswith("/vsi"):
-            raise HrefNotAllowed(f"{where}: GDAL virtual file system links ({href}) are refused")
-        raw = unquote(parsed.path) if scheme == "file" else href
+        raise HrefNotAllowed(f"{where}: scheme {parsed.scheme!r} of {href} is not allowed")
+
+    def _check_path(self, href: str, raw: str, where: str, geotiff: bool) -> str:
+        if "\x00" in raw:
+            raise HrefNotAllowed(f"{where}: {href!r} contains a NUL byte")
         canonical = os.path.realpath(raw)
-        if not any(_inside(canonical, r) for r in self.roots if "://" not in r):
+        if geotiff and not _suffix_ok(canonical):
+            raise HrefNotAllowed(
+                f"{where}: {href} is not a GeoTIFF (.tif/.tiff); VRT and other formats can "
+                "point anywhere and are refused for assets"
+            )
+        if not any(_inside(canonical, r) for r in self.roots if not _is_url(r)):
             raise HrefNotAllowed(
                 f"{where}: {href} is outside the allowed roots {list(self.roots)}; "
                 "add its folder to the workflow's allowed_roots if it is trusted"
             )
         return canonical
 
-    def _check_url(self, href: str, where: str) -> None:
+    def _check_url(self, href: str, where: str, geotiff: bool) -> None:
         url = urlsplit(href)
         if "@" in url.netloc or "\\" in href or any(ord(c) < 33 for c in href):
             raise HrefNotAllowed(f"{where}: {href} has userinfo, backslashes or control characters")
-        if not _suffix_ok(url.path):
+        if geotiff and not _suffix_ok(url.path):
             raise HrefNotAllowed(f"{where}: {href} is not a GeoTIFF (.tif/.tiff)")
         if ".." in unquote(url.path).replace("\\", "/").split("/"):
             raise HrefNotAllowed(f"{where}: {href} contains a '..' segment")
         host = _host(url)
         if host is None:
             raise HrefNotAllowed(f"{where}: {href} has no valid host and port")
-        named = None
-        for root in (r for r in self.roots if "://" in r):
-            named = _root_match(url, host, root)
-            if named is not None:
-                break
-        if named is None:
+        matches = [_url_root_match(url, host, r) for r in self.url_roots]
+        if not any(m is not None for m in matches):
             raise HrefNotAllowed(
                 f"{where}: {href} is outside the allowed roots {list(self.roots)}; "
                 "add its URL prefix to the workflow's allowed_roots if it is trusted"
             )
-        if not named:  # a scheme-wide root: public hosts only
+        if not any(matches):  # only scheme-wide roots admit it: public hosts only
             why = refused_host(host)
             if why:
                 raise HrefNotAllowed(
@@ -144,19 +199,52 @@ def resolve_href(href: str, base: str | None) -> str:
     """Make an asset href absolute against the item's own location."""
     if "://" in href or href.startswith("/") or base is None:
         return href
-    if "://" in base and not base.startswith("file://"):
+    if _is_url(base):
         return urljoin(base, href)
     return os.path.normpath(os.path.join(os.path.dirname(base.removeprefix("file://")), href))
 
 
+def relative_to(href: str, prefix: str) -> str | None:
+    """The part of ``href`` below ``prefix`` ('' for the prefix itself), or None if it is not
+    below it. URLs compare by scheme, host, port and whole path segments, local paths by whole
+    segments: ``http://h/data`` is not a prefix of ``http://h/database/x.tif``, nor
+    ``http://h:8000`` of ``http://h:80001/``, nor ``/data/img`` of ``/data/imgX/a.tif``."""
+    if _is_url(href) != _is_url(prefix):
+        return None
+    if not _is_url(href):
+        return _rest(href.removeprefix("file://"), prefix.removeprefix("file://"), os.sep)
+    h, p = urlsplit(href), urlsplit(prefix)
+    host = _host(h)
+    if not p.netloc or host is None or h.scheme.lower() != p.scheme.lower():
+        return None
+    if _host(p) != host or _port(p) != _port(h):
+        return None
+    rest = _rest(h.path, p.path, "/")
+    if rest is None:
+        return None
+    return rest + (f"?{h.query}" if h.query else "")
+
+
+def _rest(path: str, root: str, sep: str) -> str | None:
+    segments = [s for s in path.split(sep) if s]
+    head = [s for s in root.split(sep) if s]
+    if segments[: len(head)] != head:
+        return None
+    return sep.join(segments[len(head) :])
+
+
+def _is_url(href: str) -> bool:
+    return "://" in href and not href.lower().startswith("file://")
+
+
 def _normalise_root(root: str) -> str:
-    if "://" in root and not root.startswith("file://"):
+    if _is_url(root):
         return root if root.endswith("/") else root + "/"
     return os.path.realpath(root.removeprefix("file://"))
 
 
 def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+    return _rest(path, root, os.sep) is not None
 
 
 def _suffix_ok(path: str) -> bool:
@@ -178,21 +266,28 @@ def _host(url: SplitResult) -> str | None:
 
 
 def _port(url: SplitResult) -> int:
-    return url.port or _DEFAULT_PORTS.get(url.scheme.lower(), 0)
+    try:
+        return url.port or _DEFAULT_PORTS.get(url.scheme.lower(), 0)
+    except ValueError:
+        return -1
 
 
-def _root_match(url: SplitResult, host: str, root: str) -> bool | None:
+def _url_root_match(url: SplitResult, host: str, root: str) -> bool | None:
     """None: the URL is not under the root; True: under a root that names its origin;
     False: under a scheme-wide root (``https://``)."""
-    r = urlsplit(root)
+    r = _split_root(root)
     if r.scheme.lower() != url.scheme.lower():
         return None
     if not r.netloc:
         return False
     if _host(r) != host or _port(r) != _port(url):
         return None
-    prefix = r.path if r.path.endswith("/") else r.path + "/"
-    return True if (url.path + "/").startswith(prefix) or prefix == "/" else None
+    return True if _rest(url.path, r.path, "/") is not None else None
+
+
+@lru_cache(maxsize=256)
+def _split_root(root: str) -> SplitResult:
+    return urlsplit(root)
 
 
 def refused_host(host: str, *, resolve: bool = True) -> str | None:
@@ -215,67 +310,69 @@ def refused_host(host: str, *, resolve: bool = True) -> str | None:
     return None
 
 
-def _refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 is the last 32 bits
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: a local translator
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765: ::ffff:0:a.b.c.d
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries (mapped, translated, compatible, NAT64, 6to4,
+    Teredo server and client): a connection to it may reach them."""
+    low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip in _TRANSLATED or ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
+        return (low,)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo
+    return ()
+
+
+def _refused_address(ip: IPAddress) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if mapped is not None:
-            return _refused_address(mapped)
+        if ip in _NAT64_LOCAL:
+            return "is a local-use NAT64 address (it may reach any internal IPv4 host)"
+        embedded = embedded_ipv4(ip)
+        for v4 in embedded:
+            why = _refused_address(v4)
+            if why:
+                return f"{why} (embedded in the IPv6 address {ip})"
+        if embedded:
+            return None
+        if ip.is_site_local:
+            return "is a site-local address (fec0::/10, private)"
     if ip.is_loopback:
         return "is a loopback address"
     if ip.is_link_local:
         return "is a link-local address (cloud metadata services live there)"
-    if not ip.is_global or ip.is_multicast:
+    if not ip.is_global or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
         return "is not a public address (private, reserved or multicast)"
     return None
 
 
-@lru_cache(maxsize=1024)
+_DNS_TTL_S = 300.0  # a long-lived worker asks again after this; a failure is never cached
+_DNS: dict[str, tuple[float, tuple[str, ...]]] = {}
+_DNS_LOCK = threading.Lock()
+
+
 def _resolve(host: str) -> tuple[str, ...]:
-    """The host's addresses; () if it does not resolve (then the read fails on its own)."""
+    """The host's addresses; () if it does not resolve (then the request fails on its own).
+    Answers are kept a few minutes, so that the check and the connection see the same ones."""
+    now = time.monotonic()
+    with _DNS_LOCK:
+        known = _DNS.get(host)
+    if known is not None and now - known[0] < _DNS_TTL_S:
+        return known[1]
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return ()
-    return tuple(sorted({str(info[4][0]).split("%")[0] for info in infos}))
-
-
-@dataclass(frozen=True)
-class HeadAnswer:
-    """What the preflight ``HEAD`` got: a status and length, or the network error instead."""
-
-    status: int | None = None
-    length: int | None = None  # Content-Length (bytes), when given
-    error: str | None = None  # e.g. a timeout or a refused connection (status is then None)
-
-
-def preflight(href: str, policy: HrefPolicy | None, *, timeout: float = 10.0) -> HeadAnswer:
-    """Just before GDAL opens a URL: check it again, then ask once (HEAD, redirects not
-    followed) and refuse a 3xx answer. Raises :class:`HrefNotAllowed`; any other answer (or a
-    network error) is returned for the reader to judge (:mod:`pipeline.io.retry`)."""
-    import http.client
-
-    if policy is not None:
-        policy.check(href)
-    url = urlsplit(href)
-    if url.scheme.lower() not in _DEFAULT_PORTS:
-        return HeadAnswer()
-    conn_type = (
-        http.client.HTTPSConnection if url.scheme.lower() == "https" else http.client.HTTPConnection
-    )
-    conn = conn_type(url.hostname or "", url.port, timeout=timeout)
-    target = url.path + (f"?{url.query}" if url.query else "")
-    try:
-        conn.request("HEAD", target or "/")
-        response = conn.getresponse()
-        status, location = response.status, response.getheader("Location")
-        length = response.getheader("Content-Length")
-    except (OSError, http.client.HTTPException) as exc:
-        return HeadAnswer(error=f"HEAD {href}: {type(exc).__name__}: {exc}")
-    finally:
-        conn.close()
-    if 300 <= status < 400:
-        raise HrefNotAllowed(
-            f"{href} answers {status} redirecting to {location!r}; redirects are not followed "
-            "(GDAL would follow them anywhere): point the catalog at the final URL"
-        )
-    return HeadAnswer(status, int(length) if length and length.isdigit() else None)
+    found = tuple(sorted({str(info[4][0]).split("%")[0] for info in infos}))
+    with _DNS_LOCK:
+        if len(_DNS) > 4096:
+            _DNS.clear()
+        _DNS[host] = (now, found)
+    return found

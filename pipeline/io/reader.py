@@ -5,18 +5,22 @@
 per worker, not once per chunk. Errors become :class:`ReadError` naming the href; they are never
 turned into nodata.
 
+URLs are not read by GDAL's /vsicurl/ (its curl follows redirects anywhere) but through
+:mod:`pipeline.io.remote`: every request -- the ``HEAD`` before an open, each range ``GET``, each
+retry -- is checked by the href policy, goes to a judged address, and a redirect is refused
+(:class:`ReadRefused`, ``href_not_allowed``).
+
 Retries (:mod:`pipeline.io.retry`): a transient failure (HTTP 5xx, a timeout, a short read from an
 intact file) is retried with capped exponential backoff and jitter; a permanent one (404, 403, a
-corrupt or truncated file) is raised after one attempt. For URLs the preflight ``HEAD`` is part
-of every attempt, so most faults are judged before GDAL opens anything; GDAL's own retries are
-off, and its cached answer for a failed URL is dropped before the next attempt. A final failure
-is remembered for the rest of the run (``ReaderSettings.session``), so other chunks of the same
-scene do not try again.
+corrupt or truncated file) is raised after one attempt. For URLs the ``HEAD`` is part of every
+attempt, so most faults are judged before GDAL opens anything, and a request's own failure is
+kept on the asset (GDAL sees only a short read). A final failure is remembered for the rest of
+the run (``ReaderSettings.session``), so other chunks of the same scene do not try again.
 """
 
 from __future__ import annotations
 
-import ctypes
+import http.client
 import math
 import random
 import threading
@@ -24,7 +28,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import rasterio
@@ -32,7 +35,9 @@ from rasterio.env import set_gdal_config
 from rasterio.windows import Window
 
 from pipeline.errors import HrefNotAllowed, ReadError, ReadRefused
-from pipeline.io.hrefs import HrefPolicy, preflight
+from pipeline.io.hrefs import HrefPolicy
+from pipeline.io.http import head, refuse_redirect
+from pipeline.io.remote import RemoteAsset, RequestSettings, open_remote, share_opener_state
 from pipeline.io.retry import (
     Exhausted,
     Failure,
@@ -49,6 +54,9 @@ GDAL_OPTIONS = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff",
     "GDAL_HTTP_MAX_RETRY": "0",  # retries are ours (pipeline.io.retry), counted, not GDAL's
     "VSI_CACHE": "FALSE",
+    # URLs are read through pipeline.io.remote, never by GDAL's curl (which follows redirects
+    # anywhere): /vsicurl/ and the handlers built on it open no file at all in this process
+    "CPL_VSIL_CURL_ALLOWED_FILENAME": "/vsicurl/(none: Aquila reads URLs itself)",
 }
 
 
@@ -58,9 +66,9 @@ class ReaderSettings:
 
     gdal_cache_mb: int = 256
     max_open: int = 512  # open datasets per thread; closing one drops its cached blocks
-    policy: HrefPolicy | None = None  # checked again before a URL is opened (see preflight)
+    policy: HrefPolicy | None = None  # checked again at every request (pipeline.io.http)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    http_timeout_s: float = 30.0  # per HTTP request (preflight HEAD and GDAL's requests)
+    http_timeout_s: float = 30.0  # per HTTP request (the HEAD and each range GET)
     session: str = ""  # the run id: one run's open files and failures are not another's
 
 
@@ -109,14 +117,23 @@ class RasterReader:
 
         def attempt() -> np.ndarray:
             ds = self._open(href)
+            asset = self._assets().get(href)
+            done = False
             try:
-                return ds.read(list(indexes), window=Window(col0, row0, width, height))
+                if asset is not None:
+                    share_opener_state()
+                    self._prefetch(asset, ds, indexes, window)
+                data = ds.read(list(indexes), window=Window(col0, row0, width, height))
+                done = True
+                return data
             except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
-                failure = self._judge_read(href, ds, exc)
-                self._forget(href)  # a retry opens afresh
+                failure = self._judge_read(href, ds, exc)  # raises ReadRefused for a refusal
                 raise Failure(
                     failure.transient, failure.reason, f"window {window}: {failure.message}"
                 ) from None
+            finally:
+                if not done:
+                    self._forget(href)  # a retry opens afresh
 
         return self._with_retries(href, attempt)
 
@@ -131,9 +148,10 @@ class RasterReader:
         return counts
 
     def close(self) -> None:
+        """Close this thread's open files."""
         cache = self._cache()
         while cache:
-            cache.popitem()[1].close()
+            self._forget(next(iter(cache)))
 
     # ------------------------------------------------------------------ attempts
 
@@ -160,6 +178,9 @@ class RasterReader:
             )
             self._failed[href] = err
             raise err from None
+        except ReadRefused as err:  # never retried; other chunks of the scene do not ask again
+            self._failed[href] = err
+            raise
         return value
 
     def _count_retry(self, href: str) -> None:
@@ -174,58 +195,132 @@ class RasterReader:
         if ds is not None:
             cache.move_to_end(href)
             return ds
-        remote = "://" in href
-        if self.settings.policy is not None or remote:
-            self._preflight(href)
-        try:
-            # GTiff only: VRT and other drivers can point anywhere (COGs are read by GTiff)
-            ds = rasterio.open(href, driver="GTiff")
-        except rasterio.errors.RasterioIOError as exc:
-            clear_gdal_url_cache(href)  # GDAL remembers a failed URL; the next try must ask
-            raise classify_gdal(gdal_text(exc), remote=remote) from None
+        ds = self._open_remote(href) if "://" in href else self._open_local(href)
         cache[href] = ds
         while len(cache) > self.settings.max_open:
-            _, old = cache.popitem(last=False)
-            old.close()
+            self._forget(next(iter(cache)))  # the least recently used
         return ds
 
-    def _preflight(self, href: str):
+    def _open_local(self, href: str):
+        if self.settings.policy is not None:
+            try:
+                self.settings.policy.check(href)
+            except HrefNotAllowed as exc:
+                raise ReadRefused(href, exc.message) from None
         try:
-            answer = preflight(href, self.settings.policy, timeout=self.settings.http_timeout_s)
+            # GTiff only: VRT and other drivers can point anywhere (COGs are read by GTiff)
+            return rasterio.open(href, driver="GTiff")
+        except rasterio.errors.RasterioIOError as exc:
+            raise classify_gdal(gdal_text(exc), remote=False) from None
+
+    def _open_remote(self, href: str):
+        answer = self._head(href)
+        asset = RemoteAsset(href, self._requests(), size=answer.length())
+        try:
+            ds = open_remote(asset)
+        except rasterio.errors.RasterioIOError as exc:
+            raise self._problem(asset) or classify_gdal(gdal_text(exc), remote=True) from None
+        self._assets()[href] = asset
+        return ds
+
+    def _requests(self) -> RequestSettings:
+        return RequestSettings(self.settings.policy, self.settings.http_timeout_s)
+
+    def _assets(self) -> dict[str, RemoteAsset]:
+        assets = getattr(self._local, "assets", None)
+        if assets is None:
+            assets = self._local.assets = {}
+        return assets
+
+    def _head(self, href: str):
+        """The checked ``HEAD`` of every attempt: a refusal, or the server's failure, before
+        GDAL opens anything."""
+        try:
+            answer = head(href, policy=self.settings.policy, timeout=self.settings.http_timeout_s)
         except HrefNotAllowed as exc:
             raise ReadRefused(href, exc.message) from None
-        if answer.error is not None:
-            raise Failure(True, "asset_unavailable", answer.error)
-        if answer.status is not None:
-            failure = from_status(answer.status, f"HEAD {href}")
-            if failure is not None:
-                raise failure
+        except (OSError, http.client.HTTPException) as exc:
+            raise Failure(
+                True, "asset_unavailable", f"HEAD {href}: {type(exc).__name__}: {exc}"
+            ) from None
+        if answer.redirect:
+            raise ReadRefused(href, refuse_redirect(href, answer).message)
+        failure = from_status(answer.status, f"HEAD {href}")
+        if failure is not None:
+            raise failure
         return answer
+
+    def _prefetch(self, asset: RemoteAsset, ds, indexes: Sequence[int], window) -> None:
+        """Fetch the tiles of ``window`` in as few checked requests as /vsicurl/ would."""
+        try:
+            asset.prefetch(*window_tiles(ds, indexes, window))
+        except HrefNotAllowed as exc:
+            raise ReadRefused(asset.href, exc.message) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise Failure(True, "asset_unavailable", f"{asset.href}: {exc}") from None
+
+    def _problem(self, asset: RemoteAsset | None) -> Failure | None:
+        """What a request of ``asset`` met (a refusal is raised), or None."""
+        if asset is None:
+            return None
+        if isinstance(asset.problem, HrefNotAllowed):
+            raise ReadRefused(asset.href, asset.problem.message)
+        return asset.problem
 
     def _judge_read(self, href: str, ds, exc: BaseException) -> Failure:
         """A failed window read: transient (retry) or permanent. A short read from a URL is
         transient only if the server is healthy and the file is as long as its own tiles say;
         a file shorter than that is truncated (permanent)."""
         remote = "://" in href
-        failure = classify_gdal(gdal_text(exc), remote=remote)
+        failure = self._problem(self._assets().get(href)) if remote else None
+        if failure is None:
+            failure = classify_gdal(gdal_text(exc), remote=remote)
         if not (remote and failure.transient):
             return failure
-        answer = self._preflight(href)  # raises the server's failure, if it has one now
+        length = self._head(href).length()  # raises the server's failure, if it has one now
         need = tiles_end(ds)
-        if answer.length is not None and need is not None and need > answer.length:
+        if length is not None and need is not None and need > length:
             return Failure(
                 False,
                 "asset_corrupt",
-                f"{href} is {answer.length} bytes but its tile index needs {need}: a truncated "
+                f"{href} is {length} bytes but its tile index needs {need}: a truncated "
                 "file (re-upload it)",
             )
         return failure
 
     def _forget(self, href: str) -> None:
         ds = self._cache().pop(href, None)
+        asset = self._assets().pop(href, None)
+        if asset is not None:
+            asset.release()
         if ds is not None:
+            share_opener_state()
             ds.close()
-        clear_gdal_url_cache(href)
+
+
+def window_tiles(ds, indexes: Sequence[int], window: tuple[int, int, int, int]):
+    """(needed, ahead): (offset, size) in the file of every tile or strip that reading
+    ``window`` (row0, col0, height, width) of bands ``indexes`` at full resolution needs, and of
+    the tiles after them along the same tile rows (read ahead). ([], []) if the file says none."""
+    row0, col0, height, width = window
+    try:
+        bh, bw = ds.block_shapes[0]
+        rows = range(max(row0, 0) // bh, math.ceil(min(row0 + height, ds.height) / bh))
+        last = math.ceil(min(col0 + width, ds.width) / bw)
+        cols = range(max(col0, 0) // bw, last)
+        later = range(last, math.ceil(ds.width / bw))
+        bands = [1] if ds.profile.get("interleave") == "pixel" else list(indexes)
+        needed = [_tile(ds, b, r, c) for b in bands for r in rows for c in cols]
+        ahead = [_tile(ds, b, r, c) for b in bands for r in rows for c in later]
+        return [t for t in needed if t], [t for t in ahead if t]
+    except (rasterio.errors.RasterioError, ValueError, TypeError):
+        return [], []
+
+
+def _tile(ds, bidx: int, row: int, col: int) -> tuple[int, int] | None:
+    offset = ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=bidx)
+    size = ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=bidx)
+    return (int(offset), int(size)) if offset and size else None
 
 
 def tiles_end(ds) -> int | None:
@@ -245,30 +340,3 @@ def tiles_end(ds) -> int | None:
         return end or None
     except (rasterio.errors.RasterioError, ValueError, TypeError):
         return None
-
-
-@lru_cache(maxsize=1)
-def _libgdal():
-    """The GDAL library rasterio loaded into this process (None where it cannot be found)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.split()[-1] if line.strip() else ""
-                if path.rsplit("/", 1)[-1].startswith("libgdal"):
-                    lib = ctypes.CDLL(path)
-                    lib.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
-                    lib.VSICurlPartialClearCache.restype = None
-                    return lib
-    except (OSError, AttributeError):
-        return None
-    return None
-
-
-def clear_gdal_url_cache(href: str) -> None:
-    """Drop what GDAL's /vsicurl/ remembers about ``href`` (its size, its last error), so that a
-    retry really asks the server again. A no-op for local files."""
-    if "://" not in href:
-        return
-    lib = _libgdal()
-    if lib is not None:
-        lib.VSICurlPartialClearCache(f"/vsicurl/{href}".encode())
