@@ -10,9 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.catalog.scene import Scene
+from pipeline.errors import RunError
 from pipeline.plan import Plan
 from pipeline.radiometry import radiometry_attrs
-from pipeline.releasability import Label, Marking, Scale, high_water_mark
+from pipeline.releasability import Label, Marking, Scale, SceneKey, high_water_mark
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,30 @@ class Lineage:
     bbox: tuple[float, float, float, float]  # lon/lat
 
 
+def contributors(plan: Plan, used: Iterable[str]) -> list[Scene]:
+    """The plan's scenes that may have given a pixel. Chunk tasks report scene ids, which cannot
+    tell two scenes of one id (in two collections) apart: every scene with a used id counts
+    (labelling too high is safe, too low is the leak)."""
+    used = set(used)
+    return [s for s in plan.scenes if s.id in used]
+
+
 def label_of(
-    ids: Iterable[str], markings: Mapping[str, Marking] | None, scale: Scale
+    scenes: Iterable[Scene], markings: Mapping[SceneKey, Marking] | None, scale: Scale
 ) -> dict[str, Any] | None:
-    """The high-water mark of the scenes ``ids`` (None: not enforced, or no scene)."""
+    """The high-water mark of ``scenes``, each by its identity (:attr:`Scene.key`); None: not
+    enforced, or no scene. A scene without a marking is a bug upstream: refuse to guess."""
     if markings is None:
         return None
-    found = [markings[i] for i in ids if i in markings]
-    if not found:
+    chosen = list(scenes)
+    if not chosen:
         return None
-    label: Label = high_water_mark(found, scale=scale)
+    missing = [s for s in chosen if s.key not in markings]
+    if missing:
+        s = missing[0]
+        raise RunError(f"scene {s.collection}/{s.id} has no marking: the product cannot be "
+                       "labelled", reason="no_marking")
+    label: Label = high_water_mark((markings[s.key] for s in chosen), scale=scale)
     return label.as_dict()
 
 
@@ -46,17 +62,22 @@ def lineage(
     *,
     complete: bool,
     audience: dict[str, Any] | None,
-    markings: Mapping[str, Marking] | None = None,
+    markings: Mapping[SceneKey, Marking] | None = None,
     scale: Scale | None = None,
     created: str | None = None,
 ) -> Lineage:
-    """Lineage of the products of ``plan`` given the ids of the scenes that contributed."""
+    """Lineage of the products of ``plan`` given the ids of the scenes that contributed;
+    ``markings`` by :attr:`Scene.key`."""
     scale = scale or Scale()
     used = set(used)
-    scenes = [s for s in plan.scenes if s.id in used]
-    label = label_of((s.id for s in scenes), markings, scale)
+    scenes = contributors(plan, used)
+    by_id: dict[str, list[Scene]] = {}
+    for s in scenes:
+        by_id.setdefault(s.id, []).append(s)
+    label = label_of(scenes, markings, scale)
     slot_labels = tuple(
-        label_of((i for i in slot.scene_ids if i in used), markings, scale) for slot in plan.slots
+        label_of((s for i in slot.scene_ids for s in by_id.get(i, ())), markings, scale)
+        for slot in plan.slots
     )
     common = {
         "aquila:status": "complete" if complete else "incomplete",

@@ -51,13 +51,19 @@ class Scale:
 
 @dataclass(frozen=True)
 class Marking:
-    """One scene's (or asset's) marking. ``releasable_to`` holds upper-case codes."""
+    """One scene's (or asset's) marking. ``releasable_to`` holds upper-case codes. An input
+    marking names one owner and one licence; a combined one (an asset marking raising its item's,
+    two copies of one scene) keeps every owner and licence, so none is ever dropped."""
 
     classification: str
     releasable_to: frozenset[str]
     caveats: frozenset[str] = frozenset()
-    owner: str = ""
-    licence: str = ""
+    owners: frozenset[str] = frozenset()
+    licences: frozenset[str] = frozenset()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The marking in the label's JSON shape (lists sorted)."""
+        return _as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -81,35 +87,73 @@ class Label:
     owners: frozenset[str]
 
     def as_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+def _as_dict(m: Marking | Label) -> dict[str, Any]:
+    return {
+        "classification": m.classification,
+        "releasable_to": sorted(m.releasable_to),
+        "caveats": sorted(m.caveats),
+        "licences": sorted(m.licences),
+        "owners": sorted(m.owners),
+    }
+
+
+SceneKey = tuple[str, str]  # (collection, item id): the identity a marking belongs to
+
+
+@dataclass(frozen=True)
+class MarkingConflict:
+    """Copies of what looks like one scene carry different markings: the stricter (their
+    :func:`combine`) applies, and a scene it no longer admits the audience to is withheld.
+    Names items the audience may not see: for the operator report only."""
+
+    kind: str  # "duplicate_id": one collection/id listed twice | "same_acquisition": dedupe
+    scene: SceneKey  # the copy kept (when withheld: the collection/id withheld)
+    others: tuple[SceneKey, ...]  # same_acquisition: the publications dropped for it
+    markings: tuple[Marking | None, ...]  # each copy's (None: missing or malformed)
+    resolved: Marking | None  # what applies (None: a copy's marking is unknown)
+    withheld: bool
+
+    def as_dict(self) -> dict[str, Any]:
         return {
-            "classification": self.classification,
-            "releasable_to": sorted(self.releasable_to),
-            "caveats": sorted(self.caveats),
-            "licences": sorted(self.licences),
-            "owners": sorted(self.owners),
+            "kind": self.kind,
+            "collection": self.scene[0],
+            "item": self.scene[1],
+            "others": [{"collection": c, "item": i} for c, i in self.others],
+            "markings": [None if m is None else m.as_dict() for m in self.markings],
+            "resolved": None if self.resolved is None else self.resolved.as_dict(),
+            "action": "withheld" if self.withheld else "stricter marking applied",
         }
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_marking(item: Mapping[str, Any], *, scale: Scale = Scale()) -> Marking:
+def parse_marking(
+    item: Mapping[str, Any], *, scale: Scale = Scale(), unmarked: Marking | None = None
+) -> Marking:
     """The item's effective marking: its own, raised by every asset marking it carries.
+    ``unmarked``: what an item without one of its own counts as (its assets still raise it).
 
     Raises :class:`MarkingError` (``unmarked``: no marking; ``bad_marking``: any field missing,
     of the wrong type, an unknown level, or a code that is not an upper-case token).
     """
     props = item.get("properties")
     raw = props.get(MARKING_KEY) if isinstance(props, Mapping) else None
-    if raw is None:
+    if raw is not None:
+        marking = _parse_one(raw, scale=scale, where="properties")
+    elif unmarked is not None:
+        marking = unmarked
+    else:
         raise MarkingError("unmarked", f"the item has no properties.{MARKING_KEY!r}")
-    marking = _parse_one(raw, scale=scale, where="properties")
     assets = item.get("assets")
     if isinstance(assets, Mapping):
         for key, asset in assets.items():
             if isinstance(asset, Mapping) and MARKING_KEY in asset:
                 extra = _parse_one(asset[MARKING_KEY], scale=scale, where=f"asset {key!r}")
-                marking = _combine(marking, extra, scale)
+                marking = combine((marking, extra), scale=scale)
     return marking
 
 
@@ -132,8 +176,8 @@ def _parse_one(raw: Any, *, scale: Scale, where: str) -> Marking:
         classification=level,
         releasable_to=_codes(raw.get("releasable_to"), "releasable_to", where, nonempty=True),
         caveats=_codes(raw.get("caveats", []), "caveats", where, nonempty=False),
-        owner=str(owner),
-        licence=str(licence),
+        owners=frozenset({str(owner)}),
+        licences=frozenset({str(licence)}),
     )
 
 
@@ -145,21 +189,28 @@ def _codes(value: Any, name: str, where: str, *, nonempty: bool) -> frozenset[st
     return frozenset(value)
 
 
-def _combine(a: Marking, b: Marking, scale: Scale) -> Marking:
-    top = a if scale.rank(a.classification) >= scale.rank(b.classification) else b
+def combine(markings: Iterable[Marking], *, scale: Scale = Scale()) -> Marking:
+    """The stricter of all ``markings`` as one marking: highest classification, intersection of
+    ``releasable_to``, union of caveats, owners and licences. Raises ValueError for none."""
+    items = list(markings)
+    if not items:
+        raise ValueError("combine of no markings")
     return Marking(
-        classification=top.classification,
-        releasable_to=a.releasable_to & b.releasable_to,
-        caveats=a.caveats | b.caveats,
-        owner=a.owner,
-        licence=a.licence if a.licence == b.licence else f"{a.licence}; {b.licence}",
+        classification=max(items, key=lambda m: scale.rank(m.classification)).classification,
+        releasable_to=frozenset.intersection(*(m.releasable_to for m in items)),
+        caveats=frozenset().union(*(m.caveats for m in items)),
+        owners=frozenset().union(*(m.owners for m in items)),
+        licences=frozenset().union(*(m.licences for m in items)),
     )
 
 
 def unmarked_open_data(audience: Audience, *, scale: Scale = Scale()) -> Marking:
     """The marking given to an unmarked item when the workflow allows unmarked open data: the
     lowest level, releasable to exactly this audience (no broader claim is made)."""
-    return Marking(scale.lowest, audience.members, frozenset(), "unknown", UNMARKED_LICENCE)
+    return Marking(
+        scale.lowest, audience.members, frozenset(), frozenset({"unknown"}),
+        frozenset({UNMARKED_LICENCE}),
+    )
 
 
 # --------------------------------------------------------------------------- decisions
@@ -180,15 +231,8 @@ def high_water_mark(markings: Iterable[Marking], *, scale: Scale = Scale()) -> L
     items = list(markings)
     if not items:
         raise ValueError("high_water_mark of no markings")
-    top = max(items, key=lambda m: scale.rank(m.classification))
-    releasable = frozenset.intersection(*(m.releasable_to for m in items))
-    return Label(
-        classification=top.classification,
-        releasable_to=releasable,
-        caveats=frozenset().union(*(m.caveats for m in items)),
-        licences=frozenset(m.licence for m in items),
-        owners=frozenset(m.owner for m in items),
-    )
+    m = combine(items, scale=scale)
+    return Label(m.classification, m.releasable_to, m.caveats, m.licences, m.owners)
 
 
 # --------------------------------------------------------------------------- configuration

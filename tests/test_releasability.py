@@ -105,8 +105,8 @@ markings_st = st.builds(
     classification=st.sampled_from(DEFAULT_SCALE),
     releasable_to=st.frozensets(codes, min_size=1),
     caveats=st.frozensets(st.sampled_from(["A", "B", "C"])),
-    owner=st.sampled_from(["NLD", "NOR", "ACME"]),
-    licence=st.sampled_from(["CC-BY-4.0", "EULA"]),
+    owners=st.frozensets(st.sampled_from(["NLD", "NOR", "ACME"]), min_size=1),
+    licences=st.frozensets(st.sampled_from(["CC-BY-4.0", "EULA"]), min_size=1),
 )
 
 
@@ -123,7 +123,8 @@ def test_label_never_lower_and_audience_inside_every_used_scene(ms, members):
         assert scale.rank(label.classification) >= scale.rank(m.classification)
         assert audience.members <= m.releasable_to
         assert label.releasable_to <= m.releasable_to
-        assert m.caveats <= label.caveats and m.licence in label.licences
+        assert m.caveats <= label.caveats and m.licences <= label.licences
+        assert m.owners <= label.owners
     assert audience.members <= label.releasable_to
 
 
@@ -260,7 +261,8 @@ def test_unmarked_open_data_only_when_allowed(marked, tmp_path):
     lenient = discover(spec_from_dict(base | {"allow_unmarked": True}, base_dir=root))
     unmarked = {s.id for s in lenient.scenes} - {s.id for s in strict.scenes}
     assert {_key(i) for i in unmarked} == {"LC09_L2SP_194028_20250627"}
-    assert dict(lenient.markings)[unmarked.pop()].licence == "unmarked-open-data"
+    markings = {key[1]: m for key, m in lenient.markings}
+    assert markings[unmarked.pop()].licences == {"unmarked-open-data"}
 
 
 def test_no_withheld_id_or_href_leaks(marked, tmp_path, cluster, caplog, capsys):

@@ -14,17 +14,21 @@ share platform and nearly the time but not the footprint, so they are never dupl
 4. the later metadata record (``updated``, else ``created``);
 5. the greater (collection, id), so that the choice never depends on the order of discovery.
 
-The dropped scene is reported with the rule that decided, never silently discarded.
+The dropped scene is reported with the rule that decided, never silently discarded. Its marking
+is not: the kept scene carries the stricter of both (:func:`carry_markings`), since the pixels it
+gives are the same acquisition's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.catalog.profiles import version_tuple
 from pipeline.catalog.scene import Scene
+from pipeline.errors import RunError
+from pipeline.releasability import Marking, MarkingConflict, Scale, SceneKey, combine
 
 MAX_SECONDS_APART = 2.0
 MIN_OVERLAP = 0.8
@@ -39,6 +43,14 @@ class Duplicate:
     kept_collection: str
     dropped_collection: str
     rule: str  # which rule decided, e.g. "processing level 2 > 1"
+
+    @property
+    def kept_key(self) -> SceneKey:
+        return (self.kept_collection, self.kept)
+
+    @property
+    def dropped_key(self) -> SceneKey:
+        return (self.dropped_collection, self.dropped)
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -78,6 +90,52 @@ def drop_duplicates(scenes: Sequence[Scene]) -> tuple[list[Scene], list[Duplicat
         window.append(i)
     kept = [s for n, s in enumerate(scenes) if winner[n] == n]
     return kept, duplicates
+
+
+def carry_markings(
+    markings: Mapping[SceneKey, Marking],
+    duplicates: Sequence[Duplicate],
+    *,
+    scale: Scale,
+) -> tuple[dict[SceneKey, Marking], list[MarkingConflict]]:
+    """``markings`` with each kept scene's raised to the stricter of every publication it
+    replaced (also through a chain: A dropped for B, B for C), and the acquisitions whose
+    publications were marked differently. All were admitted, so their combination still admits
+    the audience (the intersection keeps it, the highest level is one of theirs).
+
+    Raises RunError naming a scene of ``duplicates`` that has no marking (a caller's bug)."""
+    parent = {d.dropped_key: d.kept_key for d in duplicates}
+
+    def final(key: SceneKey) -> SceneKey:
+        for _ in range(len(parent) + 1):  # a scene is dropped at most once: no cycle
+            if key not in parent:
+                return key
+            key = parent[key]
+        raise RunError(f"duplicates form a cycle through {key[0]}/{key[1]}")
+
+    groups: dict[SceneKey, list[SceneKey]] = {}
+    for key in parent:
+        groups.setdefault(final(key), []).append(key)
+    out = dict(markings)
+    conflicts = []
+    for kept, dropped in groups.items():
+        own = tuple(_marking(markings, k) for k in (kept, *dropped))
+        out[kept] = combine(own, scale=scale)
+        if any(m != own[0] for m in own):
+            conflicts.append(MarkingConflict(
+                "same_acquisition", kept, tuple(dropped), own, out[kept], withheld=False
+            ))
+    return out, conflicts
+
+
+def _marking(markings: Mapping[SceneKey, Marking], key: SceneKey) -> Marking:
+    try:
+        return markings[key]
+    except KeyError:
+        raise RunError(
+            f"scene {key[0]}/{key[1]} has no marking: its label cannot be known",
+            reason="no_marking",
+        ) from None
 
 
 def same_acquisition(a: Scene, b: Scene) -> bool:

@@ -114,6 +114,13 @@ class Scene:
     harmonisation: HarmonisationUse | None = None
 
     @property
+    def key(self) -> tuple[str, str]:
+        """The scene's identity, (collection, item id): an id alone may repeat across
+        collections. Unique among a discovery's scenes (a second item with one collection/id
+        is rejected as ``duplicate_id``), so markings are looked up by it, never by id."""
+        return (self.collection, self.id)
+
+    @property
     def solar_day(self) -> dt.date:
         """The local solar date at the footprint's centre (UTC shifted by longitude / 15 h)."""
         lon = self.footprint.centroid.x
