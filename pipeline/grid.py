@@ -15,6 +15,11 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from pipeline.errors import NoScenesError
+from pipeline.extent import Bounds, PlanLimits, grid_shape
+
+Anchor = str | tuple[float, float]
+"""odc-geo's snapping anchor: 'edge' (pixel edges on multiples of the resolution), 'center'
+(pixel centres there), or (fx, fy) pixel fractions; None keeps the given bounds exactly."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,30 @@ class TargetGrid:
 
     @classmethod
     def from_bounds(
-        cls, bounds: tuple[float, float, float, float], *, crs: str, resolution: float, chunk: int
+        cls,
+        bounds: Bounds,
+        *,
+        crs: str,
+        resolution: float,
+        chunk: int,
+        anchor: Anchor | None = None,
+        limits: PlanLimits | None = None,
+        source: str = "grid.bounds",
     ) -> TargetGrid:
-        gbox = GeoBox.from_bbox(bounds, crs, resolution=resolution)
+        """The grid over ``bounds`` (grid CRS units). Without ``anchor`` the bounds are kept
+        exactly: origin (xmin, ymax), shape = extent / resolution, and bounds that are not whole
+        pixels are refused (never moved silently). With ``anchor`` odc-geo snaps them outward.
+        Its size is checked against ``limits`` from arithmetic, before anything is built."""
+        shape = grid_shape(
+            bounds, resolution, chunk=chunk, snapped=anchor is not None,
+            limits=limits or PlanLimits(), source=source,
+        )
+        if shape is not None:
+            xmin, ymax = float(bounds[0]), float(bounds[3])
+            res = float(resolution)
+            return cls(str(crs), (res, 0.0, xmin, 0.0, -res, ymax), shape, chunk)
+        assert anchor is not None  # grid_shape leaves the shape to odc-geo only when snapping
+        gbox = GeoBox.from_bbox(bounds, crs, resolution=resolution, anchor=_odc_anchor(anchor))
         t = gbox.transform
         return cls(str(crs), (t.a, t.b, t.c, t.d, t.e, t.f), (gbox.shape.y, gbox.shape.x), chunk)
 
@@ -61,8 +87,12 @@ class TargetGrid:
         resolution: float,
         chunk: int,
         bbox: tuple[float, float, float, float] | None = None,
+        anchor: Anchor | None = None,
+        limits: PlanLimits | None = None,
     ) -> TargetGrid:
-        """The grid over the union of lon/lat footprints (clipped to a lon/lat bbox if given)."""
+        """The grid over the union of lon/lat footprints (clipped to a lon/lat bbox if given),
+        snapped outward to the resolution (``anchor``, default 'edge'): the run report records
+        the bounds it ends up with."""
         shapes = list(footprints)
         if not shapes:
             raise NoScenesError("no scene footprints to derive the grid bounds from")
@@ -73,8 +103,21 @@ class TargetGrid:
             raise NoScenesError("the scenes' footprints do not overlap the workflow's bbox")
         b = area.to_crs(crs).boundingbox
         return cls.from_bounds(
-            (b.left, b.bottom, b.right, b.top), crs=crs, resolution=resolution, chunk=chunk
+            (b.left, b.bottom, b.right, b.top),
+            crs=crs,
+            resolution=resolution,
+            chunk=chunk,
+            anchor=anchor if anchor is not None else "edge",
+            limits=limits,
+            source="the scenes' footprints (no grid.bounds given)",
         )
+
+    @property
+    def bounds(self) -> Bounds:
+        """(xmin, ymin, xmax, ymax) of the grid's outer pixel edges (north-up grid)."""
+        a, _, c, _, e, f = self.transform
+        ny, nx = self.shape
+        return (c, f + e * ny, c + a * nx, f)
 
     @property
     def geobox(self) -> GeoBox:
@@ -141,3 +184,12 @@ class TargetGrid:
         x = c + a * (np.arange(nx) + 0.5)
         y = f + e * (np.arange(ny) + 0.5)
         return y, x
+
+
+def _odc_anchor(anchor: Anchor):
+    """Our anchor in odc-geo's terms: a name as is, a pixel-fraction pair as an ``XY``."""
+    if isinstance(anchor, str):
+        return anchor
+    from odc.geo import xy_
+
+    return xy_(*anchor)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.catalog.scene import Scene
+from pipeline.errors import PlanTooLarge
+from pipeline.extent import PlanLimits, check_grid_size, fmt_bounds
 from pipeline.grid import ChunkGrid, TargetGrid
 from pipeline.radiometry import Masking
 
@@ -115,7 +117,8 @@ class Plan:
         cy, cx = self.grid.chunk_counts
         return (
             f"{len(self.scenes)} scenes in {len(self.slots)} time slots → grid {ny}×{nx} px "
-            f"({self.grid.crs}, {abs(self.grid.transform[0]):g} m), {cy * cx} chunks of "
+            f"({self.grid.crs}, {abs(self.grid.transform[0]):g} m, bounds "
+            f"{fmt_bounds(self.grid.bounds)}), {cy * cx} chunks of "
             f"{self.grid.chunk} px, {len(self.tasks)} tasks"
         )
 
@@ -158,13 +161,19 @@ def make_plan(
     grid: TargetGrid,
     outputs: Outputs,
     known_chunks: Callable[[Scene], list[tuple[int, int]] | None] | None = None,
+    limits: PlanLimits | None = None,
 ) -> Plan:
     """Assign every scene to its slot and to the chunks its footprint touches.
 
     Scenes that touch no chunk of the grid are left out (``Plan.scenes`` lists those used).
     ``known_chunks(scene)`` may give the chunks a scene was found to touch before (nightly runs
     keep them in the ledger: a footprint-to-tiles query costs milliseconds per scene).
+    A plan beyond ``limits`` is refused (:class:`PlanTooLarge`) as soon as the arithmetic shows
+    it: the grid's pixels and chunks before any footprint is intersected (~60 µs a chunk), the
+    time slots before any task is built, then the memory of the largest task.
     """
+    limits = limits or PlanLimits()
+    check_grid_size(grid.shape, grid.chunk, limits, source="the grid")
     pad = 2.0 + outputs.halo  # a scene touching a chunk's halo matters to that chunk
 
     def chunks_of(s: Scene) -> list[tuple[int, int]]:
@@ -174,6 +183,12 @@ def make_plan(
     touching = {s.id: chunks_of(s) for s in scenes}
     used = [s for s in scenes if touching[s.id]]
     slots = time_slots(used)
+    if len(slots) > limits.max_time_slots:
+        raise PlanTooLarge(
+            f"the scenes fall in {len(slots):,} time slots (collection × solar day), above "
+            f"limits.max_time_slots = {limits.max_time_slots:,}. Narrow 'datetime' or "
+            "'collections', or raise limits.max_time_slots in the workflow spec"
+        )
     outputs = _with_default_targets(outputs, slots)
     slot_of = {sid: slot.index for slot in slots for sid in slot.scene_ids}
     ordered = sorted(used, key=lambda s: (slot_of[s.id], s.datetime, s.id))
@@ -193,7 +208,48 @@ def make_plan(
         )
         for key in sorted(per_chunk)
     )
+    _check_task_memory(tasks, outputs, limits)
     return Plan(grid, slots, tasks, tuple(ordered), outputs)
+
+
+def task_memory(task: ChunkTask, outputs: Outputs) -> int:
+    """Estimated bytes one chunk task holds (README "Memory per task"). Median, percentile,
+    medoid and blending keep every observation: a (T, B, Y, X) float32 stack of the slots
+    touching the chunk, Y × X the chunk plus its halo. Streaming methods hold one slot buffer
+    plus each mosaic's O(B·Y·X) state (float32 values, uint16 count, int32 source, float64
+    score and key, float64 sums for 'mean'). GDAL's capped cache and one scene-sized scratch
+    array come on top."""
+    from pipeline.compositing import can_stream  # compositing imports this module
+
+    g = task.grid_read
+    pixels, nb = g.height * g.width, len(outputs.bands)
+    if not can_stream(outputs.mosaics):
+        return len(task.slots) * nb * pixels * 4
+    state = sum(4 * nb + 22 + (8 * nb if m.method == "mean" else 0) for m in outputs.mosaics)
+    return pixels * (4 * nb + 1 + state)
+
+
+def _check_task_memory(tasks: Sequence[ChunkTask], outputs: Outputs, limits: PlanLimits) -> None:
+    if not tasks:
+        return
+    from pipeline.compositing import can_stream
+
+    worst = max(tasks, key=lambda t: task_memory(t, outputs))
+    need = task_memory(worst, outputs)
+    if need > limits.max_task_memory:
+        g = worst.grid_read
+        held = (
+            f"{len(outputs.mosaics)} mosaic states" if can_stream(outputs.mosaics)
+            else f"{len(worst.slots)} time slots"
+        )
+        raise PlanTooLarge(
+            f"chunk {worst.chunk.name} would hold about {need / 2**20:,.0f} MiB ({held} × "
+            f"{len(outputs.bands)} bands × {g.height} × {g.width} px, float32), above "
+            "limits.max_task_memory = "
+            f"{limits.max_task_memory / 2**20:,.0f} MiB. Use a smaller grid.chunk (memory "
+            "grows with its square), a shorter 'datetime', a streaming mosaic method (latest, "
+            "mean, best-pixel, ...), or raise limits.max_task_memory in the workflow spec"
+        )
 
 
 def _with_default_targets(outputs: Outputs, slots: Sequence[TimeSlot]) -> Outputs:

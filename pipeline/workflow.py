@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import SpecError
+from pipeline.errors import InputError, SpecError
+from pipeline.extent import PlanLimits, grid_shape
 from pipeline.methods import SINGLE_SOURCE_METHODS
 
 MAX_SPEC_BYTES = 256 * 1024
 """A workflow spec is a few hundred bytes; anything this large is refused before parsing."""
+
+MAX_YAML_DEPTH = 64
+"""Nesting levels a spec, groups file or cluster profile may have (a GeoJSON MultiPolygon in
+``intersects`` needs 7); deeper YAML is refused before PyYAML's recursive composer overflows."""
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average"]
 MosaicMethod = Literal[
@@ -29,7 +37,11 @@ MosaicMethod = Literal[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: '.inf', '.nan' and '1e400' are refused for every number of the spec
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+PixelFraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class GridSpec(_Strict):
@@ -44,6 +56,12 @@ class GridSpec(_Strict):
         default=1024, description="output chunk edge in pixels (one task per chunk)"
     )
     resampling: Resampling = "nearest"
+    anchor: Literal["edge", "center"] | tuple[PixelFraction, PixelFraction] | None = Field(
+        default=None,
+        description="let odc-geo snap the bounds outward: 'edge' puts pixel edges on multiples "
+        "of the resolution, 'center' pixel centres, [fx, fy] a pixel fraction; default: the "
+        "bounds are kept exactly and must be whole pixels",
+    )
 
     @field_validator("crs")
     @classmethod
@@ -63,6 +81,46 @@ class GridSpec(_Strict):
         if value is not None and not (value[0] < value[2] and value[1] < value[3]):
             raise ValueError("bounds are [xmin, ymin, xmax, ymax] with xmin < xmax, ymin < ymax")
         return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class LimitsSpec(_Strict):
+    """Ceilings that make an absurd plan fail at once, naming the limit, instead of running for
+    hours or exhausting memory. A real job above one raises it here."""
+
+    max_pixels: Annotated[int, Field(ge=1)] = Field(
+        default=PlanLimits.max_pixels, description="grid pixels, y × x"
+    )
+    max_tasks: Annotated[int, Field(ge=1)] = Field(
+        default=PlanLimits.max_tasks,
+        description="chunk tasks; the grid's chunk count is checked (each chunk may be a task)",
+    )
+    max_time_slots: Annotated[int, Field(ge=1)] = Field(
+        default=PlanLimits.max_time_slots, description="time slots (collection × solar day)"
+    )
+    max_task_memory: Annotated[int, Field(ge=1)] = Field(
+        default=PlanLimits.max_task_memory,
+        description="bytes one chunk task may hold, e.g. 4GiB or 500MB (README 'Memory per "
+        "task': T × B × (chunk + 2·halo)² × 4 for median, percentile, medoid and blend)",
+    )
+
+    @field_validator("max_task_memory", mode="before")
+    @classmethod
+    def _parse_size(cls, value: Any):
+        if isinstance(value, str):
+            match = _SIZE.match(value)
+            if match is None:
+                raise ValueError("a size is bytes or a number with B, KB, MB, GB, KiB, MiB, GiB")
+            number, unit = match.groups()
+            return int(float(number) * _UNITS[(unit or "").lower()])
+        return value
+
+    def plan_limits(self) -> PlanLimits:
+        return PlanLimits(**self.model_dump())
 
 
 class CubeProduct(_Strict):
@@ -230,6 +288,10 @@ class WorkflowSpec(_Strict):
     allowed_roots: tuple[str, ...] | None = Field(
         default=None,
         description="folders/URL prefixes asset links may point into; default: the catalog's own",
+    )
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec,
+        description="ceilings on grid pixels, tasks, time slots and per-task memory",
     )
     # ---- ingest (pipeline/catalog): search terms, sensor profile, mirrors; see docs/ingest.md
     intersects: dict[str, Any] | None = Field(
@@ -400,7 +462,11 @@ def _day_end(day: dt.date) -> dt.datetime:
 
 
 class _NoAliasSafeLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors/aliases: specs never need them, alias bombs do."""
+    """SafeLoader that refuses anchors/aliases (specs never need them, alias bombs do), merge
+    keys, duplicate keys (PyYAML keeps the last one silently) and nesting deeper than
+    :data:`MAX_YAML_DEPTH` (PyYAML composes recursively: 10 000 ``[`` overflow the stack)."""
+
+    _depth = 0
 
     def compose_node(self, parent, index):  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
@@ -415,24 +481,88 @@ class _NoAliasSafeLoader(yaml.SafeLoader):
                 None, None, "YAML anchors (&name) are not allowed in workflow specs",
                 event.start_mark,
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML nested deeper than {MAX_YAML_DEPTH} levels; a spec needs a "
+                "handful: flatten it", event.start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "YAML merge keys (<<) are not allowed: write the keys out",
+                        key_node.start_mark,
+                    )
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: PyYAML's own check names it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f"duplicate key {key!r}: first at line {first.start_mark.line + 1}, "
+                        f"again at line {key_node.start_mark.line + 1}; give each key once "
+                        "(delete one, or merge their values)",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_capped(path: Path, *, limit: int, what: str) -> bytes:
+    """The bytes of a small regular file, at most ``limit`` of them read. A FIFO, device or
+    socket is refused before any read (a FIFO blocks, ``/dev/zero`` never ends): opened
+    non-blocking, checked with fstat on the open descriptor (no race with a swapped path)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise SpecError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpecError(
+                f"{what} {path} is not a regular file (a folder, device, FIFO or socket); "
+                "give the path of a YAML file"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise SpecError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise SpecError(
+            f"{what} {path} is larger than the {limit}-byte limit for one; is it the right file?"
+        )
+    return raw
+
+
+def load_yaml_file(path: Path, *, limit: int, what: str) -> Any:
+    """Read a small YAML file (size-capped, regular files only) with the strict safe loader;
+    every problem is one :class:`SpecError` line naming the file, line and column."""
+    raw = read_capped(path, limit=limit, what=what)
+    try:
+        return yaml.load(raw.decode("utf-8"), Loader=_NoAliasSafeLoader)  # noqa: S506 (safe)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise SpecError(f"{path}{where}: not valid YAML for a {what}: {problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid YAML for a {what}: {exc}") from None
 
 
 def load_spec(path: str | Path) -> WorkflowSpec:
     """Read, safely parse and strictly validate a workflow spec file."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"cannot read workflow spec {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(
-            f"{path}: {len(raw)} bytes is larger than the {MAX_SPEC_BYTES}-byte limit for a spec"
-        )
-    try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_NoAliasSafeLoader)  # noqa: S506 (safe)
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: not valid YAML for a workflow spec: {exc}") from None
+    data = load_yaml_file(path, limit=MAX_SPEC_BYTES, what="workflow spec")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a workflow spec is a mapping of keys (version, name, ...)")
     return spec_from_dict(data, base_dir=path.parent.resolve(), source=str(path))
@@ -444,7 +574,40 @@ def spec_from_dict(data: dict[str, Any], *, base_dir: Path, source: str = "spec"
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_explain(exc, source)) from None
+    _check_grid(spec, source)
     return _resolve_paths(spec, base_dir)
+
+
+def _check_grid(spec: WorkflowSpec, source: str) -> None:
+    """Given bounds are checked here, so ``aquila validate`` refuses what the run would: bounds
+    that are not whole pixels (without grid.anchor) and grids beyond ``limits``."""
+    g = spec.grid
+    if g.bounds is None:
+        return
+    try:
+        grid_shape(g.bounds, g.resolution, chunk=g.chunk, snapped=g.anchor is not None,
+                   limits=spec.limits.plan_limits())
+    except InputError as exc:  # SpecError or PlanTooLarge: the same error, naming the file
+        raise type(exc)(f"{source}: {exc.message}") from None
+
+
+def grid_summary(spec: WorkflowSpec) -> str:
+    """One line for ``aquila validate``: the grid the run will write, and whether it moved from
+    the bounds the spec gives (only with grid.anchor) or comes from the scenes."""
+    from pipeline.extent import fmt_bounds
+    from pipeline.grid import TargetGrid
+
+    g = spec.grid
+    if g.bounds is None:
+        return (f"{g.crs} at {g.resolution:g}: bounds from the scenes' footprints, snapped "
+                f"outward (anchor {g.anchor or 'edge'}); the run report records them")
+    grid = TargetGrid.from_bounds(g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk,
+                                  anchor=g.anchor, limits=spec.limits.plan_limits())
+    ny, nx = grid.shape
+    moved = tuple(grid.bounds) != tuple(g.bounds)
+    how = f"snapped by grid.anchor {g.anchor}" if moved else "exactly grid.bounds"
+    return (f"{ny} × {nx} px of {g.resolution:g} in {g.crs}, bounds "
+            f"{fmt_bounds(grid.bounds)} ({how})")
 
 
 def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
