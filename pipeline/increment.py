@@ -21,6 +21,10 @@ For one chunk ``c`` and cube slot index ``j``, the *content* is the tuple of sce
 * slots the mosaic needs but the cube does not rewrite are read back from the committed cube
   when that is exact (no halo, no quality mask needed: the cube stores neither), else from the
   scenes.
+
+A scene whose assets were rewritten in place (same item, same scene record and token, new pixels:
+see :mod:`pipeline.io.identity`) is passed in ``changed``: its contents tonight count as new, so
+everything it touches is re-read and rewritten as for a reprocessed scene.
 """
 
 from __future__ import annotations
@@ -165,13 +169,15 @@ def diff(
     reuse_cube: bool,
     block: int = 1,
     token: Callable[[Scene], str] = scene_token,
+    changed: frozenset[str] = frozenset(),
 ) -> Increment:
     """The work orders that turn the committed store (plan ``old``; None: empty store) into
     tonight's (plan ``new``). ``reuse_cube``: slots may be read back from the committed cube;
-    ``block``: slots per cube store chunk; ``token``: see :func:`contents`."""
+    ``block``: slots per cube store chunk; ``token``: see :func:`contents`; ``changed``: tokens
+    of scenes whose assets were rewritten in place (same scene record, new pixels)."""
     grid = new.grid
     old_c = contents(old, token) if old is not None else {}
-    new_c = contents(new, token)
+    new_c = contents(new, _renewed(token, changed) if changed else token)
     tasks = {(t.chunk.iy, t.chunk.ix): t for t in new.tasks}
     orders = []
     for key in sorted(set(old_c) | set(new_c)):
@@ -203,6 +209,19 @@ def diff(
         added_slots=tuple(j for j, k in enumerate(new_keys) if k not in set(old_keys)),
         removed_slots=tuple(i for i, k in enumerate(old_keys) if k not in set(new_keys)),
     )
+
+
+def _renewed(token: Callable[[Scene], str], changed: frozenset[str]) -> Callable[[Scene], str]:
+    """``token``, with the scenes rewritten in place given a token no committed content holds:
+    every slot and mosaic they touch then differs, so they are re-read exactly as a reprocessed
+    scene would be (never copied from the cube). Only the diff sees it: tonight's plan digest
+    keeps the scene's own token, which the next night re-makes from the ledger."""
+
+    def renewed(scene: Scene) -> str:
+        t = token(scene)
+        return t + "+rewritten" if t in changed else t
+
+    return renewed
 
 
 def _order(

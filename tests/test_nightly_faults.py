@@ -53,13 +53,19 @@ def test_transient_faults_are_retried_and_permanent_ones_reject_the_scene(nine, 
     flaky, missing, truncated, forbidden, slow = (scenes[i].item_id for i in (0, 2, 4, 5, 7))
     with serve(root) as server:
         _serve_assets(root, server)
-        server.script[_first_asset(root, flaky)] = [503, 503]
-        server.always[_first_asset(root, missing)] = 404
-        path = _first_asset(root, truncated)
-        server.truncate[path] = (root / path.lstrip("/")).stat().st_size * 2 // 3
-        server.always[_first_asset(root, forbidden)] = 403
-        server.script[_first_asset(root, slow)] = ["timeout"]
-        server.stall_s = 2.5
+
+        def arm(kind, _value) -> None:  # faults meet the reads, not the listing's identity HEADs
+            if kind != "discovered":
+                return
+            server.answers.clear()  # the reads' answers only
+            server.script[_first_asset(root, flaky)] = [503, 503]
+            server.always[_first_asset(root, missing)] = 404
+            path = _first_asset(root, truncated)
+            server.truncate[path] = (root / path.lstrip("/")).stat().st_size * 2 // 3
+            server.always[_first_asset(root, forbidden)] = 403
+            server.script[_first_asset(root, slow)] = ["timeout"]
+            server.stall_s = 2.5
+
         spec = night_spec(
             root,
             tmp_path / "out",
@@ -75,6 +81,7 @@ def test_transient_faults_are_retried_and_permanent_ones_reject_the_scene(nine, 
                     retry=RetryPolicy(attempts=4, base_s=0.05, cap_s=0.2), http_timeout_s=1
                 ),
             ),
+            on_event=arm,
         )
         answers = {
             sid: server.answered(_first_asset(root, sid)) for sid in (flaky, missing, forbidden)

@@ -4,7 +4,9 @@ For each item that normalised, the ledger keeps its key (collection, id), the ch
 document as normalisation read it, the normalised :class:`Scene` itself (so an unchanged item is
 never normalised again), a token of that scene (what the cube's pixels depend on), its status
 (``ingested``, or ``duplicate`` when another publication of the acquisition won), its processing
-version facts, and the chunks whose products it contributed pixels to (the ``used`` lineage).
+version facts, the chunks whose products it contributed pixels to (the ``used`` lineage), and
+the content identity of each of its assets (:mod:`pipeline.io.identity`: a file rewritten under
+the same href, its item unchanged, is noticed by it and re-read).
 
 It is stored as one zlib-compressed JSON document in the Icechunk repository
 (``/_aquila/state``), written in the same commit as the pixels: the ledger and the cube can never
@@ -50,6 +52,9 @@ class LedgerEntry:
     status: str = INGESTED  # INGESTED | DUPLICATE | outside (touches no chunk)
     used_in: tuple[str, ...] = ()  # chunk names (r000-c001) it contributed pixels to
     chunks: tuple[tuple[int, int], ...] | None = None  # chunks its footprint touches (None: ?)
+    # (href, content identity) of its assets when last read (pipeline.io.identity); None: a
+    # ledger written before identities were kept (tonight's become the baseline)
+    assets: tuple[tuple[str, str], ...] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -249,6 +254,7 @@ def _entry_to_dict(e: LedgerEntry) -> dict[str, Any]:
         "version": e.version,
         "used_in": list(e.used_in),
         "chunks": None if e.chunks is None else [list(c) for c in e.chunks],
+        "assets": None if e.assets is None else [list(a) for a in e.assets],
         "scene": orjson.Fragment(scene_json(e.scene)),
     }
 
@@ -262,4 +268,5 @@ def _entry_from_dict(d: Mapping[str, Any]) -> LedgerEntry:
         status=d["status"],
         used_in=tuple(d["used_in"]),
         chunks=None if d.get("chunks") is None else tuple((int(a), int(b)) for a, b in d["chunks"]),
+        assets=None if d.get("assets") is None else tuple((str(h), str(i)) for h, i in d["assets"]),
     )
