@@ -8,12 +8,16 @@ from pathlib import Path
 
 from rich.markup import escape as esc
 
-from pipeline.report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from pipeline.report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from pipeline.runtime.cluster import positive_int
 
 EPILOG = """\
-exit codes: 0 success · 1 failure (cluster, storage, bug) · 2 bad input (spec, catalog, no
-scenes) · 3 partial (products written but some scene reads or chunks failed: see the report) ·
-75 busy (nightly: another run holds the store's lock; try again later)
+exit codes: 0 success · 1 failure (cluster, storage, bug; nothing published) · 2 bad input
+(spec, catalog, no scenes, a product path that is not Aquila's) · 3 partial (products written
+without the scenes that could not be read: see the report) · 75 busy (another run holds a
+store's lock; try again later) · 130 interrupted (Ctrl-C; nothing published)
+A product is built beside its store and swapped in only when complete: a run that fails or is
+interrupted leaves the previous product as it was.
 
 examples:
   aquila demo-catalog catalogs/demo          # generate the bundled demo catalog
@@ -63,14 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=2,
         metavar="N",
         help="local cluster: worker processes (default 2)",
     )
     run.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="local cluster: threads per worker (default 1)",
@@ -96,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--gdal-cache-mb",
-        type=int,
+        type=positive_int,
         default=256,
         metavar="MB",
         help="GDAL block cache per worker process (default 256)",
@@ -202,10 +206,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return nightly_main(args, console)
         if args.command == "validate":
-            from pipeline.workflow import load_spec
+            from pipeline.workflow import grid_summary, load_spec
 
             spec = load_spec(args.spec)
             console.print(f"[green]ok[/green] {esc(str(args.spec))}: workflow {spec.name!r}")
+            console.print(f"grid: {esc(grid_summary(spec))}")
             console.print_json(spec.model_dump_json())
             return EXIT_OK
         if args.command == "quicklook":
@@ -243,15 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     except AquilaError as exc:
         err.print(f"[red]failed[/red] {esc(f'[{exc.reason}] {exc.message}')}")
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red] by Ctrl-C; nothing was written")
+        return EXIT_INTERRUPTED
     return EXIT_FAILED  # pragma: no cover
 
 
 def _run(args, console) -> int:
 
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from pipeline.io.reader import ReaderSettings
-    from pipeline.run import RunOptions, run_workflow
+    from pipeline.run import RunOptions, default_report_path, run_workflow
     from pipeline.runtime.cluster import cluster_from_cli
     from pipeline.workflow import load_spec
 
@@ -300,10 +309,31 @@ def _run(args, console) -> int:
         report = run_workflow(
             spec, spec_path=str(args.spec), options=options, progress=progress, on_event=on_event
         )
+    except KeyboardInterrupt:  # run_workflow removed its builds and wrote the report first
+        bar.stop()
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            "[red]interrupted[/red] by Ctrl-C: nothing was published, the previous products "
+            f"are unchanged (report: {esc(str(options.report_path or default_report_path(spec)))})"
+        )
+        return EXIT_INTERRUPTED
     finally:
         bar.stop()
     _summary(console, report)
+    _say_failure(report)
     return report.exit_code
+
+
+def _say_failure(report) -> None:
+    """On stderr, last: one line saying what went wrong and what to do (the summary above it,
+    on stdout, has the details)."""
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if report.report_error:
+        err.print(f"[yellow]report[/yellow] {esc(report.report_error)}")
+    if report.status not in ("success", "partial") and report.error:
+        word = {"bad_input": "error", "busy": "busy"}.get(report.status, "failed")
+        err.print(f"[red]{word}[/red] {esc(report.error)}")
 
 
 def _summary(console, report) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.markup import escape as esc
 
 from pipeline.report import EXIT_OK
+from pipeline.runtime.cluster import positive_int
 
 NIGHTLY_HELP = """\
 Append the scenes the catalog gained since the last night to an Icechunk store (cube + mosaics),
@@ -41,14 +42,14 @@ def add_commands(sub) -> None:
     where.add_argument("--direct", action="store_true", help="no Dask: run in this process")
     night.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=2,
         metavar="N",
         help="local cluster: worker processes (default 2)",
     )
     night.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="local cluster: threads per worker (default 1)",
@@ -67,7 +68,7 @@ def add_commands(sub) -> None:
     )
     night.add_argument(
         "--gdal-cache-mb",
-        type=int,
+        type=positive_int,
         default=256,
         metavar="MB",
         help="GDAL block cache per worker process (default 256)",
@@ -197,6 +198,13 @@ def _nightly(args, console) -> int:
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         _summary(console, report)
+    if report.status in ("failed", "bad_input", "busy") and report.error:
+        from rich.console import Console  # last, on stderr: what went wrong, what to do
+
+        word = {"bad_input": "error", "busy": "busy"}.get(report.status, "failed")
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[red]{word}[/red] {esc(report.error)}"
+        )
     return report.exit_code
 
 
@@ -210,7 +218,8 @@ def _summary(console, r) -> None:
         console.print(f"  error: {esc(r.error)}")
     console.print(
         f"  scenes: {len(r.new)} new, {len(r.changed)} changed, "
-        f"{len(r.replaced)} replaced, {len(r.removed) + r.removed_withheld} removed, "
+        f"{len(r.changed_in_place)} rewritten in place, {len(r.replaced)} replaced, "
+        f"{len(r.removed) + r.removed_withheld} removed, "
         f"{len(r.rejected)} rejected"
         + (f", {r.withheld} withheld" if r.audience is not None else "")
     )
@@ -236,8 +245,10 @@ def _summary(console, r) -> None:
 
 
 def _history(args, console) -> int:
+    from pipeline.cube.publish import check_nightly_store
     from pipeline.cube.transaction import NightlyStore
 
+    check_nightly_store(args.store)  # a file or a foreign folder: one line, not a panic
     nights = NightlyStore.open(args.store, create=False).nights()
     rows = [
         {

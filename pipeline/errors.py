@@ -61,10 +61,24 @@ class HrefNotAllowed(InputError):
     reason = "href_not_allowed"
 
 
+class DocumentTooLarge(InputError):
+    """A catalog document (JSON, an NDJSON line) is larger than Aquila reads
+    (:data:`pipeline.io.documents.MAX_DOCUMENT_BYTES`)."""
+
+    reason = "document_too_large"
+
+
 class NoScenesError(InputError):
     """Nothing usable was found for the spec's collections/bbox/datetime."""
 
     reason = "no_scenes"
+
+
+class PlanTooLarge(InputError):
+    """The grid, the number of tasks or time slots, or a task's memory would exceed a limit of
+    the workflow's ``limits:`` section; refused before anything of that size is built."""
+
+    reason = "plan_too_large"
 
 
 class RunError(AquilaError):
@@ -101,3 +115,40 @@ class StoreBusy(RunError):
     """Another run holds the store's lock: one writer per store. Try again later."""
 
     reason = "store_busy"
+
+
+class StoreNotOurs(InputError):
+    """A product path holds something Aquila did not write (a user's folder or file, a symbolic
+    link, a foreign Icechunk repository). Aquila replaces only its own products: it refuses
+    before any work and leaves the path untouched."""
+
+    reason = "store_not_aquila"
+
+
+class ProductNotFound(InputError):
+    """A command that reads a product (``quicklook``, ``history``) was given a path where no
+    product is."""
+
+    reason = "product_missing"
+
+
+class StoreUnwritable(RunError):
+    """The file system refused a write: full (ENOSPC, EDQUOT, EFBIG), read-only (EROFS), or no
+    permission (EACCES, EPERM). Nothing was published; the previous products are unchanged."""
+
+    reason = "store_unwritable"
+
+    #: errno values that mean "the storage refused", not "a bug"
+    ERRNOS = frozenset({28, 122, 27, 30, 13, 1, 5})  # ENOSPC EDQUOT EFBIG EROFS EACCES EPERM EIO
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, *, doing: str) -> StoreUnwritable:
+        """``doing``: what was being written, e.g. "creating the build of out/mosaic.zarr"."""
+        hint = {
+            28: "free space on that file system",
+            122: "free space (the disk quota is exhausted)",
+            27: "raise the file size limit (ulimit -f) or free space",
+            30: "the file system is read-only: point the product's 'store:' at a writable folder",
+        }.get(exc.errno or 0, "give Aquila write access there, or choose a writable folder")
+        where = f" ({exc.filename})" if exc.filename else ""
+        return cls(f"{doing}: {exc.strerror or exc}{where}; {hint}, then run again")

@@ -13,9 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.report import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+from pipeline.report import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+)
 
-STATUSES = ("success", "nothing_new", "partial", "failed", "bad_input", "busy")
+STATUSES = ("success", "nothing_new", "partial", "failed", "bad_input", "busy", "interrupted")
 
 
 @dataclass
@@ -34,6 +41,8 @@ class NightReport:
     reused: int = 0  # items the ledger already held unchanged (not normalised again)
     new: list[str] = field(default_factory=list)  # scenes ingested for the first time
     changed: list[str] = field(default_factory=list)  # same id, a changed item document
+    # same item, an asset rewritten in place (its content identity changed): re-read
+    changed_in_place: list[str] = field(default_factory=list)
     replaced: list[dict[str, str]] = field(default_factory=list)  # {old, new, rule}
     removed: list[str] = field(default_factory=list)  # ingested before, not in the catalog now
     removed_withheld: int = 0  # ingested before, withheld from the audience now (count only)
@@ -60,6 +69,7 @@ class NightReport:
             "partial": EXIT_PARTIAL,
             "bad_input": EXIT_BAD_INPUT,
             "busy": EXIT_BUSY,
+            "interrupted": EXIT_INTERRUPTED,
         }.get(self.status, EXIT_FAILED)
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,6 +83,7 @@ class NightReport:
             "aquila:started": self.started,
             "aquila:new": len(self.new),
             "aquila:changed": len(self.changed),
+            "aquila:changed_in_place": len(self.changed_in_place),
             "aquila:replaced": len(self.replaced),
             "aquila:removed": len(self.removed) + self.removed_withheld,
             "aquila:rejected": len(self.rejected),
@@ -82,8 +93,6 @@ class NightReport:
         }
 
     def write(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, default=str))
-        tmp.replace(path)
-        return path
+        from pipeline.cube.publish import write_text_atomic  # unique temp file, synced, renamed
+
+        return write_text_atomic(path, json.dumps(self.as_dict(), indent=2, default=str))

@@ -4,7 +4,8 @@ The whole night, as a table of contents (:meth:`_Night.run`):
 
 1. take the store's lock (one writer; a dead run's lock is taken over);
 2. open the Icechunk store, drop branches left by killed runs, read the committed ledger;
-3. list the catalog, normalising only items the ledger does not hold unchanged;
+3. list the catalog, normalising only items the ledger does not hold unchanged, and take every
+   asset's content identity (a file rewritten under an unchanged item is re-read);
 4. plan tonight as a full run would (duplicates resolved, slots numbered), re-make the
    committed plan from the ledger, and diff the two (:mod:`pipeline.increment`);
 5. nothing to do: say so and commit nothing;
@@ -32,17 +33,19 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.catalog.dedupe import Duplicate, drop_duplicates
+from pipeline.catalog.dedupe import Duplicate, carry_markings, drop_duplicates
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.incremental import Listing, ingest_fingerprint, list_catalog
 from pipeline.catalog.scene import Scene
 from pipeline.cube.ledger import DUPLICATE, INGESTED, LedgerEntry, StoreState, Tokens
+from pipeline.cube.publish import check_nightly_store
 from pipeline.cube.stacmeta import write_product_stac
 from pipeline.cube.store import create_group, cube_layout, mosaic_layout
 from pipeline.cube.transaction import STATE_ARRAY, NightlyStore, Transaction, json_safe
 from pipeline.errors import AquilaError, InputError, RunError, SpecError, StoreBusy
 from pipeline.grid import TargetGrid
 from pipeline.increment import Increment, diff, plan_digest
+from pipeline.io.identity import IdentityProbe
 from pipeline.io.reader import RasterReader, ReaderSettings
 from pipeline.lineage import lineage
 from pipeline.methods import mosaic_layers
@@ -112,6 +115,7 @@ def run_nightly(
     try:
         night = _Night(spec, store, options, report, on_event, progress, t0)
         night.check_spec()
+        check_nightly_store(store)  # a file, or someone else's folder: refused untouched
         with store_lock(store, run_id=run_id) as lock:
             report.lock = {
                 "holder": asdict(lock.holder),
@@ -129,6 +133,12 @@ def run_nightly(
         report.status, report.error = "bad_input", f"[{exc.reason}] {exc.message}"
     except AquilaError as exc:
         report.status, report.error = "failed", f"[{exc.reason}] {exc.message}"
+    except KeyboardInterrupt:
+        # nothing is visible before the publish; the next run removes this run's branch
+        report.status = "interrupted"
+        report.error = "[interrupted] stopped by Ctrl-C; the last published night is unchanged"
+        _finish(report, t0, report_path)
+        raise
     except Exception as exc:  # noqa: BLE001 - an honest failure report, then re-raise
         report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"
         _finish(report, t0, report_path)
@@ -177,6 +187,7 @@ class _Night:
         self._client_stack = contextlib.ExitStack()
         self._client = None
         self.published: StoreState | None = None  # the state of the night this run commits
+        self.operator: tuple[OperatorReport, Path] | None = None  # with audience: report, path
 
     # ------------------------------------------------------------------ the night
 
@@ -187,9 +198,9 @@ class _Night:
                 "a nightly cube needs a fixed grid: give grid.bounds (without it the "
                 "grid would follow tonight's footprints)"
             )
-        self.grid = TargetGrid.from_bounds(
-            g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk
-        )
+        from pipeline.run import target_grid  # bounds exact or anchored; spec.limits
+
+        self.grid = target_grid(self.spec, ())
         self.layout = _layout(self.grid, self.outputs, self.groups) | {
             "time_block": self.options.time_block
         }
@@ -211,6 +222,7 @@ class _Night:
                         reuse_cube=self.reuse_cube,
                         block=self.options.time_block,
                         token=self.token,
+                        changed=self.rewritten(listing),
                     )
                     self.describe(tonight, inc, listing)
                 if inc.empty and not self.ledger_changed(tonight, listing):
@@ -264,7 +276,9 @@ class _Night:
         known = state.by_key() if state and state.extra.get("ingest") == self.ingest else {}
         if state is not None and not known:
             self.report.notes.append("normalisation settings changed: every item normalised again")
-        listing = list_catalog(self.spec, known)
+        recorded = {e.key: e.assets for e in state.entries} if state else {}
+        probe = IdentityProbe(self.reader.policy, timeout_s=self.reader.http_timeout_s)
+        listing = list_catalog(self.spec, known, recorded=recorded, probe=probe)
         r = self.report
         r.items_found, r.reused, r.withheld = (
             listing.items_found,
@@ -280,13 +294,15 @@ class _Night:
                 "clearance": self.rule.audience.clearance,
             }
             operator = OperatorReport(
-                self.run_id, self.spec.name, r.audience, [w.as_dict() for w in listing.withheld]
+                self.run_id, self.spec.name, r.audience, [w.as_dict() for w in listing.withheld],
+                [c.as_dict() for c in listing.conflicts],
             )
             path = (
                 self.options.operator_report_path
                 or Path(r.store + ".reports") / f"{self.run_id}.operator-report.json"
             )
             operator.write(path)  # before any pixel is read
+            self.operator = (operator, path)  # dedupe's marking conflicts are added at commit
             r.products["operator report"] = str(path)
             self.emit("withheld", (len(listing.withheld), path))
         r.seconds["discover"] = time.perf_counter() - t
@@ -307,6 +323,12 @@ class _Night:
             self.state = replace(self.state, plan_digest="")
             return None
         return plan
+
+    def rewritten(self, listing: Listing) -> frozenset[str]:
+        """Tokens of tonight's scenes whose assets were rewritten in place since the ledger
+        recorded their identities: the diff re-reads them as it would reprocessed scenes."""
+        moved = listing.changed_in_place
+        return frozenset(self.token(s) for s in listing.scenes if (s.collection, s.id) in moved)
 
     @property
     def reuse_cube(self) -> bool:
@@ -339,6 +361,7 @@ class _Night:
             grid=self.grid,
             outputs=self.outputs,
             known_chunks=lambda s: self.chunks.get(self.token(s)),
+            limits=self.spec.limits.plan_limits(),
         )
         touched: dict[str, list[tuple[int, int]]] = {s.id: [] for s in scenes}
         for task in plan.tasks:
@@ -357,6 +380,17 @@ class _Night:
         r.changed = [
             s.id for k, s in in_plan.items() if k in before and before[k].token != self.token(s)
         ]
+        r.changed_in_place = [  # the item alone did not change: its assets' content did
+            s.id
+            for k, s in in_plan.items()
+            if k in listing.changed_in_place and k in before and before[k].token == self.token(s)
+        ]
+        note = (
+            f"{len(r.changed_in_place)} scene(s) rewritten in place (same href, item "
+            f"unchanged: {', '.join(r.changed_in_place[:10])}): re-read, as if reprocessed"
+        )
+        if r.changed_in_place and note not in r.notes:  # once, whatever the passes
+            r.notes.append(note)
         r.replaced = [
             {"old": d.dropped, "new": d.kept, "rule": d.rule}
             for d in tonight.duplicates
@@ -391,12 +425,11 @@ class _Night:
         self.emit("planned", (tonight.plan, inc))
 
     def ledger_changed(self, tonight: _Tonight, listing: Listing) -> bool:
-        before = (
-            {(e.key, e.checksum, e.status) for e in self.state.entries} if self.state else set()
-        )
-        return before != {
-            (e.key, e.checksum, e.status) for e in self.entries(tonight, listing, used={})
-        }
+        def facts(entries) -> set:  # asset identities too: a new baseline is recorded
+            return {(e.key, e.checksum, e.status, e.assets) for e in entries}
+
+        before = facts(self.state.entries) if self.state else set()
+        return before != facts(self.entries(tonight, listing, used={}))
 
     def nothing_new(self, excluded: set[str]) -> None:
         r = self.report
@@ -583,8 +616,10 @@ class _Night:
         for s in tonight.normalised:
             status = INGESTED if s.id in in_plan else DUPLICATE if s.id not in kept else OUTSIDE
             checksum = listing.checksums[(s.collection, s.id)]
-            if s.id in tonight.fallbacks and self.state is not None:  # keep its old checksum
-                checksum = next(e.checksum for e in self.state.entries if e.id == s.id)
+            assets = listing.assets.get((s.collection, s.id))
+            if s.id in tonight.fallbacks and self.state is not None:  # keep what it was read as
+                old = next(e for e in self.state.entries if e.id == s.id)
+                checksum, assets = old.checksum, old.assets
             chunks = self.chunks.get(self.token(s))
             out.append(
                 LedgerEntry(
@@ -595,6 +630,7 @@ class _Night:
                     status,
                     tuple(sorted(used.get(s.id, ()))),
                     None if chunks is None else tuple(chunks),
+                    assets,
                 )
             )
         return out
@@ -616,6 +652,20 @@ class _Night:
                     used[s.id].add(order.chunk.name)
         return used
 
+    def markings(self, listing: Listing, tonight: _Tonight) -> dict | None:
+        """Markings by Scene.key, each kept scene's raised to the stricter of the publications
+        dedupe dropped for it; those conflicts are added to the operator report."""
+        if listing.markings is None or self.rule is None:
+            return None
+        markings, conflicts = carry_markings(
+            listing.markings, tonight.duplicates, scale=self.rule.scale
+        )
+        if conflicts and self.operator is not None:
+            operator, path = self.operator
+            operator.conflicts.extend(c.as_dict() for c in conflicts)
+            operator.write(path)
+        return markings
+
     def commit(self, txn, session, tonight: _Tonight, inc: Increment, results, listing) -> str:
         import zarr
 
@@ -627,7 +677,7 @@ class _Night:
             [sid for sid, chunks in used.items() if chunks],
             complete=True,
             audience=r.audience,
-            markings=listing.markings,
+            markings=self.markings(listing, tonight),
             scale=self.rule.scale if self.rule else None,
         )
         base = {

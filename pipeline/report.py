@@ -8,16 +8,23 @@ items only counted, never named); the operator report (``<name>.operator-report.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.cube.publish import write_text_atomic
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_PARTIAL = 3  # products written, but some scene reads or chunks failed: see the report
+EXIT_PARTIAL = 3  # products written without the scenes that could not be read: see the report
 EXIT_BUSY = 75  # another run holds the store's lock (EX_TEMPFAIL: try again later)
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (128 + SIGINT, as shells report it); nothing published
+
+EXIT_CODES = {
+    "success": EXIT_OK, "partial": EXIT_PARTIAL, "bad_input": EXIT_BAD_INPUT, "busy": EXIT_BUSY,
+    "interrupted": EXIT_INTERRUPTED,
+}  # any other status (failed) is EXIT_FAILED
 
 
 @dataclass
@@ -26,7 +33,7 @@ class RunReport:
     workflow: str
     spec: str
     started: str
-    status: str = "running"  # success | partial | failed | bad_input
+    status: str = "running"  # success | partial | failed | bad_input | busy | interrupted
     finished: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     scenes_found: int = 0
@@ -47,36 +54,28 @@ class RunReport:
     withheld: int = 0  # items withheld by releasability: a count only (names: operator report)
     labels: dict[str, Any] = field(default_factory=dict)  # product -> high-water-mark label
 
+    report_error: str | None = None  # why the report is not at its usual path (None: it is)
+
     @property
     def exit_code(self) -> int:
-        return {"success": EXIT_OK, "partial": EXIT_PARTIAL, "bad_input": EXIT_BAD_INPUT}.get(
-            self.status, EXIT_FAILED
-        )
+        return EXIT_CODES.get(self.status, EXIT_FAILED)
 
     def write(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
-        tmp.replace(path)
-        return path
+        """Replace ``path`` in one rename (a unique temporary file, synced, removed on error)."""
+        return write_text_atomic(path, json.dumps(asdict(self), indent=2, default=str))
 
 
 @dataclass
 class OperatorReport:
-    """For the operator only: the items withheld from the audience, and why."""
+    """For the operator only: the items withheld from the audience, and why; and the scenes
+    published more than once with different markings (``conflicts``: the stricter applied)."""
 
     run_id: str
     workflow: str
     audience: dict[str, Any] | None
     withheld: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
 
     def write(self, path: Path) -> Path:
         """Write with mode 0600 (created so, never world-readable even for a moment)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(asdict(self), indent=2, default=str))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(asdict(self), indent=2, default=str), mode=0o600)

@@ -6,8 +6,10 @@ never travel: each task reads, computes and writes its own chunk, and returns a 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,9 +21,19 @@ from pipeline.catalog.discover import Discovery, href_policy, releasability_of
 from pipeline.catalog.discover import discover as discover_items
 from pipeline.catalog.scene import Scene
 from pipeline.chunk import ChunkSummary, process_chunk
-from pipeline.cube.stacmeta import write_product_stac
+from pipeline.cube.publish import Publication, check_target, recover_stale
+from pipeline.cube.stacmeta import product_stac_text
 from pipeline.cube.store import create_cube, create_mosaic, write_attrs
-from pipeline.errors import AquilaError, InputError, NoScenesError, SpecError
+from pipeline.errors import (
+    AquilaError,
+    InputError,
+    NoScenesError,
+    RunError,
+    SpecError,
+    StoreBusy,
+    StoreNotOurs,
+    StoreUnwritable,
+)
 from pipeline.grid import TargetGrid
 from pipeline.io.reader import RasterReader, ReaderSettings
 from pipeline.lineage import lineage
@@ -31,6 +43,7 @@ from pipeline.radiometry import radiometry_outputs
 from pipeline.releasability import Marking, Scale
 from pipeline.report import OperatorReport, RunReport
 from pipeline.runtime.cluster import ClusterOptions, open_client
+from pipeline.runtime.lock import canonical, store_locks
 from pipeline.workflow import BestPixelSpec, MosaicProduct, WorkflowSpec
 
 Progress = Callable[[int, int], None]
@@ -55,16 +68,45 @@ def discover(spec: WorkflowSpec) -> Discovery:
 
 
 def target_grid(spec: WorkflowSpec, scenes: Sequence[Scene]) -> TargetGrid:
+    """The spec's grid: its bounds kept exactly (or snapped by grid.anchor), else the scenes'
+    footprints snapped outward; refused beyond spec.limits before anything grid-sized is built.
+    """
     g = spec.grid
+    limits = spec.limits.plan_limits()
     if g.bounds is not None:
-        return TargetGrid.from_bounds(g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk)
+        return TargetGrid.from_bounds(
+            g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk, anchor=g.anchor,
+            limits=limits,
+        )
     return TargetGrid.covering(
         (s.footprint for s in scenes),
         crs=g.crs,
         resolution=g.resolution,
         chunk=g.chunk,
         bbox=spec.bbox,
+        anchor=g.anchor,
+        limits=limits,
     )
+
+
+def grid_record(spec: WorkflowSpec, grid: TargetGrid) -> dict[str, Any]:
+    """The run report's ``grid``: the grid written, its final bounds and where they came from
+    (a grid that moved from what the spec says says so here)."""
+    g = spec.grid
+    if g.bounds is None:
+        origin = f"the scenes' footprints, snapped outward (anchor {g.anchor or 'edge'})"
+    elif g.anchor is not None:
+        origin = f"grid.bounds, snapped outward (grid.anchor {g.anchor})"
+    else:
+        origin = "grid.bounds, exactly"
+    return {
+        "crs": grid.crs,
+        "transform": list(grid.transform),
+        "shape": list(grid.shape),
+        "chunk": grid.chunk,
+        "bounds": list(grid.bounds),
+        "bounds_from": origin,
+    }
 
 
 def outputs_of(spec: WorkflowSpec) -> Outputs:
@@ -113,7 +155,8 @@ def create_stores(plan: Plan, attrs: dict[str, Any]) -> None:
 
 
 def task_key(task: ChunkTask, outputs: Outputs) -> str:
-    """Readable, deterministic task name: the chunk and a hash of its inputs (no scene ids)."""
+    """Readable task name: the chunk and a hash of its inputs and outputs (no scene ids). The
+    outputs are the run's build directories, so two runs never share a task key."""
     ident = repr(
         (
             task.chunk,
@@ -177,14 +220,21 @@ def execute_dask(
     }
     summaries: list[ChunkSummary] = []
     failed: list[dict] = []
-    for done, fut in enumerate(as_completed(futures), 1):
-        task = futures[fut]
-        try:
-            summaries.append(fut.result())
-        except Exception as exc:  # noqa: BLE001 - reported per chunk, the run goes on
-            failed.append({"chunk": task.chunk.name, "error": f"{type(exc).__name__}: {exc}"})
-        if progress:
-            progress(done, len(futures))
+    try:
+        for done, fut in enumerate(as_completed(futures), 1):
+            task = futures[fut]
+            try:
+                summaries.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 - reported per chunk, the run goes on
+                failed.append({"chunk": task.chunk.name, "error": f"{type(exc).__name__}: {exc}"})
+            if progress:
+                progress(done, len(futures))
+    except KeyboardInterrupt:
+        # a shared cluster must not start this run's queued tasks once its build directories
+        # are gone (tasks already running cannot be stopped); the interrupt is what matters
+        with contextlib.suppress(Exception):
+            client.cancel(list(futures))
+        raise
     return summaries, failed
 
 
@@ -219,18 +269,24 @@ def run_workflow(
     )
     reader = replace(options.reader, policy=options.reader.policy or href_policy(spec),
                      session=run_id)
+    held = contextlib.ExitStack()  # the stores' locks and this run's build directories
+    pub: Publication | None = None  # set once the stores are claimed: the run has started
+    reraise: BaseException | None = None
+    refused = False
     try:
+        pub = claim_stores(spec, run_id=run_id, report=report, held=held)
         found = discover(spec)
         scenes, rejects = list(found.scenes), list(found.rejects)
         report.withheld = len(found.withheld)
         if operator is not None:
             operator.withheld = [w.as_dict() for w in found.withheld]
+            operator.conflicts = [c.as_dict() for c in found.conflicts]
             operator.write(operator_path)  # before any pixel is read
             emit("withheld", (len(found.withheld), operator_path))
         report.scenes_found = found.items_found
         report.rejected = [r.as_dict() for r in rejects]
         report.duplicates = [d.as_dict() for d in found.duplicates]
-        report.notes = list(found.notes)
+        report.notes += list(found.notes)
         report.seconds["discover"] = time.perf_counter() - t0
         emit("discovered", (len(scenes), rejects))
         if not scenes:
@@ -239,52 +295,159 @@ def run_workflow(
                 f"bbox={spec.bbox}, datetime={spec.datetime} ({len(rejects)} rejected)"
             )
         grid = target_grid(spec, scenes)
-        plan = make_plan(scenes, grid=grid, outputs=outputs_of(spec))
+        plan = make_plan(
+            scenes, grid=grid, outputs=outputs_of(spec), limits=spec.limits.plan_limits()
+        )
         if not plan.tasks:
             raise NoScenesError("no scene footprint touches the grid; check grid.bounds and bbox")
-        report.grid = {
-            "crs": grid.crs,
-            "transform": list(grid.transform),
-            "shape": list(grid.shape),
-            "chunk": grid.chunk,
-        }
+        report.grid = grid_record(spec, grid)
         report.tasks = len(plan.tasks)
         report.time_slots = len(plan.slots)
         emit("planned", plan)
         markings = dict(found.markings)
         attrs = _product_attrs(spec, plan, run_id)
-        create_stores(plan, attrs)
+        work = replace(plan, outputs=_in_builds(plan.outputs, pub))  # written beside, swapped in
+        pub.start()
+        create_stores(work, attrs)
         t1 = time.perf_counter()
         failed: list[dict] = []
         if options.direct:
-            summaries = execute_direct(plan, reader, progress)
+            summaries = execute_direct(work, reader, progress)
         else:
-            with open_client(options.cluster) as client:
+            with _client(options.cluster) as client:
                 report.seconds["cluster_start"] = time.perf_counter() - t1
                 report.dashboard = client.dashboard_link
                 emit("dashboard", client.dashboard_link)
-                summaries, failed = execute_dask(client, plan, reader, progress)
+                summaries, failed = execute_dask(client, work, reader, progress)
         report.seconds["compute"] = time.perf_counter() - t1
         _collect(report, plan, summaries, failed)
-        _commit(plan, report, attrs, markings=markings if rule else None,
-                scale=rule.scale if rule else None)
+        _check_publishable(report, stores=pub.stores)
+        sidecars = _commit(work, report, attrs, markings=markings if rule else None,
+                           scale=rule.scale if rule else None, final=_final_of(pub))
+        pub.publish(sidecars)
+        _published(report, plan)
         report.status = "partial" if (report.read_failures or failed) else "success"
-    except InputError as exc:
-        report.status = "bad_input"
-        report.error = f"[{exc.reason}] {exc.message}"
-    except AquilaError as exc:
-        report.status = "failed"
-        report.error = f"[{exc.reason}] {exc.message}"
-    except Exception as exc:  # noqa: BLE001 - an honest failure report, then re-raise
-        report.status = "failed"
-        report.error = f"{type(exc).__name__}: {exc}"
-        _finish(report, t0, report_path)
-        raise
+    except BaseException as exc:  # noqa: BLE001 - every end is reported; see _record_failure
+        reraise = exc if _record_failure(report, exc, stores=product_stores(spec)) else None
+        refused = pub is None and isinstance(exc, StoreBusy | StoreNotOurs)
+    held.close()  # unpublished builds removed (the old products untouched), locks released
+    if refused:  # before it started (busy, a path not Aquila's): it writes nothing at all
+        return report
     _finish(report, t0, report_path)
     if operator is not None:
-        operator.write(operator_path)
-        report.products.setdefault("operator report", str(operator_path))
+        _write_operator(report, operator, operator_path)
+    if reraise is not None:
+        raise reraise
     return report
+
+
+def claim_stores(
+    spec: WorkflowSpec, *, run_id: str, report: RunReport, held: contextlib.ExitStack
+) -> Publication:
+    """Before any work: every product path must be free or a product Aquila wrote; take each
+    store's lock (sorted; :class:`StoreBusy` if another run holds one); recover what killed
+    runs left beside the stores. Returns the run's (not yet started) build directories."""
+    stores = [canonical(s) for s in product_stores(spec)]
+    for store in stores:
+        check_target(store)  # before the lock file is made beside something not ours
+    held.enter_context(store_locks(stores, run_id=run_id))
+    for store in stores:
+        check_target(store)  # again, now that no other Aquila run can change it
+        report.notes += recover_stale(store)
+    return held.enter_context(Publication(stores, run_id=run_id))
+
+
+def product_stores(spec: WorkflowSpec) -> list[Path]:
+    p = spec.products
+    return [m.store for m in p.all_mosaics] + ([p.cube.store] if p.cube else [])
+
+
+def _in_builds(outputs: Outputs, pub: Publication) -> Outputs:
+    """The same outputs, each store redirected to its build directory."""
+    def build(store: Path) -> Path:
+        return pub.build_of(canonical(store))
+
+    return replace(
+        outputs,
+        cube_store=build(outputs.cube_store) if outputs.cube_store is not None else None,
+        mosaics=tuple(replace(m, store=build(m.store)) for m in outputs.mosaics),
+    )
+
+
+def _final_of(pub: Publication) -> Callable[[Path], Path]:
+    finals = {pub.build_of(s): s for s in pub.stores}
+    return finals.__getitem__
+
+
+@contextlib.contextmanager
+def _client(cluster: ClusterOptions):
+    """:func:`open_client`, with a scheduler that cannot be reached said in one line."""
+    stack = contextlib.ExitStack()
+    try:
+        client = stack.enter_context(open_client(cluster))
+    except OSError as exc:  # distributed: OSError("Timed out trying to connect ...")
+        where = f"the scheduler {cluster.scheduler}" if cluster.scheduler else "a local cluster"
+        raise RunError(
+            f"could not connect to {where}: {exc}; check --scheduler (or run without it "
+            "for a local cluster). Nothing was published",
+            reason="cluster_unreachable",
+        ) from exc
+    with stack:
+        yield client
+
+
+def _check_publishable(report: RunReport, *, stores: Sequence[Path]) -> None:
+    """Publish only a product as good as its inputs allow: a failed chunk task would leave a
+    hole of NaN, and no scene read would leave an empty product, either replacing a good one.
+    Scenes that failed to read (the rest read fine) give a ``partial`` product, published."""
+    kept = f"nothing was published ({', '.join(map(str, stores))} unchanged)"
+    if report.chunk_failures:
+        first = report.chunk_failures[0]
+        raise RunError(
+            f"{len(report.chunk_failures)} of {report.tasks} chunk tasks failed (first: chunk "
+            f"{first['chunk']}: {first['error']}); {kept}: fix the cause and run again",
+            reason="chunks_failed",
+        )
+    if not report.scenes_used:
+        raise RunError(
+            f"none of the {report.scenes_found} scenes could be read (see read_failures in the "
+            f"report); {kept}",
+            reason="nothing_read",
+        )
+
+
+def _record_failure(report: RunReport, exc: BaseException, *, stores: Sequence[Path]) -> bool:
+    """Put how the run ended into the report; True if ``exc`` must be raised again (Ctrl-C, and
+    errors that are not Aquila's or the storage's: bugs keep their traceback)."""
+    if isinstance(exc, OSError) and exc.errno in StoreUnwritable.ERRNOS:
+        doing = f"writing {', '.join(map(str, stores))}"
+        exc = StoreUnwritable.from_os_error(exc, doing=doing)
+    if isinstance(exc, StoreBusy):
+        report.status = "busy"
+    elif isinstance(exc, InputError):
+        report.status = "bad_input"
+    elif isinstance(exc, AquilaError):
+        report.status = "failed"
+    elif isinstance(exc, KeyboardInterrupt):
+        report.status = "interrupted"
+        report.error = ("[interrupted] stopped by Ctrl-C; nothing was published, the previous "
+                        "products are unchanged")
+        return True
+    else:
+        report.status = "failed"
+        report.error = f"{type(exc).__name__}: {exc}"
+        return True
+    report.error = f"[{exc.reason}] {exc.message}"
+    return False
+
+
+def _write_operator(report: RunReport, operator: OperatorReport, path: Path) -> None:
+    try:
+        operator.write(path)
+    except OSError as exc:
+        report.report_error = f"operator report not written to {path}: {exc.strerror}"
+        return
+    report.products.setdefault("operator report", str(path))
 
 
 def default_report_path(spec: WorkflowSpec) -> Path:
@@ -294,9 +457,22 @@ def default_report_path(spec: WorkflowSpec) -> Path:
 
 
 def _finish(report: RunReport, t0: float, path: Path) -> None:
+    """Write the report; where its folder refuses (full, read-only), write it to the temporary
+    folder instead and say so in ``report_error`` (the CLI prints it)."""
     report.finished = dt.datetime.now(dt.UTC).isoformat()
     report.seconds["total"] = time.perf_counter() - t0
-    report.write(path)
+    try:
+        report.write(path)
+    except OSError as exc:
+        report.report_error = f"run report not written to {path}: {exc.strerror}"
+        try:  # gettempdir itself probes by writing, so it may fail too
+            fallback = Path(tempfile.gettempdir()) / f"aquila-{report.run_id}.run-report.json"
+            report.write(fallback)
+        except OSError as again:
+            report.report_error += f", nor to a temporary folder: {again.strerror}"
+            return
+        report.report_error += f"; written to {fallback} instead"
+        path = fallback
     report.products.setdefault("report", str(path))
 
 
@@ -319,6 +495,10 @@ def _collect(
         for (sid, msg), ch in sorted(failures.items())
     ]
     report.chunk_failures = failed
+
+
+def _published(report: RunReport, plan: Plan) -> None:
+    """List the products once they are in place (a failed run lists none: nothing changed)."""
     o = plan.outputs
     if o.cube_store:
         report.products["cube"] = str(o.cube_store)
@@ -345,22 +525,29 @@ def _commit(
     report: RunReport,
     attrs: dict[str, Any],
     *,
-    markings: Mapping[str, Marking] | None = None,
+    markings: Mapping[tuple[str, str], Marking] | None = None,  # by Scene.key
     scale: Scale | None = None,
-) -> None:
-    """Record lineage and the releasability label once every chunk is written."""
+    final: Callable[[Path], Path] = lambda store: store,
+) -> dict[Path, str]:
+    """Record lineage and the releasability label in each (build) store once every chunk is
+    written; return each product's STAC sidecar text by its ``final`` store path, to be put in
+    place when the product is published."""
     lin = lineage(plan, report.scenes_used, complete=not report.chunk_failures,
                   audience=report.audience, markings=markings, scale=scale)
     o = plan.outputs
+    sidecars: dict[Path, str] = {}
     if o.cube_store is not None:
         write_attrs(o.cube_store, lin.cube)
-        write_product_stac(o.cube_store, kind="cube", bbox=lin.bbox, times=lin.times,
-                           label=lin.label, slot_labels=lin.slot_labels)
+        store = final(o.cube_store)
+        sidecars[store] = product_stac_text(store, kind="cube", bbox=lin.bbox, times=lin.times,
+                                            label=lin.label, slot_labels=lin.slot_labels)
         report.labels["cube"] = lin.label
     for m, mosaic_attrs in zip(o.mosaics, lin.mosaics, strict=True):
         write_attrs(m.store, mosaic_attrs)
-        write_product_stac(m.store, kind=f"mosaic ({m.method})", bbox=lin.bbox, times=lin.times,
-                           label=lin.label)
+        store = final(m.store)
+        sidecars[store] = product_stac_text(store, kind=f"mosaic ({m.method})", bbox=lin.bbox,
+                                            times=lin.times, label=lin.label)
         report.labels[f"mosaic ({m.method})"] = lin.label
     if o.mosaics and report.audience is not None:
         report.labels["slots"] = list(lin.slot_labels)
+    return sidecars

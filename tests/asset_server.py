@@ -7,20 +7,27 @@ Faults, per URL path:
   these statuses, one per request, then the file is served normally (``"timeout"`` in a script
   stalls that request for :attr:`AssetServer.stall_s` seconds, then closes the connection);
 * ``always[path] = 404`` (or 403, 500...): every request gets this status;
+* ``redirect_get[path] = url``: ``GET`` (plain, range, retried) is answered 302 to ``url``,
+  ``HEAD`` is answered normally (a redirect that a HEAD-only check would miss);
+* ``POST`` is answered like ``GET`` (the body is ignored): a folder of JSON files can play a
+  static STAC API's landing page and search pages;
 * ``truncate[path] = n``: the file is served as if it were its first ``n`` bytes (a truncated
   upload: the header reads, the tiles do not).
 
-``latency_s`` delays every answer (a remote object store's time to first byte; requests in
-flight at once wait concurrently, as they do there).
+``validators = True`` adds ``ETag`` (a digest of the content) and ``Last-Modified`` to every
+file answer, as object stores send them. ``latency_s`` delays every answer (a remote object
+store's time to first byte; requests in flight at once wait concurrently, as they do there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,6 +36,7 @@ from pathlib import Path
 class AssetServer:
     root: Path | None
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location
+    redirect_get: dict[str, str] = field(default_factory=dict)  # path -> Location, GET only
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     url: str = ""
     script: dict[str, list[int | str]] = field(default_factory=dict)
@@ -36,6 +44,7 @@ class AssetServer:
     truncate: dict[str, int] = field(default_factory=dict)
     stall_s: float = 3.0
     latency_s: float = 0.0  # added to every answer
+    validators: bool = False  # send ETag (a digest of the content, as S3) and Last-Modified
     answers: list[tuple[str, str, int | str]] = field(default_factory=list)  # (method, path, ans)
 
     def paths(self) -> list[str]:
@@ -80,11 +89,14 @@ def serve(root: Path | None, *, redirects: dict[str, str] | None = None) -> Iter
             if isinstance(fault, int):
                 self._status(fault, path)
                 return
-            if path in state.redirects:
+            location = state.redirects.get(path) or (
+                state.redirect_get.get(path) if self.command == "GET" else None
+            )
+            if location:
                 with lock:
                     state.answers.append((self.command, path, 302))
                 self.send_response(302)
-                self.send_header("Location", state.redirects[path])
+                self.send_header("Location", location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
@@ -117,6 +129,9 @@ def serve(root: Path | None, *, redirects: dict[str, str] | None = None) -> Iter
             with lock:
                 state.answers.append((self.command, path, code))
             self.send_header("Accept-Ranges", "bytes")
+            if state.validators:
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()[:32]}"')
+                self.send_header("Last-Modified", formatdate(file.stat().st_mtime, usegmt=True))
             self.send_header("Content-Length", str(end - start + 1))
             self.end_headers()
             if body:
@@ -127,6 +142,10 @@ def serve(root: Path | None, *, redirects: dict[str, str] | None = None) -> Iter
 
         def do_HEAD(self) -> None:  # noqa: N802
             self._answer(False)
+
+        def do_POST(self) -> None:  # noqa: N802 - a static "STAC API" search: body ignored
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._answer(True)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -8,6 +8,8 @@ This is the whole ingest side of a run, in one call::
     found.duplicates  # publications of an already-kept acquisition, and the rule that chose
     found.items_found # every item the source yielded (rejects and duplicates included)
     found.withheld    # items whose marking does not admit the workflow's audience (operator only)
+    found.markings    # (Scene.key, marking) of each kept scene: the stricter of all its copies'
+    found.conflicts   # copies of one scene marked differently, and what applied (operator only)
 
 Releasability is decided first, on the item's ``aquila:marking`` alone: a withheld item never
 reaches normalisation, so none of its assets is resolved, checked, or opened (not even a header).
@@ -16,10 +18,10 @@ reaches normalisation, so none of its assets is resolved, checked, or opened (no
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.catalog.dedupe import Duplicate, drop_duplicates
+from pipeline.catalog.dedupe import Duplicate, carry_markings, drop_duplicates
 from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
 from pipeline.catalog.profiles import load_profiles
 from pipeline.catalog.radiometry import RadiometryTarget
@@ -31,10 +33,13 @@ from pipeline.io.hrefs import HrefPolicy
 from pipeline.releasability import (
     Audience,
     Marking,
+    MarkingConflict,
     MarkingError,
     Scale,
+    SceneKey,
     admits,
     audience_from,
+    combine,
     parse_marking,
     scale_from,
     unmarked_open_data,
@@ -53,7 +58,8 @@ class Discovery:
     items_found: int
     notes: tuple[str, ...] = ()  # e.g. "the API has no Filter conformance: filter applied here"
     withheld: tuple[Reject, ...] = ()  # never shown to the audience: operator report only
-    markings: tuple[tuple[str, Marking], ...] = ()  # scene id -> marking, admitted scenes only
+    markings: tuple[tuple[SceneKey, Marking], ...] = ()  # Scene.key -> marking, kept scenes only
+    conflicts: tuple[MarkingConflict, ...] = ()  # copies of one scene marked differently (operator)
 
 
 @dataclass(frozen=True)
@@ -64,18 +70,93 @@ class Releasability:
     scale: Scale = Scale()
     allow_unmarked: bool = False
 
+    def read(self, doc: ItemDoc) -> Marking:
+        """The item's marking (the open-data one for an unmarked item, when allowed); raise
+        MarkingError (``unmarked``, ``bad_marking``) when it cannot be known."""
+        item = {"properties": doc.properties, "assets": doc.assets}
+        unmarked = unmarked_open_data(self.audience, scale=self.scale)
+        return parse_marking(  # an asset's own marking still raises an unmarked item's
+            item, scale=self.scale, unmarked=unmarked if self.allow_unmarked else None
+        )
+
     def decide(self, doc: ItemDoc) -> Marking:
         """The item's marking if it admits the audience; raise MarkingError (withheld) if not."""
-        try:
-            marking = parse_marking({"properties": doc.properties, "assets": doc.assets},
-                                    scale=self.scale)
-        except MarkingError as exc:
-            if exc.reason == "unmarked" and self.allow_unmarked:
-                return unmarked_open_data(self.audience, scale=self.scale)
-            raise
+        marking = self.read(doc)
         if not admits(marking, self.audience, scale=self.scale):
             raise MarkingError("not_releasable", "its marking does not admit the audience")
         return marking
+
+
+CONFLICT = "marking_conflict"  # a withheld reason: another copy of the scene is withheld
+
+
+@dataclass
+class _Copies:
+    """The marking of every copy of each (collection, id) as the item stream goes. Copies of
+    one scene share its marking, the stricter of theirs: so one copy that is withheld (marking
+    unknown, or not admitting the audience) withholds every copy, whatever came first."""
+
+    rule: Releasability
+    seen: dict[SceneKey, list[Marking | None]] = field(default_factory=dict)
+    blocked: set[SceneKey] = field(default_factory=set)
+
+    def admit(self, doc: ItemDoc) -> MarkingError | None:
+        """None if this copy may be normalised; else why it is withheld."""
+        key = (doc.collection or "", doc.id)
+        copies = self.seen.setdefault(key, [])
+        try:
+            marking = self.rule.read(doc)
+        except MarkingError as exc:
+            copies.append(None)
+            self.blocked.add(key)
+            return exc
+        copies.append(marking)
+        if not admits(marking, self.rule.audience, scale=self.rule.scale):
+            self.blocked.add(key)
+            return MarkingError("not_releasable", "its marking does not admit the audience")
+        if key in self.blocked:
+            return MarkingError(CONFLICT, "another item with this collection/id is withheld")
+        return None
+
+    def markings(self) -> dict[SceneKey, Marking]:
+        """Each admitted (collection, id)'s marking: the stricter of all its copies'. Every
+        copy admits the audience, so their combination does too (intersection, maximum)."""
+        return {
+            k: combine([m for m in copies if m is not None], scale=self.rule.scale)
+            for k, copies in self.seen.items()
+            if k not in self.blocked  # so every copy's marking is known
+        }
+
+    def conflicts(self) -> list[MarkingConflict]:
+        """The (collection, id)s listed more than once with different markings."""
+        out = []
+        for key, copies in self.seen.items():
+            if len(copies) < 2 or all(m == copies[0] for m in copies):
+                continue
+            known = [m for m in copies if m is not None]
+            resolved = None if len(known) < len(copies) else combine(known, scale=self.rule.scale)
+            out.append(MarkingConflict("duplicate_id", key, (), tuple(copies), resolved,
+                                       withheld=key in self.blocked))
+        return out
+
+    def withhold_late(self, scenes: list[Scene], rejects: list[Reject], withheld: list[Reject]):
+        """Move the copies admitted before a later copy of theirs was withheld (kept scenes,
+        normalisation rejects, ``duplicate_id`` rejects) to ``withheld``: the audience's report
+        must not name them either."""
+        def late(item_id: str, collection: str | None) -> bool:
+            return (collection or "", item_id) in self.blocked
+
+        for s in scenes:
+            if late(s.id, s.collection):
+                withheld.append(Reject(s.id, s.collection or None, CONFLICT, _LATE))
+        for r in rejects:
+            if late(r.item_id, r.collection):
+                withheld.append(Reject(r.item_id, r.collection, CONFLICT, _LATE))
+        scenes[:] = [s for s in scenes if not late(s.id, s.collection)]
+        rejects[:] = [r for r in rejects if not late(r.item_id, r.collection)]
+
+
+_LATE = "another item with this collection/id is withheld; the stricter marking applies to both"
 
 
 def releasability_of(spec: Any) -> Releasability | None:
@@ -95,21 +176,11 @@ def releasability_of(spec: Any) -> Releasability | None:
 
 
 def _load_groups(path) -> dict[str, list[str]]:
-    """``{groups: {NAME: [codes]}}`` from a small YAML file (safe loader, no aliases)."""
-    import yaml
+    """``{groups: {NAME: [codes]}}`` from a small YAML file: the spec's own loader (regular
+    files only, size-capped, no aliases, duplicate keys or deep nesting; SpecError if not)."""
+    from pipeline.workflow import load_yaml_file
 
-    from pipeline.workflow import _NoAliasSafeLoader
-
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read groups_file {path}: {exc}") from None
-    if len(raw) > MAX_GROUPS_FILE_BYTES:
-        raise ValueError(f"groups_file {path} is larger than {MAX_GROUPS_FILE_BYTES} bytes")
-    try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_NoAliasSafeLoader)  # noqa: S506 (safe)
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ValueError(f"groups_file {path} is not safe YAML: {exc}") from None
+    data = load_yaml_file(path, limit=MAX_GROUPS_FILE_BYTES, what="groups_file")
     groups = data.get("groups") if isinstance(data, dict) else None
     if not isinstance(groups, dict) or not all(
         isinstance(v, list) and all(isinstance(c, str) for c in v) for v in groups.values()
@@ -180,22 +251,26 @@ def discover(
     options = normalise_options(spec, check_files=check_files)
     rule = releasability_of(spec)
     withheld: list[Reject] = []
-    markings: dict[str, Marking] = {}
+    markings: dict[SceneKey, Marking] = {}
+    conflicts: list[MarkingConflict] = []
     scenes, rejects, found = collect(
-        iter_docs(spec.catalog, search_query(spec), notify=note),
+        iter_docs(spec.catalog, search_query(spec), notify=note, policy=options.policy),
         bands=spec.bands,
         options=options,
         releasability=rule,
         withheld=withheld,
         markings=markings,
+        conflicts=conflicts,
     )
     kept, duplicates = drop_duplicates(scenes)
     if rule is not None:
+        markings, merged = carry_markings(markings, duplicates, scale=rule.scale)
+        conflicts += merged
         note(f"releasability: audience {_audience_text(rule.audience)}, "
              f"{len(withheld)} item(s) withheld (see the operator report)")
     return Discovery(
         tuple(kept), tuple(rejects), tuple(duplicates), found, tuple(notes), tuple(withheld),
-        tuple((s.id, markings[s.id]) for s in kept if s.id in markings),
+        tuple((s.key, markings[s.key]) for s in kept if s.key in markings), tuple(conflicts),
     )
 
 
@@ -210,35 +285,37 @@ def collect(
     options: NormaliseOptions,
     releasability: Releasability | None = None,
     withheld: list[Reject] | None = None,
-    markings: dict[str, Marking] | None = None,
+    markings: dict[SceneKey, Marking] | None = None,
+    conflicts: list[MarkingConflict] | None = None,
     reuse: Callable[[ItemDoc], Scene | None] | None = None,
 ):
     """(scenes, rejects, count) from a stream of item documents and rejects.
 
     With a releasability rule, each item's marking is decided before anything else; an item
     that is withheld (or unreadable, so its marking is unknown) goes to ``withheld`` only.
+    Copies of one (collection, id) share the stricter of their markings (into ``markings``,
+    keyed by :attr:`Scene.key`): one withheld copy withholds all; differing copies go to
+    ``conflicts``. A copy admitted before a later one withholds it may have been normalised
+    (its own asset headers checked), but no pixel is read and the audience never sees it.
     ``reuse(doc)`` may return the scene an unchanged item normalised to before (nightly runs'
     ledger), which is then not normalised again.
     """
     scenes: list[Scene] = []
     rejects: list[Reject] = []
     found = 0
-    seen: set[tuple[str | None, str]] = set()
+    seen: set[SceneKey] = set()
+    book = _Copies(releasability) if releasability is not None else None
     for entry in entries:
         found += 1
         if isinstance(entry, Reject):
             (rejects if releasability is None or withheld is None else withheld).append(entry)
             continue
-        if releasability is not None:
-            try:
-                marking = releasability.decide(entry)
-            except MarkingError as exc:
-                if withheld is not None:
-                    withheld.append(Reject(entry.id, entry.collection, exc.reason, str(exc)))
-                continue
-            if markings is not None:
-                markings[entry.id] = marking
-        key = (entry.collection, entry.id)
+        refused = book.admit(entry) if book is not None else None
+        if refused is not None:
+            if withheld is not None:
+                withheld.append(Reject(entry.id, entry.collection, refused.reason, str(refused)))
+            continue
+        key = (entry.collection or "", entry.id)  # Scene.key: "" when the item names none
         if key in seen:
             rejects.append(
                 Reject(
@@ -258,4 +335,10 @@ def collect(
             scenes.append(normalise_doc(entry, bands=bands, options=options))
         except SceneRejected as exc:
             rejects.append(Reject(entry.id, entry.collection, exc.reason, exc.message))
+    if book is not None:
+        book.withhold_late(scenes, rejects, withheld if withheld is not None else [])
+        if markings is not None:
+            markings.update(book.markings())
+        if conflicts is not None:
+            conflicts.extend(book.conflicts())
     return scenes, rejects, found

@@ -8,11 +8,11 @@ catalog of products can be filtered by audience without opening a store.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.cube.publish import write_text_atomic
 from pipeline.releasability import EXTENSION_URL
 
 
@@ -20,7 +20,12 @@ def stac_path(store: Path) -> Path:
     return store.with_name(store.name + ".stac.json")
 
 
-def write_product_stac(
+def write_product_stac(store: Path, **fields: Any) -> Path:
+    """Write ``<store>.stac.json`` (:func:`product_stac`'s fields), replacing it in one rename."""
+    return write_text_atomic(stac_path(store), product_stac_text(store, **fields))
+
+
+def product_stac_text(
     store: Path,
     *,
     kind: str,
@@ -29,8 +34,8 @@ def write_product_stac(
     label: Mapping[str, Any] | None,
     slot_labels: Sequence[Mapping[str, Any] | None] = (),
     properties: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``<store>.stac.json`` (a STAC 1.0 Item; ``times`` are ISO 8601 UTC strings)."""
+) -> str:
+    """The text of ``<store>.stac.json``: a STAC 1.0 Item (``times``: ISO 8601 UTC strings)."""
     w, s, e, n = (float(v) for v in bbox)
     props: dict[str, Any] = {
         "datetime": None,
@@ -58,10 +63,6 @@ def write_product_stac(
         },
         "links": [],
     }
-    path = stac_path(store)
-    tmp = path.with_suffix(".tmp")
     # Sorted keys: the same bytes whether written from the state just committed or from the
     # one read back from the store (a rerun after a crash between publish and sidecar).
-    tmp.write_text(json.dumps(item, indent=2, default=str, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return json.dumps(item, indent=2, default=str, sort_keys=True)

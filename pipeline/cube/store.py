@@ -1,7 +1,10 @@
 """The store layout: Zarr v3 cube (time, y, x) and mosaic (y, x), one variable per band.
 
-Stores are created by the driver (metadata and coordinates only, nothing computed); tasks then
-write whole chunks of their own region; the driver finally records lineage in the attributes.
+Stores are created by the driver (metadata and coordinates only, nothing computed) in a build
+directory of the run's own (pipeline/cube/publish.py); tasks then write whole chunks of their own
+region; the driver records lineage in the attributes, then publishes the build in one swap.
+Every store carries its kind in the root attribute ``aquila:product``, which is how a later run
+knows the folder is Aquila's to replace.
 Float32 reflectance, NaN = no data (also the fill value, so chunks never written read as NaN).
 Coordinates are pixel centres; the CRS is a CF ``spatial_ref`` variable so that
 ``xarray.open_zarr(store).rio.crs`` returns it.
@@ -10,7 +13,6 @@ Coordinates are pixel centres; the CRS is a CF ``spatial_ref`` variable so that
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
+from pipeline.cube.publish import PRODUCT_MARKER
 from pipeline.grid import TargetGrid
 from pipeline.plan import TimeSlot
 
@@ -50,13 +53,14 @@ def _georeferenced(ds: xr.Dataset, grid: TargetGrid, attrs: Mapping) -> xr.Datas
     return ds
 
 
-def _finish(ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs: Mapping) -> None:
-    ds = _georeferenced(ds, grid, attrs)
-    if store.exists():
-        shutil.rmtree(store)
-    store.parent.mkdir(parents=True, exist_ok=True)
+def _finish(
+    ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs: Mapping, *, kind: str
+) -> None:
+    """Write the layout into ``store``, which must be new or an empty directory (a run's build
+    directory): mode ``w-`` refuses to overwrite, so nothing is ever removed here."""
+    ds = _georeferenced(ds, grid, {**attrs, PRODUCT_MARKER: kind})
     ds.to_zarr(
-        str(store), compute=False, mode="w", encoding=encoding, zarr_format=3, consolidated=False
+        str(store), compute=False, mode="w-", encoding=encoding, zarr_format=3, consolidated=False
     )
 
 
@@ -88,7 +92,7 @@ def create_cube(
 ) -> None:
     """An empty cube: (time, y, x) float32 per band, chunks (1, chunk, chunk)."""
     ds, encoding = cube_layout(grid, bands, slots)
-    _finish(ds, grid, store, encoding, attrs)
+    _finish(ds, grid, store, encoding, attrs, kind="cube")
 
 
 def cube_layout(
@@ -136,7 +140,7 @@ def create_mosaic(
 ) -> None:
     """An empty mosaic: (y, x) float32 per band, ``count``, and the lineage ``layers``."""
     ds, encoding = mosaic_layout(grid, bands, method=method, layers=layers)
-    _finish(ds, grid, store, encoding, attrs)
+    _finish(ds, grid, store, encoding, attrs, kind=f"mosaic ({method})")
 
 
 def mosaic_layout(

@@ -19,11 +19,11 @@ import fcntl
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import StoreBusy
+from pipeline.errors import StoreBusy, StoreNotOurs, StoreUnwritable
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,25 @@ class Lock:
 
 
 def lock_path(store: Path) -> Path:
-    return store.with_name(store.name + ".lock")
+    """``<store>.lock`` in the store's real folder (symbolic links in the folder's path
+    resolved), so every spelling of one store path names one lock file."""
+    return canonical(store).with_name(store.name + ".lock")
+
+
+def canonical(store: Path) -> Path:
+    """``store`` absolute, its folder's symbolic links resolved (not the store's own name: a
+    link there is refused, never followed; see pipeline/cube/publish.py)."""
+    store = Path(os.path.abspath(store))
+    return store.parent.resolve() / store.name
+
+
+@contextlib.contextmanager
+def store_locks(stores: Iterable[Path], *, run_id: str) -> Iterator[list[Lock]]:
+    """Hold the locks of several stores (taken in sorted order, so two runs that share stores
+    cannot each hold one the other waits for; they do not wait anyway: the second is busy)."""
+    with contextlib.ExitStack() as stack:
+        ordered = sorted({canonical(s) for s in stores})
+        yield [stack.enter_context(store_lock(s, run_id=run_id)) for s in ordered]
 
 
 @contextlib.contextmanager
@@ -57,8 +75,7 @@ def store_lock(store: Path, *, run_id: str) -> Iterator[Lock]:
     """Hold the store's lock for the block; raise :class:`StoreBusy` at once if another process
     holds it (no waiting: a nightly job that finds its store busy should exit and say so)."""
     path = lock_path(store)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -77,13 +94,31 @@ def store_lock(store: Path, *, run_id: str) -> Iterator[Lock]:
             run_id,
             dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
-        _write(fd, me)
+        try:
+            _write(fd, me)
+        except OSError as exc:
+            raise StoreUnwritable.from_os_error(exc, doing=f"writing the lock file {path}") from exc
         try:
             yield Lock(path, me, took_over=previous)
         finally:
             os.ftruncate(fd, 0)  # released cleanly: no record left to look stale
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _open(path: Path) -> int:
+    """The lock file, created (and its folder) if needed; a clear error if it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (NotADirectoryError, FileExistsError) as exc:
+        raise StoreNotOurs(
+            f"cannot make the lock file {path}: a file stands where a folder of that path "
+            f"should be ({exc.filename}); point the workflow's 'store:' at a folder path",
+            reason="store_path_invalid",
+        ) from exc
+    except OSError as exc:
+        raise StoreUnwritable.from_os_error(exc, doing=f"creating the lock file {path}") from exc
 
 
 def _read(fd: int) -> LockHolder | None:

@@ -1,0 +1,420 @@
+"""Products are never destroyed: a product path that is not Aquila's is refused untouched, a failed
+or killed rerun leaves the previous product byte for byte, a reader only ever sees a complete
+product, and two runs on one store exclude each other.
+
+Everything runs the real ``aquila`` console script on generated COGs (read over a loopback HTTP
+server where a run must be slow enough to be caught mid-way); the expectation is always a digest
+of every file taken before the attack."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.testing.arrivals import item_files
+from tests.asset_server import serve
+from tests.conftest import make_spec_dict
+
+AQUILA = str(Path(sys.executable).parent / "aquila")
+MOSAIC_VARS = {"blue", "green", "red", "nir", "count"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (symbolic links as their target text) → sha256."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = "link:" + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif path.is_dir():
+            out[rel] = "dir"
+    return out
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Build directories, set-aside products and temporary files a run might leave."""
+    return sorted(
+        p.name for p in folder.rglob("*")
+        if ".aquila-build-" in p.name or ".aquila-old-" in p.name or p.name.endswith(".tmp")
+    )
+
+
+def write_spec(path: Path, catalog: Path, out: Path, *, name="test", **extra) -> Path:
+    spec = make_spec_dict(catalog, out, bounds=(500000, 5000000, 504000, 5004000), cube=False,
+                          **extra)
+    spec["name"] = name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def aquila(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([AQUILA, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def served_slowly(catalog: Path, server, *specs: Path, latency_s: float) -> None:
+    """Point every asset at the loopback server (and allow it in ``specs``), which answers
+    each request after ``latency_s``: a run then spends seconds in its reads."""
+    for path in item_files(catalog).values():
+        doc = json.loads(path.read_text())
+        rel = path.parent.relative_to(catalog).as_posix()
+        for asset in doc["assets"].values():
+            asset["href"] = f"{server.url}/{rel}/{asset['href'].removeprefix('./')}"
+        path.write_text(json.dumps(doc))
+    for spec in specs:
+        doc = yaml.safe_load(spec.read_text())
+        doc["allowed_roots"] = [str(catalog), server.url + "/"]
+        spec.write_text(yaml.safe_dump(doc))
+    server.latency_s = latency_s
+
+
+def wait_for(predicate, *, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def building(out: Path) -> bool:
+    """A run's build directory exists and its layout is written (the run is mid-way)."""
+    return any((p / "zarr.json").exists() for p in out.glob(".mosaic.zarr.aquila-build-*"))
+
+
+@pytest.fixture(scope="module")
+def good(tiny_catalog, tmp_path_factory):
+    """A good product of the tiny catalog, made once: (folder, its digest)."""
+    root = tmp_path_factory.mktemp("good")
+    spec = write_spec(root / "spec.yaml", tiny_catalog.root, root / "out")
+    done = aquila("run", str(spec), "--direct", "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root / "out"
+
+
+@pytest.fixture()
+def rerun(good, catalog_copy, tmp_path):
+    """A workflow over a private catalog copy whose products folder holds the good product."""
+    out = tmp_path / "out"
+    shutil.copytree(good, out, symlinks=True)
+    spec = write_spec(tmp_path / "spec.yaml", catalog_copy, out)
+    return spec, catalog_copy, out
+
+
+# --------------------------------------------------------------------------- not Aquila's
+
+
+def _user_folder(store: Path, good: Path) -> None:
+    store.mkdir(parents=True)
+    (store / "notes.txt").write_text("a user's notes")
+
+
+def _user_file(store: Path, good: Path) -> None:
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text("a user's file that happens to have the product's name")
+
+
+def _link_to_folder(store: Path, good: Path) -> None:
+    target = store.parent.parent / "elsewhere"
+    target.mkdir(parents=True)
+    (target / "data.bin").write_bytes(b"\x00\x01")
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.symlink_to(target, target_is_directory=True)
+
+
+def _foreign_zarr(store: Path, good: Path) -> None:
+    import zarr
+
+    zarr.open_group(str(store), mode="w", zarr_format=3).attrs["title"] = "someone else's"
+
+
+def _product_with_a_user_file(store: Path, good: Path) -> None:
+    shutil.copytree(good / "mosaic.zarr", store)
+    (store / "README.txt").write_text("kept with the product by a user")
+
+
+def _parent_is_a_file(store: Path, good: Path) -> None:
+    store.parent.parent.mkdir(parents=True, exist_ok=True)
+    store.parent.write_text("a file where the products folder should be")
+
+
+NOT_OURS = {
+    "a folder holding a user's file": _user_folder,
+    "a regular file": _user_file,
+    "a symbolic link to a folder": _link_to_folder,
+    "a zarr store Aquila did not write": _foreign_zarr,
+    "an Aquila product holding a user's file": _product_with_a_user_file,
+    "a path below a regular file": _parent_is_a_file,
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_OURS))
+def test_a_store_path_that_is_not_aquilas_is_refused_untouched(case, good, tiny_catalog,
+                                                               tmp_path):
+    store = tmp_path / "out" / "mosaic.zarr"
+    NOT_OURS[case](store, good)
+    spec = write_spec(tmp_path / "spec.yaml", tiny_catalog.root, tmp_path / "out")
+    before = digest(tmp_path)
+    done = aquila("run", str(spec), "--direct", "--no-progress")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    line = last_line(done.stderr)
+    assert "mosaic.zarr" in line and ("store_not_aquila" in line or "store_path" in line), line
+    assert digest(tmp_path) == before  # not a byte changed, nothing added (no report, no lock)
+
+
+def test_the_workflows_own_folder_as_a_store_is_refused_untouched(tiny_catalog, tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", tiny_catalog.root, tmp_path / "out")
+    doc = yaml.safe_load(spec.read_text())
+    doc["products"]["mosaic"]["store"] = "."  # the folder holding the spec itself
+    spec.write_text(yaml.safe_dump(doc))
+    (tmp_path / "notes.md").write_text("the workflow's notes")
+    before = digest(tmp_path)
+    done = aquila("run", str(spec), "--direct", "--no-progress")
+    assert done.returncode == 2 and "store_not_aquila" in last_line(done.stderr), done.stderr
+    assert digest(tmp_path) == before
+
+
+def test_a_product_of_an_earlier_version_is_replaced(rerun):
+    """Earlier versions wrote no ``aquila:product`` marker; their run id and workflow
+    attributes identify them."""
+    spec, _, out = rerun
+    meta = out / "mosaic.zarr" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    del doc["attributes"]["aquila:product"]
+    meta.write_text(json.dumps(doc))
+    old_run = doc["attributes"]["aquila:run_id"]
+    done = aquila("run", str(spec), "--direct", "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    now = json.loads(meta.read_text())["attributes"]
+    assert now["aquila:run_id"] != old_run and now["aquila:product"] == "mosaic (median)"
+    assert leftovers(out) == []
+
+
+# --------------------------------------------------------------------------- failed reruns
+
+
+def _catalog_gone(catalog: Path, spec: Path) -> list[str]:
+    shutil.rmtree(catalog)  # the test's private copy
+    return []
+
+
+def _no_scene(catalog: Path, spec: Path) -> list[str]:
+    doc = yaml.safe_load(spec.read_text())
+    doc["datetime"] = "2020-01-01/2020-01-31"
+    spec.write_text(yaml.safe_dump(doc))
+    return []
+
+
+def _every_asset_corrupt(catalog: Path, spec: Path) -> list[str]:
+    for tif in catalog.rglob("*.tif"):
+        tif.write_bytes(b"II*\x00" + b"\x00" * 64)  # a TIFF header and nothing else
+    return []
+
+
+def _scheduler_unreachable(catalog: Path, spec: Path) -> list[str]:
+    return ["--scheduler", "tcp://127.0.0.1:1"]
+
+
+FAILED_RERUNS = [
+    # (case, break the input → extra CLI args, exit code, reason on the last stderr line)
+    pytest.param(_catalog_gone, 2, "catalog", id="catalog-gone"),
+    pytest.param(_no_scene, 2, "no_scenes", id="no-scene"),
+    pytest.param(_every_asset_corrupt, 1, "nothing_read", id="every-asset-corrupt"),
+    pytest.param(_scheduler_unreachable, 1, "cluster_unreachable", id="scheduler-unreachable",
+                 marks=pytest.mark.slow),  # distributed tries to connect for its 30 s timeout
+]
+
+
+@pytest.mark.parametrize(("attack", "code", "reason"), FAILED_RERUNS)
+def test_a_failed_rerun_leaves_the_good_product_byte_identical(attack, code, reason, rerun):
+    spec, catalog, out = rerun
+    before = digest(out / "mosaic.zarr") | {"sidecar": digest(out)["mosaic.zarr.stac.json"]}
+    args = attack(catalog, spec)
+    if "--scheduler" not in args:
+        args.append("--direct")
+    done = aquila("run", str(spec), "--no-progress", *args, timeout=120)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and reason in last_line(done.stderr), done.stderr
+    after = digest(out / "mosaic.zarr") | {"sidecar": digest(out)["mosaic.zarr.stac.json"]}
+    assert after == before
+    assert leftovers(out) == []
+    report = json.loads((out / "test.run-report.json").read_text())
+    assert report["status"] in ("failed", "bad_input") and reason in report["error"]
+
+
+def test_a_killed_run_leaves_the_good_product_and_the_next_run_cleans_up(rerun):
+    """SIGKILL mid-build: the old product is intact; the next run removes the dead run's build
+    directory (Aquila's by its marker; its owner is gone: the lock was free) and publishes."""
+    spec, catalog, out = rerun
+    before = digest(out / "mosaic.zarr")
+    with serve(catalog) as server:
+        served_slowly(catalog, server, spec, latency_s=0.3)
+        proc = subprocess.Popen([AQUILA, "run", str(spec), "--direct", "--no-progress"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: building(out), timeout=60, what="the build directory")
+            time.sleep(0.5)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+        assert digest(out / "mosaic.zarr") == before
+        assert any(".aquila-build-" in n for n in leftovers(out))  # what the dead run left
+        server.latency_s = 0.0
+        done = aquila("run", str(spec), "--direct", "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert leftovers(out) == []
+    notes = json.loads((out / "test.run-report.json").read_text())["notes"]
+    assert any("left by a killed run" in n for n in notes), notes
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def test_a_reader_during_a_rerun_only_ever_sees_a_complete_product(rerun):
+    import xarray as xr
+
+    spec, catalog, out = rerun
+    store = out / "mosaic.zarr"
+    old_run = xr.open_zarr(store).attrs["aquila:run_id"]
+    seen: list[str] = []
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def read_in_a_loop() -> None:
+        while not stop.is_set():
+            try:
+                with xr.open_zarr(store) as ds:
+                    count = ds["count"].values  # every chunk of one variable, read by path
+                    if set(ds.data_vars) != MOSAIC_VARS or ds.attrs["aquila:status"] != "complete":
+                        problems.append(f"saw {sorted(ds.data_vars)}, {ds.attrs['aquila:status']}")
+                    if not (count > 0).any():
+                        problems.append("saw an empty count layer")
+                    seen.append(ds.attrs["aquila:run_id"])
+            except Exception as exc:  # noqa: BLE001 - every failed open is the finding
+                problems.append(f"{type(exc).__name__}: {exc}")
+
+    reader = threading.Thread(target=read_in_a_loop)
+    with serve(catalog) as server:
+        served_slowly(catalog, server, spec, latency_s=0.02)
+        reader.start()
+        try:
+            done = aquila("run", str(spec), "--direct", "--no-progress")
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            reader.join(timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert problems == [], problems[:5]
+    new_run = xr.open_zarr(store).attrs["aquila:run_id"]
+    assert old_run in seen and new_run in seen and new_run != old_run  # the loop spanned it
+    assert len(seen) > 20
+    sidecar = json.loads((out / "mosaic.zarr.stac.json").read_text())
+    assert sidecar["id"] == "mosaic.zarr" and sidecar["assets"]["data"]["href"] == "./mosaic.zarr"
+    assert leftovers(out) == []
+
+
+# --------------------------------------------------------------------------- two runs at once
+
+
+def _same_spec(spec: Path, tmp_path: Path) -> Path:
+    return spec
+
+
+def _another_workflow_sharing_the_store(spec: Path, tmp_path: Path) -> Path:
+    doc = yaml.safe_load(spec.read_text())
+    doc["name"] = "other"
+    doc["products"]["mosaics"] = [{"store": str(tmp_path / "other" / "latest.zarr"),
+                                   "method": "latest"}]
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(doc))
+    return other
+
+
+def _the_store_through_a_linked_folder(spec: Path, tmp_path: Path) -> Path:
+    (tmp_path / "linked").symlink_to(tmp_path / "out", target_is_directory=True)
+    doc = yaml.safe_load(spec.read_text())
+    doc["products"]["mosaic"]["store"] = str(tmp_path / "linked" / "mosaic.zarr")
+    doc["name"] = "linked"
+    other = tmp_path / "linked.yaml"
+    other.write_text(yaml.safe_dump(doc))
+    return other
+
+
+@pytest.mark.parametrize(
+    "second", [_same_spec, _another_workflow_sharing_the_store, _the_store_through_a_linked_folder]
+)
+def test_two_runs_on_one_store_exactly_one_writes(second, rerun, tmp_path):
+    spec, catalog, out = rerun
+    other = second(spec, tmp_path)
+    lock = out / "mosaic.zarr.lock"
+    with serve(catalog) as server:
+        served_slowly(catalog, server, spec, other, latency_s=0.05)
+        first = subprocess.Popen([AQUILA, "run", str(spec), "--direct", "--no-progress"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: lock.exists() and lock.stat().st_size > 0, timeout=60,
+                     what="the first run's lock")
+            busy = aquila("run", str(other), "--direct", "--no-progress", timeout=60)
+            assert first.poll() is None, "the first run must still hold the lock"
+            out_1, err_1 = first.communicate(timeout=180)
+        finally:
+            first.kill()
+    assert busy.returncode == 75, busy.stdout + busy.stderr
+    assert "Traceback" not in busy.stderr and "store_busy" in last_line(busy.stderr)
+    assert first.returncode == 0, out_1 + err_1
+    written = json.loads((out / "test.run-report.json").read_text())
+    import xarray as xr
+
+    assert xr.open_zarr(out / "mosaic.zarr").attrs["aquila:run_id"] == written["run_id"]
+    # the busy run made none of its other products (only, maybe, their empty lock files)
+    assert not (tmp_path / "other" / "latest.zarr").exists()
+    assert not list(tmp_path.rglob("other.run-report.json"))
+    assert not list(tmp_path.rglob("linked.run-report.json"))
+    assert leftovers(out) == []
+
+
+# --------------------------------------------------------------------------- the swap itself
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "rename-aside"])
+def test_publish_swaps_in_the_build_and_removes_only_the_old_product(exchange, good, tmp_path,
+                                                                     monkeypatch):
+    from pipeline.cube import publish
+
+    if not exchange:  # as on a system without renameat2: rename aside, then in
+        monkeypatch.setattr(publish, "_LIBC", [None])
+    elif publish._libc_renameat2() is None:
+        pytest.skip("no renameat2 in this C library")
+    store = tmp_path / "mosaic.zarr"
+    shutil.copytree(good / "mosaic.zarr", store)
+    pub = publish.Publication([store], run_id="r1")
+    with pub:
+        pub.start()
+        build = pub.build_of(store)
+        shutil.copytree(good / "mosaic.zarr", build, dirs_exist_ok=True)
+        (build / "zarr.json").write_text((build / "zarr.json").read_text().replace(
+            '"aquila:run_id": "', '"aquila:run_id": "new-'))
+        pub.publish({store: '{"new": true}'})
+    assert '"aquila:run_id": "new-' in (store / "zarr.json").read_text()
+    assert json.loads((tmp_path / "mosaic.zarr.stac.json").read_text()) == {"new": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mosaic.zarr", "mosaic.zarr.stac.json"]
