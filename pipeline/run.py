@@ -408,10 +408,10 @@ def _check_publishable(report: RunReport, *, stores: Sequence[Path]) -> None:
             f"{first['chunk']}: {first['error']}); {kept}: fix the cause and run again",
             reason="chunks_failed",
         )
-    if not report.scenes_used:
+    if report.read_failures and not report.scenes_used:  # (all masked, all read: a result)
         raise RunError(
-            f"none of the {report.scenes_found} scenes could be read (see read_failures in the "
-            f"report); {kept}",
+            f"no scene could be used: {len(report.read_failures)} failed to read and the rest "
+            f"gave no valid pixel (see read_failures in the report); {kept}",
             reason="nothing_read",
         )
 
