@@ -31,21 +31,43 @@ def catalog_copy(tiny_catalog, tmp_path):
 
 @pytest.fixture(scope="session")
 def cluster():
-    """A real dask.distributed LocalCluster: 2 worker processes × 1 thread, loopback only."""
+    """A real dask.distributed LocalCluster: 2 worker processes × 1 thread, loopback only.
+
+    Its workers must exit cleanly when it closes: a worker that dies by a signal (e.g. a
+    segfault of GDAL closing a dataset whose Python file object is already gone, as remote
+    datasets left open at exit did) fails the session's teardown."""
+    import logging
+
     from distributed import Client, LocalCluster
 
     os.environ.setdefault("DASK_DISTRIBUTED__WORKER__DAEMON", "True")
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as lc,
-        Client(lc) as client,
-    ):
-        yield client
+    deaths: list[str] = []
+
+    class _Deaths(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "killed by signal" in record.getMessage():
+                deaths.append(record.getMessage())
+
+    nanny_log = logging.getLogger("distributed.nanny")
+    handler, level = _Deaths(), nanny_log.level
+    nanny_log.addHandler(handler)
+    nanny_log.setLevel(logging.INFO)
+    try:
+        with (
+            LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
+            ) as lc,
+            Client(lc) as client,
+        ):
+            yield client
+    finally:
+        nanny_log.removeHandler(handler)
+        nanny_log.setLevel(level)
+    assert not deaths, f"worker processes died instead of exiting: {deaths}"
 
 
 def make_spec_dict(

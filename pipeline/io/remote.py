@@ -311,7 +311,34 @@ def open_remote(asset: RemoteAsset):
     import rasterio
 
     share_opener_state()
-    return rasterio.open(asset.href, driver="GTiff", opener=AssetOpener(asset))
+    ds = rasterio.open(asset.href, driver="GTiff", opener=AssetOpener(asset))
+    _close_at_exit(ds)
+    return ds
+
+
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # remote datasets not yet closed, per process
+_AT_EXIT: list[bool] = []  # [True] once _close_all is registered in this process
+
+
+def _close_at_exit(ds) -> None:
+    """Close ``ds`` when the interpreter exits, if nothing closed it before. A dataset still
+    open at finalisation (a worker's reader cache) is otherwise closed by GDAL after the Python
+    file object behind it is gone: the worker segfaults on shutdown (measured: nanny logs
+    'killed by signal 11' when a cluster that read URLs closes)."""
+    if not _AT_EXIT:
+        import atexit
+
+        atexit.register(_close_all)
+        _AT_EXIT.append(True)
+    _OPEN.add(ds)
+
+
+def _close_all() -> None:
+    for ds in list(_OPEN):
+        try:
+            ds.close()
+        except Exception:  # noqa: BLE001 - the process is exiting; one close must not stop the rest
+            continue
 
 
 # --------------------------------------------------------------------------- rasterio's state
