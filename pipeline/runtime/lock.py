@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,7 @@ def store_lock(store: Path, *, run_id: str) -> Iterator[Lock]:
     path = lock_path(store)
     fd = _open(path)
     try:
+        _check_ours(fd, path)  # before it is locked or truncated: it may be someone's file
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -110,25 +113,50 @@ def _open(path: Path) -> int:
     """The lock file, created (and its folder) if needed; a clear error if it cannot be."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except (NotADirectoryError, FileExistsError) as exc:
+        # O_NOFOLLOW: a symbolic link at the lock's name is refused, never followed to a file
+        # that would then be truncated
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR):
+            raise StoreNotOurs(
+                f"the lock file {path} is a symbolic link or a folder; Aquila changed nothing. "
+                "Move it away (a lock file is Aquila's own, next to the store)",
+                reason="store_not_aquila",
+            ) from exc
+        if not isinstance(exc, NotADirectoryError | FileExistsError):
+            doing = f"creating the lock file {path}"
+            raise StoreUnwritable.from_os_error(exc, doing=doing) from exc
         raise StoreNotOurs(
             f"cannot make the lock file {path}: a file stands where a folder of that path "
             f"should be ({exc.filename}); point the workflow's 'store:' at a folder path",
             reason="store_path_invalid",
         ) from exc
-    except OSError as exc:
-        raise StoreUnwritable.from_os_error(exc, doing=f"creating the lock file {path}") from exc
 
 
-def _read(fd: int) -> LockHolder | None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    raw = os.read(fd, 4096)
+def _check_ours(fd: int, path: Path) -> None:
+    """Refuse a lock path that holds something Aquila did not write there: not a regular file,
+    or a file whose content is not a lock record (empty, or one holder's JSON)."""
+    st = os.fstat(fd)
+    raw = os.pread(fd, 4097, 0) if stat.S_ISREG(st.st_mode) else b""
+    if stat.S_ISREG(st.st_mode) and (not raw.strip() or _holder(raw) is not None):
+        return
+    raise StoreNotOurs(
+        f"{path} is not a lock file Aquila wrote (it holds something else); Aquila changed "
+        "nothing. Move it away: Aquila keeps its lock for a store in <store>.lock",
+        reason="store_not_aquila",
+    )
+
+
+def _holder(raw: bytes) -> LockHolder | None:
     try:
         data = json.loads(raw) if raw.strip() else None
         return LockHolder(**data) if isinstance(data, dict) else None
     except (ValueError, TypeError):
         return None
+
+
+def _read(fd: int) -> LockHolder | None:
+    return _holder(os.pread(fd, 4096, 0))
 
 
 def _write(fd: int, holder: LockHolder) -> None:
