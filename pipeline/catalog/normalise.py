@@ -91,7 +91,6 @@ class NormaliseOptions:
     profile: str | None = None  # force this profile for every item
     mirrors: tuple[Mirror, ...] = ()
     check_files: bool = True  # local files must exist; read headers where proj:* is missing
-    read_remote_headers: bool = False  # open remote headers when proj:* is missing (network)
     quality_mask: bool = True  # attach QA sources (False: scenes carry none, nothing is masked)
     radiometry: RadiometryTarget = field(default_factory=RadiometryTarget)  # what bands hold
 
@@ -590,9 +589,9 @@ def _dtype(doc, key, rb, profile: SensorProfile, href: str, options: NormaliseOp
 
 
 def _can_read_header(href: str, options: NormaliseOptions) -> bool:
-    return (options.check_files and _is_local(href)) or (
-        options.read_remote_headers and not _is_local(href)
-    )
+    """Only local files (already inside the allowed roots) are opened at ingest: a remote
+    header would be read by GDAL's own HTTP client, which follows redirects anywhere."""
+    return options.check_files and _is_local(href)
 
 
 # --------------------------------------------------------------------------- 6. grid
@@ -776,7 +775,8 @@ def _read_header(href: str) -> tuple[RasterGrid, str] | None:
     from rasterio.errors import RasterioIOError
 
     try:
-        with rasterio.open(href) as ds:
+        # GTiff only, as the reader: a VRT (or any other format) named .tif can point anywhere
+        with rasterio.open(href, driver="GTiff") as ds:
             if ds.crs is None or ds.transform.is_identity:
                 return None
             t = ds.transform

@@ -202,14 +202,16 @@ class RasterReader:
         return ds
 
     def _open_local(self, href: str):
+        path = href
         if self.settings.policy is not None:
             try:
-                self.settings.policy.check(href)
+                path = self.settings.policy.check(href)  # canonical: symlinks resolved, checked
             except HrefNotAllowed as exc:
                 raise ReadRefused(href, exc.message) from None
         try:
-            # GTiff only: VRT and other drivers can point anywhere (COGs are read by GTiff)
-            return rasterio.open(href, driver="GTiff")
+            # GTiff only: VRT and other drivers can point anywhere (COGs are read by GTiff);
+            # the path that was checked is the path opened
+            return rasterio.open(path, driver="GTiff")
         except rasterio.errors.RasterioIOError as exc:
             raise classify_gdal(gdal_text(exc), remote=False) from None
 
