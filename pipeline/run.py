@@ -324,11 +324,17 @@ def run_workflow(
         _check_publishable(report, stores=pub.stores)
         sidecars = _commit(work, report, attrs, markings=markings if rule else None,
                            scale=rule.scale if rule else None, final=_final_of(pub))
-        pub.publish(sidecars)
+        report.notes += pub.publish(sidecars)
         _published(report, plan)
         report.status = "partial" if (report.read_failures or failed) else "success"
     except BaseException as exc:  # noqa: BLE001 - every end is reported; see _record_failure
         reraise = exc if _record_failure(report, exc, stores=product_stores(spec)) else None
+        if pub is not None and pub.published:  # failed part-way through publishing: say so
+            report.products.update({f"published before the failure: {s.name}": str(s)
+                                    for s in pub.published})
+            report.error = (f"{report.error}; already published before it failed: "
+                            f"{', '.join(map(str, pub.published))} (the other products are "
+                            "unchanged)")
         refused = pub is None and isinstance(exc, StoreBusy | StoreNotOurs)
     held.close()  # unpublished builds removed (the old products untouched), locks released
     if refused:  # before it started (busy, a path not Aquila's): it writes nothing at all

@@ -25,6 +25,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import stat
 from collections.abc import Mapping, Sequence
@@ -73,13 +74,35 @@ def product_problem(path: Path) -> str | None:
 
 
 def check_target(store: Path) -> None:
-    """Raise :class:`StoreNotOurs` unless a new product may replace what is at ``store``."""
-    problem = product_problem(store)
+    """Raise :class:`StoreNotOurs` unless a new product may replace what is at ``store`` and
+    its STAC sidecar ``<store>.stac.json`` (nothing there, or a sidecar Aquila wrote)."""
+    problem = product_problem(store) or sidecar_problem(_sidecar_of(store))
     if problem is not None:
         raise StoreNotOurs(
             f"product store {store} {problem}. Aquila replaces only products it wrote and has "
             "changed nothing: move that away, or point the workflow's 'store:' at a new path"
         )
+
+
+def sidecar_problem(path: Path) -> str | None:
+    """Why the file at a product's sidecar path is not Aquila's to replace (None: nothing
+    there, or a STAC Item whose properties carry ``aquila:product``)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None  # the store's own check names the file above
+    if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ROOT_JSON:
+        return f"has {path.name} beside it, which is not a STAC sidecar Aquila wrote"
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        doc = None
+    props = doc.get("properties") if isinstance(doc, dict) else None
+    if not (isinstance(props, dict) and "aquila:product" in props):
+        return f"has {path.name} beside it, which is not a STAC sidecar Aquila wrote"
+    return None
 
 
 def root_attrs(path: Path) -> Mapping[str, Any] | None:
@@ -184,6 +207,7 @@ class Publication:
         self.stores = tuple(stores)
         self.run_id = run_id
         self._made: list[Path] = []  # build directories this object created
+        self.published: list[Path] = []  # stores swapped in so far
 
     def build_of(self, store: Path) -> Path:
         return store.with_name(f".{store.name}{BUILD_TAG}{self.run_id}")
@@ -195,28 +219,50 @@ class Publication:
             os.mkdir(self.build_of(store))
             self._made.append(self.build_of(store))
 
-    def publish(self, sidecars: Mapping[Path, str]) -> None:
-        """Swap each build in for its store, then put its sidecar (``sidecars``: final sidecar
-        path → text, one per store) in place. The sidecar is written and synced beside its
-        final name first, so a full disk fails before the swap, never between the two."""
+    def publish(self, sidecars: Mapping[Path, str]) -> list[str]:
+        """Swap each build in for its store and put its sidecar (``sidecars``: store → STAC
+        text) in place; returns notes on what could not be tidied after a swap (the product is
+        published then). Every target is checked and every sidecar written and synced first,
+        so a refusal or a full disk stops before the first swap. ``published`` lists the stores
+        swapped so far (a failure part-way leaves the earlier ones new)."""
         for store in self.stores:
-            build = self.build_of(store)
-            sidecar = sidecars.get(store)
-            staged = stage_text(_sidecar_of(store), sidecar) if sidecar is not None else None
-            try:
-                check_target(store)  # again, under the lock: what we remove must be ours
-                replaced = _swap(build, store, aside=_aside_of(store, self.run_id))
-            except BaseException:
-                if staged is not None:
-                    # our own staging file: unique name created with O_EXCL by stage_text
-                    staged.unlink(missing_ok=True)
-                raise
-            self._made.remove(build)
+            check_target(store)  # again, under the lock: what we remove must be ours
+        staged: dict[Path, Path] = {}
+        try:
+            for store in self.stores:
+                if sidecars.get(store) is not None:
+                    staged[store] = stage_text(_sidecar_of(store), sidecars[store])
+            notes = [self._swap_in(store, staged.pop(store, None)) for store in self.stores]
+        finally:
+            for tmp in staged.values():
+                tmp.unlink(missing_ok=True)  # our staging files (unique, O_EXCL: stage_text)
+        return [n for n in notes if n]
+
+    def _swap_in(self, store: Path, staged: Path | None) -> str | None:
+        build, sidecar = self.build_of(store), _sidecar_of(store)
+        try:
+            # the old label goes before the old product: a crash from here until the new
+            # sidecar is renamed in leaves a product without a sidecar (nothing to filter on),
+            # never a product beside a lower label (check_target proved the sidecar Aquila's)
+            if os.path.lexists(sidecar):
+                os.unlink(sidecar)
+            replaced = _swap(build, store, aside=_aside_of(store, self.run_id))
+        except BaseException:
             if staged is not None:
-                os.replace(staged, _sidecar_of(store))
-            _fsync_dir(store.parent)
-            if replaced is not None:
-                remove_replaced(replaced)
+                staged.unlink(missing_ok=True)  # our staging file (see stage_text)
+            raise
+        self._made.remove(build)
+        self.published.append(store)
+        if staged is not None:
+            os.replace(staged, sidecar)
+        _fsync_dir(store.parent)
+        if replaced is None:
+            return None
+        try:
+            remove_replaced(replaced)
+        except OSError as exc:
+            return f"published {store}; the product it replaced ({replaced}) stays: {exc}"
+        return None
 
     def discard(self) -> None:
         """Remove this run's unpublished build directories."""
@@ -314,6 +360,14 @@ def recover_stale(store: Path) -> list[str]:
     store's lock: no live run can own them). A set-aside product whose store is missing is put
     back; the rest is removed if it is Aquila's, else left and named. Returns report notes."""
     notes = []
+    sidecar = _sidecar_of(store)
+    for staged in sorted(store.parent.glob(f".{glob.escape(sidecar.name)}.*-*.tmp")):
+        # stage_text's own naming (.<sidecar>.<pid>-<hex>.tmp); under the store's lock no
+        # live run is staging one, so it was left by a killed run
+        ours = re.fullmatch(rf"\.{re.escape(sidecar.name)}\.\d+-[0-9a-f]{{8}}\.tmp", staged.name)
+        if ours and staged.is_file() and not staged.is_symlink():
+            staged.unlink()
+            notes.append(f"removed {staged.name}, left by a killed run")
     pattern = f".{glob.escape(store.name)}.aquila-*"
     for leftover in sorted(store.parent.glob(pattern)):
         if BUILD_TAG not in leftover.name and ASIDE_TAG not in leftover.name:
