@@ -42,7 +42,14 @@ from pipeline.cube.publish import check_nightly_store
 from pipeline.cube.stacmeta import write_product_stac
 from pipeline.cube.store import create_group, cube_layout, mosaic_layout
 from pipeline.cube.transaction import STATE_ARRAY, NightlyStore, Transaction, json_safe
-from pipeline.errors import AquilaError, InputError, RunError, SpecError, StoreBusy
+from pipeline.errors import (
+    AquilaError,
+    InputError,
+    RunError,
+    SpecError,
+    StoreBusy,
+    StoreNotOurs,
+)
 from pipeline.grid import TargetGrid
 from pipeline.increment import Increment, diff, plan_digest
 from pipeline.io.identity import IdentityProbe
@@ -115,7 +122,11 @@ def run_nightly(
     try:
         night = _Night(spec, store, options, report, on_event, progress, t0)
         night.check_spec()
-        check_nightly_store(store)  # a file, or someone else's folder: refused untouched
+        try:
+            check_nightly_store(store)  # a file, or someone else's folder: refused untouched
+        except StoreNotOurs as exc:  # and nothing written beside it either (no report)
+            report.status, report.error = "bad_input", f"[{exc.reason}] {exc.message}"
+            return report
         with store_lock(store, run_id=run_id) as lock:
             report.lock = {
                 "holder": asdict(lock.holder),
@@ -618,7 +629,7 @@ class _Night:
             checksum = listing.checksums[(s.collection, s.id)]
             assets = listing.assets.get((s.collection, s.id))
             if s.id in tonight.fallbacks and self.state is not None:  # keep what it was read as
-                old = next(e for e in self.state.entries if e.id == s.id)
+                old = self.state.by_key()[(s.collection, s.id)]  # id alone may be two scenes
                 checksum, assets = old.checksum, old.assets
             chunks = self.chunks.get(self.token(s))
             out.append(

@@ -46,6 +46,7 @@ ItemOrReject = pystac.Item | Reject
 DocOrReject = ItemDoc | Reject
 Notify = Callable[[str], None]
 NDJSON_SUFFIXES = (".ndjson", ".jsonl", ".geojsonl", ".geojsons")
+API_TIMEOUT_S = 60.0  # seconds per STAC API request (pystac-client waits forever by default)
 QUERY_OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "startsWith", "endsWith", "contains", "in")
 
 
@@ -139,7 +140,7 @@ def _iter_api(
 
     from pipeline.io.stac_api import PolicedStacApiIO
 
-    stac_io = PolicedStacApiIO(links)
+    stac_io = PolicedStacApiIO(links, timeout=API_TIMEOUT_S)  # a stalled API fails, not hangs
     try:
         client = Client.open(url, stac_io=stac_io)
     except (APIError, OSError, ValueError, pystac.STACError, HrefNotAllowed) as exc:

@@ -171,8 +171,11 @@ class HrefPolicy:
 
     def _check_url(self, href: str, where: str, geotiff: bool) -> None:
         url = urlsplit(href)
-        if "@" in url.netloc or "\\" in href or any(ord(c) < 33 for c in href):
-            raise HrefNotAllowed(f"{where}: {href} has userinfo, backslashes or control characters")
+        if "@" in url.netloc or "\\" in href or any(not 33 <= ord(c) < 127 for c in href):
+            raise HrefNotAllowed(
+                f"{where}: {href} has userinfo, backslashes, spaces, control or non-ASCII "
+                "characters; links must be percent-encoded URLs (RFC 3986)"
+            )
         if geotiff and not _suffix_ok(url.path):
             raise HrefNotAllowed(f"{where}: {href} is not a GeoTIFF (.tif/.tiff)")
         if ".." in unquote(url.path).replace("\\", "/").split("/"):
