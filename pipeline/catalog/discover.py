@@ -274,6 +274,73 @@ def discover(
     )
 
 
+def _withhold_acquisitions_of(
+    held_back: Sequence[ItemDoc],
+    scenes: list[Scene],
+    withheld: list[Reject] | None,
+    conflicts: list[MarkingConflict] | None,
+) -> list[Scene]:
+    """Scenes that are not another publication of a withheld item's acquisition. The same
+    acquisition published twice is one scene (pipeline/catalog/dedupe.py); when one copy is
+    withheld, every copy is (``marking_conflict``). Judged on the withheld item's JSON alone
+    (time, platform, footprint: its assets are never touched), conservatively: a missing
+    platform on either side counts as the same platform. O((n + w) log w)."""
+    if not held_back or not scenes:
+        return scenes
+    from bisect import bisect_left, bisect_right
+
+    from pipeline.catalog.dedupe import MAX_SECONDS_APART, MIN_OVERLAP
+    from pipeline.catalog.footprint import footprint_from_geojson
+
+    shapes = []
+    for doc in held_back:
+        when = doc.when()
+        try:
+            shape = footprint_from_geojson(doc.geometry) if doc.geometry else None
+        except ValueError:
+            shape = None
+        if when is not None and shape is not None:
+            shapes.append((when.timestamp(), doc, shape))
+    shapes.sort(key=lambda t: t[0])
+    times = [t for t, _, _ in shapes]
+    kept: list[Scene] = []
+    for scene in scenes:
+        t = scene.datetime.timestamp()
+        lo = bisect_left(times, t - MAX_SECONDS_APART)
+        hi = bisect_right(times, t + MAX_SECONDS_APART)
+        twin = next(
+            (doc for _, doc, shape in shapes[lo:hi]
+             if _same_platform(scene.platform, doc.properties.get("platform"))
+             and _overlap(scene.footprint, shape) >= MIN_OVERLAP),
+            None,
+        )
+        if twin is None:
+            kept.append(scene)
+            continue
+        if withheld is not None:
+            withheld.append(Reject(scene.id, scene.collection, "marking_conflict",
+                                   f"the same acquisition as withheld item {twin.collection}/"
+                                   f"{twin.id}: one copy withheld withholds every copy"))
+        if conflicts is not None:
+            conflicts.append(MarkingConflict(
+                "same_acquisition", scene.key, ((twin.collection or "", twin.id),), (), None,
+                True,
+            ))
+    return kept
+
+
+def _same_platform(a: Any, b: Any) -> bool:
+    def norm(v: Any) -> str:
+        return "".join(ch for ch in str(v or "").lower() if ch.isalnum())
+
+    return not a or not b or norm(a) == norm(b)
+
+
+def _overlap(a: Any, b: Any) -> float:
+    union = a.union(b).area
+    return a.intersection(b).area / union if union > 0 else 0.0
+
+
 def _audience_text(a: Audience) -> str:
     return a.name or "[" + ", ".join(sorted(a.members)) + "]"
 
@@ -305,6 +372,7 @@ def collect(
     found = 0
     seen: set[SceneKey] = set()
     book = _Copies(releasability) if releasability is not None else None
+    held_back: list[ItemDoc] = []  # withheld items: what they look like, to compare scenes to
     for entry in entries:
         found += 1
         if isinstance(entry, Reject):
@@ -314,6 +382,7 @@ def collect(
         if refused is not None:
             if withheld is not None:
                 withheld.append(Reject(entry.id, entry.collection, refused.reason, str(refused)))
+            held_back.append(entry)
             continue
         key = (entry.collection or "", entry.id)  # Scene.key: "" when the item names none
         if key in seen:
@@ -337,6 +406,7 @@ def collect(
             rejects.append(Reject(entry.id, entry.collection, exc.reason, exc.message))
     if book is not None:
         book.withhold_late(scenes, rejects, withheld if withheld is not None else [])
+        scenes = _withhold_acquisitions_of(held_back, scenes, withheld, conflicts)
         if markings is not None:
             markings.update(book.markings())
         if conflicts is not None:
