@@ -349,5 +349,6 @@ def test_nightly_store_that_is_not_aquilas_is_refused_untouched(make, tiny_catal
     done = aquila("nightly", str(path), "--store", str(target), "--direct", "--no-progress")
     one_clear_line(done, 2, "store_not_aquila", str(target))
     assert (digest(target) if target.is_dir() else target.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml", "store.icechunk"]
     history = aquila("history", str(target))
     one_clear_line(history, 2, "store_not_aquila", str(target))

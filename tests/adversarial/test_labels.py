@@ -363,6 +363,12 @@ CASES = {
                    _copy(r, NORTH_20, "zz", first=False, id=NORTH_20 + "_zz", mark=LOOSE)),
         ("NLD",), conflicts={NORTH_20 + "_zz": "stricter marking applied"},
     ),
+    "one acquisition under two ids, the stricter withholds both": Case(
+        lambda r: (_edit(r, NORTH_20, mark=STRICT),
+                   _copy(r, NORTH_20, "zz", first=False, id=NORTH_20 + "_zz", mark=LOOSE)),
+        ("NLD", "USA"), absent=(NORTH_20, NORTH_20 + "_zz"),
+        conflicts={NORTH_20 + "_zz": "withheld"},
+    ),
     "an asset marking with its own owner and licence": Case(
         lambda r: _edit(r, NORTH_20, mark=LOOSE, asset_mark=STRICT), ("NLD",),
     ),
@@ -421,6 +427,7 @@ NIGHTLY = [
     "same id twice, the stricter copy withholds it (listed first)",
     "one id in two collections",
     "one acquisition under two ids, the looser kept",
+    "one acquisition under two ids, the stricter withholds both",
 ]
 
 

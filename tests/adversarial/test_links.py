@@ -123,6 +123,48 @@ def test_remote_reads_survive_task_contexts(tiny_catalog, monkeypatch):
     assert unraisable == []
 
 
+def test_a_vrt_named_tif_is_never_opened_at_ingest(catalog_copy, tmp_path):
+    """An item without proj:* makes ingest read its asset's header; an asset that is really a
+    VRT (XML naming a file outside the roots) must not be opened as one: it is rejected, and
+    the file it points to is never reached (GDAL picked the VRT driver by content before)."""
+    import rasterio
+
+    from pipeline.run import discover
+    from pipeline.workflow import spec_from_dict
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    item_path = sorted(catalog_copy.glob("north/*/*.json"))[0]
+    doc = json.loads(item_path.read_text())
+    for key in [k for k in doc["properties"] if k.startswith("proj:")]:
+        del doc["properties"][key]
+    for asset in doc["assets"].values():
+        for key in [k for k in asset if k.startswith("proj:")]:
+            del asset[key]
+    item_path.write_text(json.dumps(doc))
+    b04 = item_path.parent / "B04.tif"
+    shutil.copy(b04, secret / "canary.tif")
+    with rasterio.open(b04) as ds:
+        width, height, crs = ds.width, ds.height, ds.crs.to_wkt()
+        geo = ", ".join(repr(v) for v in ds.transform.to_gdal())
+    b04.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{crs}</SRS>'
+        f"<GeoTransform>{geo}</GeoTransform><VRTRasterBand "
+        'dataType="UInt16" band="1"><SimpleSource><SourceFilename relativeToVRT="0">'
+        f"{secret / 'canary.tif'}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>"
+        "</VRTRasterBand></VRTDataset>"
+    )
+    spec = spec_from_dict(
+        make_spec_dict(catalog_copy, tmp_path / "out", bounds=(500000, 5000000, 504000, 5004000)),
+        base_dir=tmp_path,
+    )
+    atime = os.stat(secret / "canary.tif").st_atime_ns
+    found = discover(spec)
+    assert doc["id"] not in {s.id for s in found.scenes}
+    assert doc["id"] in {r.item_id for r in found.rejects}
+    assert os.stat(secret / "canary.tif").st_atime_ns == atime
+
+
 # --------------------------------------------------------------------------- 5. catalog links
 
 
@@ -429,3 +471,17 @@ def test_internal_ipv6_forms_are_refused(host):
 def test_public_ipv6_forms_are_admitted(host):
     assert refused_host(host, resolve=False) is None
     assert HrefPolicy(("https://",)).check(f"https://[{host}]/a.tif")
+
+
+@pytest.mark.parametrize(
+    "href",
+    ["http://127.0.0.1:8123/data/é.tif", "http://127.0.0.1:8123/data/a b.tif",
+     "http://127.0.0.1:8123/data/\u202etif.exe.tif"],
+)
+def test_links_that_are_not_percent_encoded_are_refused(href):
+    """http.client cannot send these (UnicodeEncodeError inside a chunk task failed the whole
+    run): the policy refuses them up front, with the fix."""
+    policy = HrefPolicy.for_catalog("x", ("http://127.0.0.1:8123/data/",))
+    assert policy.check("http://127.0.0.1:8123/data/%C3%A9.tif")
+    with pytest.raises(HrefNotAllowed, match="percent-encoded"):
+        policy.check(href)

@@ -157,6 +157,18 @@ def _parent_is_a_file(store: Path, good: Path) -> None:
     store.parent.write_text("a file where the products folder should be")
 
 
+def _users_sidecar(store: Path, good: Path) -> None:
+    shutil.copytree(good / "mosaic.zarr", store)
+    store.with_name(store.name + ".stac.json").write_text('{"title": "a user\'s own notes"}')
+
+
+def _sidecar_folder(store: Path, good: Path) -> None:
+    shutil.copytree(good / "mosaic.zarr", store)
+    folder = store.with_name(store.name + ".stac.json")
+    folder.mkdir()
+    (folder / "x.json").write_text("{}")
+
+
 NOT_OURS = {
     "a folder holding a user's file": _user_folder,
     "a regular file": _user_file,
@@ -164,6 +176,8 @@ NOT_OURS = {
     "a zarr store Aquila did not write": _foreign_zarr,
     "an Aquila product holding a user's file": _product_with_a_user_file,
     "a path below a regular file": _parent_is_a_file,
+    "an Aquila product beside a sidecar name holding a user's file": _users_sidecar,
+    "an Aquila product beside a sidecar name holding a folder": _sidecar_folder,
 }
 
 
@@ -418,3 +432,89 @@ def test_publish_swaps_in_the_build_and_removes_only_the_old_product(exchange, g
     assert '"aquila:run_id": "new-' in (store / "zarr.json").read_text()
     assert json.loads((tmp_path / "mosaic.zarr.stac.json").read_text()) == {"new": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mosaic.zarr", "mosaic.zarr.stac.json"]
+
+
+def _symlink_to_victim(lock: Path, victim: Path) -> None:
+    lock.symlink_to(victim)
+
+
+def _users_file(lock: Path, victim: Path) -> None:
+    lock.write_text("my notes, not a lock")
+
+
+def _folder(lock: Path, victim: Path) -> None:
+    lock.mkdir()
+    (lock / "x").write_text("mine")
+
+
+@pytest.mark.parametrize("make", [_symlink_to_victim, _users_file, _folder])
+def test_a_lock_path_that_is_not_aquilas_is_refused_untouched(make, tmp_path):
+    """``<store>.lock`` is opened without following links and only a lock record Aquila wrote
+    (or an empty file) is taken: a link to someone's file, a user's file or a folder at that
+    name is refused and stays byte for byte (the lock used to truncate whatever it pointed to)."""
+    from pipeline.errors import StoreNotOurs
+    from pipeline.runtime.lock import store_lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    store = tmp_path / "out.zarr"
+    make(tmp_path / "out.zarr.lock", victim)
+    before = {p.name: (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+              for p in tmp_path.rglob("*")}
+    with pytest.raises(StoreNotOurs), store_lock(store, run_id="r1"):
+        pass
+    after = {p.name: (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+             for p in tmp_path.rglob("*")}
+    assert after == before and victim.read_text() == "precious"
+
+
+def test_an_aquila_lock_record_is_taken_and_released(tmp_path):
+    """A lock file holding a dead holder's record (or nothing) is Aquila's: taken, reported."""
+    import json
+
+    from pipeline.runtime.lock import store_lock
+
+    lock = tmp_path / "out.zarr.lock"
+    dead = {"pid": 1, "host": "h", "run_id": "dead-run", "since": "2026-01-01T00:00:00+00:00"}
+    lock.write_text(json.dumps(dead))
+    with store_lock(tmp_path / "out.zarr", run_id="r2") as held:
+        assert held.took_over is not None and held.took_over.run_id == "dead-run"
+        assert json.loads(lock.read_text())["run_id"] == "r2"
+    assert lock.read_text() == ""
+
+
+def test_every_product_is_checked_before_the_first_is_swapped_in(tiny_catalog, tmp_path):
+    """A run with a mosaic and a cube: while it computes, somebody puts their own file at the
+    cube's sidecar name. The run refuses before swapping anything in, so the mosaic (swapped
+    first) and the cube are both still the previous run's, byte for byte."""
+    from pipeline.errors import StoreNotOurs
+    from pipeline.run import RunOptions, run_workflow
+    from pipeline.workflow import spec_from_dict
+
+    out = tmp_path / "out"
+    doc = make_spec_dict(tiny_catalog.root, out, bounds=(500000, 5000000, 504000, 5004000))
+    spec = spec_from_dict(doc, base_dir=tmp_path)
+    assert run_workflow(spec, options=RunOptions(direct=True)).status == "success"
+    cube_sidecar = out / "cube.zarr.stac.json"
+
+    def products(d: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in d.items()
+                if k.startswith(("mosaic.zarr/", "cube.zarr/")) or k == "mosaic.zarr.stac.json"}
+
+    before = products(digest(out))
+    assert len(before) > 10
+
+    def sabotage(done: int, total: int) -> None:
+        if done == total:  # every chunk written; publishing comes next
+            cube_sidecar.write_text('{"note": "mine now"}')
+
+    report = run_workflow(spec, options=RunOptions(direct=True), progress=sabotage)
+    assert report.status == "bad_input" and "store_not_aquila" in report.error
+    assert "already published" not in report.error
+    assert products(digest(out)) == before
+    assert cube_sidecar.read_text() == '{"note": "mine now"}'
+    assert not [p for p in out.iterdir() if ".aquila-" in p.name or p.name.endswith(".tmp")]
+    with pytest.raises(StoreNotOurs):
+        from pipeline.cube.publish import check_target
+
+        check_target(out / "cube.zarr")
