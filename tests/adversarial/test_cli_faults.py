@@ -9,7 +9,6 @@ real ``aquila run``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,56 +16,29 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.testing.arrivals import item_files
+from tests.adversarial.runs import (
+    AQUILA,
+    BOUNDS,
+    aquila,
+    digest,
+    last_line,
+    leftovers,
+    served_slowly,
+)
 from tests.asset_server import serve
 from tests.conftest import make_spec_dict
-
-AQUILA = str(Path(sys.executable).parent / "aquila")
-BOUNDS = (500000, 5000000, 504000, 5004000)
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file()
-        else "dir"
-        for p in sorted(root.rglob("*"))
-    }
 
 
 def product_digest(out: Path) -> dict[str, str]:
     """The product and its sidecar (the report and the lock file may change)."""
     return {k: v for k, v in digest(out).items() if k.startswith("mosaic.zarr")
             and not k.endswith(".lock")}
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(
-        p.name for p in folder.rglob("*")
-        if ".aquila-" in p.name or p.name.endswith(".tmp")
-    )
-
-
-def last_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def write_spec(path: Path, catalog: Path, out: Path, **extra) -> Path:
-    spec = make_spec_dict(catalog, out, bounds=BOUNDS, cube=False, **extra)
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def aquila(*args: str, preexec=None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([AQUILA, *args], capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=preexec)
 
 
 def one_clear_line(done: subprocess.CompletedProcess, code: int, *words: str) -> str:
@@ -77,23 +49,6 @@ def one_clear_line(done: subprocess.CompletedProcess, code: int, *words: str) ->
     for word in words:
         assert word in line, (word, done.stderr)
     return line
-
-
-@pytest.fixture(scope="module")
-def good(tiny_catalog, tmp_path_factory):
-    """A good mosaic of the tiny catalog, made once."""
-    root = tmp_path_factory.mktemp("good")
-    spec = write_spec(root / "spec.yaml", tiny_catalog.root, root / "out")
-    done = aquila("run", str(spec), "--direct", "--no-progress")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return root / "out"
-
-
-@pytest.fixture()
-def rerun(good, catalog_copy, tmp_path):
-    out = tmp_path / "out"
-    shutil.copytree(good, out)
-    return write_spec(tmp_path / "spec.yaml", catalog_copy, out), catalog_copy, out
 
 
 # --------------------------------------------------------------------------- full disk
@@ -200,19 +155,6 @@ def test_a_full_disk_fails_cleanly_and_keeps_the_old_product(rerun, good, tmp_pa
 # --------------------------------------------------------------------------- Ctrl-C
 
 
-def _serve_slowly(catalog: Path, server, spec: Path, latency_s: float) -> None:
-    for path in item_files(catalog).values():
-        doc = json.loads(path.read_text())
-        rel = path.parent.relative_to(catalog).as_posix()
-        for asset in doc["assets"].values():
-            asset["href"] = f"{server.url}/{rel}/{asset['href'].removeprefix('./')}"
-        path.write_text(json.dumps(doc))
-    doc = yaml.safe_load(spec.read_text())
-    doc["allowed_roots"] = [str(catalog), server.url + "/"]
-    spec.write_text(yaml.safe_dump(doc))
-    server.latency_s = latency_s
-
-
 @pytest.mark.parametrize("where", ["--direct", "local-cluster"])
 def test_ctrl_c_mid_run_exits_130_and_keeps_the_old_product(where, rerun):
     """SIGINT to the run's whole process group, as a terminal's Ctrl-C sends it."""
@@ -221,7 +163,7 @@ def test_ctrl_c_mid_run_exits_130_and_keeps_the_old_product(where, rerun):
     args = [AQUILA, "run", str(spec), "--no-progress"]
     args += ["--direct"] if where == "--direct" else ["--workers", "1", "--dashboard", ":0"]
     with serve(catalog) as server:
-        _serve_slowly(catalog, server, spec, latency_s=0.3)
+        served_slowly(catalog, server, spec, latency_s=0.3)
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         try:

@@ -8,12 +8,9 @@ of every file taken before the attack."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,70 +18,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.testing.arrivals import item_files
+from tests.adversarial.runs import (
+    AQUILA,
+    aquila,
+    digest,
+    last_line,
+    leftovers,
+    served_slowly,
+    write_spec,
+)
 from tests.asset_server import serve
 from tests.conftest import make_spec_dict
 
-AQUILA = str(Path(sys.executable).parent / "aquila")
 MOSAIC_VARS = {"blue", "green", "red", "nir", "count"}
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def digest(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (symbolic links as their target text) → sha256."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            out[rel] = "link:" + os.readlink(path)
-        elif path.is_file():
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-        elif path.is_dir():
-            out[rel] = "dir"
-    return out
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Build directories, set-aside products and temporary files a run might leave."""
-    return sorted(
-        p.name for p in folder.rglob("*")
-        if ".aquila-build-" in p.name or ".aquila-old-" in p.name or p.name.endswith(".tmp")
-    )
-
-
-def write_spec(path: Path, catalog: Path, out: Path, *, name="test", **extra) -> Path:
-    spec = make_spec_dict(catalog, out, bounds=(500000, 5000000, 504000, 5004000), cube=False,
-                          **extra)
-    spec["name"] = name
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def aquila(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([AQUILA, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def last_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def served_slowly(catalog: Path, server, *specs: Path, latency_s: float) -> None:
-    """Point every asset at the loopback server (and allow it in ``specs``), which answers
-    each request after ``latency_s``: a run then spends seconds in its reads."""
-    for path in item_files(catalog).values():
-        doc = json.loads(path.read_text())
-        rel = path.parent.relative_to(catalog).as_posix()
-        for asset in doc["assets"].values():
-            asset["href"] = f"{server.url}/{rel}/{asset['href'].removeprefix('./')}"
-        path.write_text(json.dumps(doc))
-    for spec in specs:
-        doc = yaml.safe_load(spec.read_text())
-        doc["allowed_roots"] = [str(catalog), server.url + "/"]
-        spec.write_text(yaml.safe_dump(doc))
-    server.latency_s = latency_s
 
 
 def wait_for(predicate, *, timeout: float, what: str) -> None:
@@ -99,25 +48,6 @@ def wait_for(predicate, *, timeout: float, what: str) -> None:
 def building(out: Path) -> bool:
     """A run's build directory exists and its layout is written (the run is mid-way)."""
     return any((p / "zarr.json").exists() for p in out.glob(".mosaic.zarr.aquila-build-*"))
-
-
-@pytest.fixture(scope="module")
-def good(tiny_catalog, tmp_path_factory):
-    """A good product of the tiny catalog, made once: (folder, its digest)."""
-    root = tmp_path_factory.mktemp("good")
-    spec = write_spec(root / "spec.yaml", tiny_catalog.root, root / "out")
-    done = aquila("run", str(spec), "--direct", "--no-progress")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return root / "out"
-
-
-@pytest.fixture()
-def rerun(good, catalog_copy, tmp_path):
-    """A workflow over a private catalog copy whose products folder holds the good product."""
-    out = tmp_path / "out"
-    shutil.copytree(good, out, symlinks=True)
-    spec = write_spec(tmp_path / "spec.yaml", catalog_copy, out)
-    return spec, catalog_copy, out
 
 
 # --------------------------------------------------------------------------- not Aquila's
