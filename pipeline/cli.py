@@ -319,19 +319,19 @@ def _run(args, console) -> int:
     finally:
         bar.stop()
     _summary(console, report)
-    _say_failure(report)
+    say_failure(report)
     return report.exit_code
 
 
-def _say_failure(report) -> None:
+def say_failure(report) -> None:
     """On stderr, last: one line saying what went wrong and what to do (the summary above it,
     on stdout, has the details)."""
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if report.report_error:
+    if getattr(report, "report_error", None):  # a run's report that went elsewhere
         err.print(f"[yellow]report[/yellow] {esc(report.report_error)}")
-    if report.status not in ("success", "partial") and report.error:
+    if report.status not in ("success", "partial", "nothing_new") and report.error:
         word = {"bad_input": "error", "busy": "busy"}.get(report.status, "failed")
         err.print(f"[red]{word}[/red] {esc(report.error)}")
 

@@ -198,13 +198,9 @@ def _nightly(args, console) -> int:
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         _summary(console, report)
-    if report.status in ("failed", "bad_input", "busy") and report.error:
-        from rich.console import Console  # last, on stderr: what went wrong, what to do
+    from pipeline.cli import say_failure
 
-        word = {"bad_input": "error", "busy": "busy"}.get(report.status, "failed")
-        Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"[red]{word}[/red] {esc(report.error)}"
-        )
+    say_failure(report)  # last, on stderr: what went wrong, what to do
     return report.exit_code
 
 

@@ -13,14 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.report import (
-    EXIT_BAD_INPUT,
-    EXIT_BUSY,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
-)
+from pipeline.report import EXIT_CODES, EXIT_FAILED, EXIT_OK
 
 STATUSES = ("success", "nothing_new", "partial", "failed", "bad_input", "busy", "interrupted")
 
@@ -63,14 +56,9 @@ class NightReport:
 
     @property
     def exit_code(self) -> int:
-        return {
-            "success": EXIT_OK,
-            "nothing_new": EXIT_OK,
-            "partial": EXIT_PARTIAL,
-            "bad_input": EXIT_BAD_INPUT,
-            "busy": EXIT_BUSY,
-            "interrupted": EXIT_INTERRUPTED,
-        }.get(self.status, EXIT_FAILED)
+        """As a run's (:data:`pipeline.report.EXIT_CODES`); a night with nothing new is a
+        success."""
+        return EXIT_OK if self.status == "nothing_new" else EXIT_CODES.get(self.status, EXIT_FAILED)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"exit_code": self.exit_code}
