@@ -24,7 +24,7 @@ What a careful odc-stac user writes for the same result, with no extra dependenc
 
 No ``.load()`` / ``.persist()`` of the stack: everything streams through the dask graph on a
 ``LocalCluster(n_workers, threads_per_worker, processes=True, memory_limit="auto")`` with a
-loopback dashboard, as ``aquila run`` starts it (``pipeline/runtime/cluster.py``).
+loopback dashboard, as ``aquila run`` starts it (``pipeline/engine/cluster.py``).
 
 Prints one line ``ODC_JOB_RESULT {json}`` with its phase timings and graph size.
 """

@@ -3,7 +3,7 @@
     python benchmarks/kernels.py [--size 1024] [--time 24] [--repeats 3] [--all] [--only WHAT]
 
 **Radiometry** (``--only radiometry`` runs just this part): the fused calibrate + mask gather
-(:func:`pipeline.kernels.radiometry.gather_calibrate`, what every band group of every scene
+(:func:`pipeline.kernels.calibrate.gather_calibrate`, what every band group of every scene
 goes through in a chunk task) on a (T=24 band planes, size, size) uint16 DN stack on the output
 grid (index maps as the reader gives them for a same-grid source): nodata 0, a valid DN range, a
 uint8 mask band decoded by a LUT (cloud blobs), per-band scale/offset, float32 out. Beside it,
@@ -43,8 +43,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.kernels.blend import blend_weights, composite_blend  # noqa: E402
-from pipeline.kernels.composite import composite_latest, composite_median  # noqa: E402
-from pipeline.kernels.mosaic import (  # noqa: E402
+from pipeline.kernels.calibrate import gather_calibrate  # noqa: E402
+from pipeline.kernels.median import composite_latest, composite_median  # noqa: E402
+from pipeline.kernels.reduce import (  # noqa: E402
     BestPixelWeights,
     cloud_distance,
     composite_best_pixel,
@@ -58,7 +59,6 @@ from pipeline.kernels.mosaic import (  # noqa: E402
     composite_quality,
     ndvi,
 )
-from pipeline.kernels.radiometry import gather_calibrate  # noqa: E402
 
 TARGET_RATIO = 10.0
 RADIOMETRY_TARGET_RATIO = 3.0  # fused gather vs the NumPy expression

@@ -46,7 +46,7 @@ TARGET = 0.15
 def build_archive(folder: Path, *, tiles: int, spp: int, seed: int) -> list[tuple[str, Path]]:
     """``tiles``² tiles of the synthetic generator side by side; item ids made unique per
     tile. Returns (acquisition time, item file) for every item."""
-    from pipeline.testing.synthetic import generate_catalog
+    from pipeline.demo.synthetic import generate_catalog
 
     items = []
     for ty in range(tiles):
@@ -109,8 +109,8 @@ def spec_for(
 
 def night(spec, store: Path, scheduler: str, *, rebuild: bool = False):
     """One nightly run on the warm cluster: (wall s, report, CPU s of the process tree)."""
-    from pipeline.nightly import NightOptions, run_nightly
-    from pipeline.runtime.cluster import ClusterOptions
+    from pipeline.engine.cluster import ClusterOptions
+    from pipeline.engine.nightly import NightOptions, run_nightly
 
     cpu0 = tree_cpu_s()
     t = time.perf_counter()
@@ -146,7 +146,7 @@ def same_products(a: Path, b: Path) -> bool:
     import numpy as np
     import xarray as xr
 
-    from pipeline.cube.transaction import open_night
+    from pipeline.products.transaction import open_night
 
     sa, sb = open_night(a), open_night(b)
     for group in ("cube", "mosaic", "latest"):
@@ -216,7 +216,7 @@ def main() -> int:
     if args.latency_ms and not args.http:
         p.error("--latency-ms delays the loopback asset server's answers: add --http")
 
-    from pipeline.workflow import spec_from_dict
+    from pipeline.spec.workflow import spec_from_dict
 
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
@@ -286,7 +286,7 @@ def redate(paths: list[Path], after: str) -> None:
 
 
 def measure(args, work: Path, items, nights: dict[str, list[Path]], spec) -> int:
-    from pipeline.runtime.cluster import ClusterOptions, open_client
+    from pipeline.engine.cluster import ClusterOptions, open_client
 
     options = ClusterOptions(
         n_workers=args.workers, threads_per_worker=1, dashboard_address="127.0.0.1:0"

@@ -154,7 +154,7 @@ def run(n: int) -> dict[str, float]:
     from pipeline.catalog.dedupe import drop_duplicates
     from pipeline.catalog.discover import collect
     from pipeline.catalog.normalise import NormaliseOptions
-    from pipeline.catalog.profiles import load_profiles
+    from pipeline.catalog.sensors.profiles import load_profiles
     from pipeline.catalog.source import json_loads
     from pipeline.catalog.stacdoc import ItemDoc
     from pipeline.io.hrefs import HrefPolicy

@@ -4,7 +4,7 @@
 
 1. Generates (or reuses, see ``--fresh-catalog``) the synthetic catalog of ``--preset``
    (``medium``: 3 providers, 36 scenes, 20 km x 20 km -> a 2000 x 2000 grid at 10 m, 4 bands)
-   with :func:`pipeline.testing.synthetic.generate_catalog`. Not timed.
+   with :func:`pipeline.demo.synthetic.generate_catalog`. Not timed.
 2. Warms up Aquila once on the ``tiny`` catalog (median and latest), untimed, so that the
    numba kernels' on-disk cache (``cache=True``) is filled and JIT compilation is not timed.
 3. Runs, each as a child process whose whole process tree (driver + scheduler + workers) is
@@ -164,7 +164,7 @@ def run_measured(label: str, argv: list[str], log: Path, env: dict | None = None
 def _generator_fingerprint(preset: str, seed: int) -> str:
     import hashlib
 
-    import pipeline.testing.synthetic as synthetic
+    import pipeline.demo.synthetic as synthetic
 
     src = Path(synthetic.__file__).read_bytes()
     return f"{preset} {seed} {hashlib.sha256(src).hexdigest()}"
@@ -173,7 +173,7 @@ def _generator_fingerprint(preset: str, seed: int) -> str:
 def ensure_catalog(root: Path, preset: str, seed: int, fresh: bool):
     """The synthetic catalog under ``root``: reused when generated with the same preset, seed
     and generator source (generation is deterministic), else (re)generated."""
-    from pipeline.testing.synthetic import generate_catalog
+    from pipeline.demo.synthetic import generate_catalog
 
     stamp = root / ".peers-generator"
     want = _generator_fingerprint(preset, seed)
@@ -191,7 +191,7 @@ def ensure_catalog(root: Path, preset: str, seed: int, fresh: bool):
 def _catalog_without_rendering(root: Path, preset: str, seed: int):
     """The SyntheticCatalog oracle of an existing catalog, rebuilt from the (deterministic) scene
     plan; cloud fractions are not needed by the oracles, so no pixel is rendered."""
-    from pipeline.testing.synthetic import PRESETS, PROVIDERS, SyntheticCatalog, _plan_provider
+    from pipeline.demo.synthetic import PRESETS, PROVIDERS, SyntheticCatalog, _plan_provider
 
     p = PRESETS[preset]
     scenes = []
@@ -227,14 +227,14 @@ def aquila_spec(path: Path, name: str, catalog: Path, bounds, stores: dict[str, 
 
 def aquila_one_run() -> bool:
     """Whether this Aquila writes several mosaics from one read (``products.mosaics``)."""
-    from pipeline.workflow import Products
+    from pipeline.spec.workflow import Products
 
     return "mosaics" in Products.model_fields
 
 
 def aquila_argv(spec: Path, report: Path, workers: int, threads: int) -> list[str]:
     exe = Path(sys.executable).with_name("aquila")
-    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
+    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli.main"]
     return [*head, "run", str(spec), "--workers", str(workers), "--threads", str(threads),
             "--no-progress", "--report", str(report)]
 

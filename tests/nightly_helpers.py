@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from pipeline.cube.transaction import open_night
-from pipeline.run import RunOptions, run_workflow
-from pipeline.workflow import spec_from_dict
+from pipeline.engine.run import RunOptions, run_workflow
+from pipeline.products.transaction import open_night
+from pipeline.spec.workflow import spec_from_dict
 from tests.conftest import make_spec_dict
 
 MOSAICS = {"mosaic": "median", "latest": "latest"}  # group -> method

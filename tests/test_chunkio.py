@@ -1,4 +1,4 @@
-"""Whole chunks written past zarr-python (pipeline.cube.chunkio) store exactly the bytes zarr
+"""Whole chunks written past zarr-python (pipeline.products.chunkio) store exactly the bytes zarr
 stores: same keys, same encoded chunks, fill-value chunks deleted; arrays opened from their
 metadata equal zarr's; other layouts and partial selections go through zarr."""
 
@@ -9,8 +9,8 @@ import pytest
 import zarr
 from zarr.codecs import ZstdCodec
 
-from pipeline.cube import chunkio
-from pipeline.cube.store import COMPRESSOR
+import pipeline.products.chunkio as chunkio
+from pipeline.products.store import COMPRESSOR
 
 LAYERS = {  # name -> (dtype, fill value, chunks, shape)
     "cube": ("float32", np.nan, (8, 5, 5), (19, 12, 12)),

@@ -9,8 +9,8 @@ import pytest
 import zarr
 from zarr.codecs import ZstdCodec
 
-from pipeline.cube.slots import CubeSlots
-from pipeline.cube.store import COMPRESSOR
+from pipeline.products.slots import CubeSlots
+from pipeline.products.store import COMPRESSOR
 
 
 def _cube(store, compressor, block):

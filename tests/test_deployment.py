@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import _parser
+from pipeline.cli.main import _parser
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 
@@ -91,7 +91,7 @@ def test_help_documents_the_busy_exit_code():
 
     for args in (["--help"], ["nightly", "--help"]):
         out = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *args],
+            [sys.executable, "-m", "pipeline.cli.main", *args],
             capture_output=True,
             text=True,
             check=True,

@@ -11,19 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.kernels.composite import (
+from pipeline.kernels.calibrate import (
+    gather_calibrate,
+    gather_mask,
+    lut_from_bitfields,
+    lut_from_classes,
+)
+from pipeline.kernels.median import (
     _NETWORK_LANES,
     _NETWORK_MAX_T,
     _median_network,
     composite_latest,
     composite_median,
     merge_first_valid,
-)
-from pipeline.kernels.radiometry import (
-    gather_calibrate,
-    gather_mask,
-    lut_from_bitfields,
-    lut_from_classes,
 )
 from pipeline.kernels.reference import (
     composite_latest_reference,

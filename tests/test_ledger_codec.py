@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.catalog.scene import BandSource, HarmonisationUse, QualitySource, RasterGrid, Scene
-from pipeline.cube.ledger import Tokens, scene_from_dict, scene_json, scene_to_dict, scene_token
+from pipeline.plan.ledger import Tokens, scene_from_dict, scene_json, scene_to_dict, scene_token
 
 GRID = RasterGrid("EPSG:32632", (10.0, 0.0, 500000.0, 0.0, -10.0, 5004000.0), (400, 400))
 

@@ -1,4 +1,4 @@
-"""Compositing methods (pipeline.kernels.mosaic, pipeline.kernels.blend) vs. their NumPy
+"""Compositing methods (pipeline.kernels.reduce, pipeline.kernels.blend) vs. their NumPy
 references: table-driven cases, hand-computed values, properties, memory bounds.
 
 Every comparison with a reference is exact (bit for bit, signs of zeros included), except the
@@ -23,26 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.kernels import composite as composite_mod
-from pipeline.kernels import mosaic
+import pipeline.kernels.median as composite_mod
+import pipeline.kernels.reduce as mosaic
 from pipeline.kernels.blend import blend_weights, composite_blend, edge_distance
-from pipeline.kernels.composite import composite_latest, composite_median
-from pipeline.kernels.mosaic import (
-    STACK_METHODS,
-    STREAMING_METHODS,
-    BestPixelWeights,
-    cloud_distance,
-    composite_best_pixel,
-    composite_earliest,
-    composite_max,
-    composite_mean,
-    composite_medoid,
-    composite_min,
-    composite_percentile,
-    composite_priority,
-    composite_quality,
-    ndvi,
-)
+from pipeline.kernels.median import composite_latest, composite_median
 from pipeline.kernels.mosaic_reference import (
     blend_weights_reference,
     cloud_distance_reference,
@@ -58,6 +42,22 @@ from pipeline.kernels.mosaic_reference import (
     composite_quality_reference,
     edge_distance_reference,
     ndvi_reference,
+)
+from pipeline.kernels.reduce import (
+    STACK_METHODS,
+    STREAMING_METHODS,
+    BestPixelWeights,
+    cloud_distance,
+    composite_best_pixel,
+    composite_earliest,
+    composite_max,
+    composite_mean,
+    composite_medoid,
+    composite_min,
+    composite_percentile,
+    composite_priority,
+    composite_quality,
+    ndvi,
 )
 
 NAN = np.float32(np.nan)

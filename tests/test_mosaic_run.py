@@ -144,9 +144,9 @@ STREAMABLE = ["latest", "earliest", "priority", "mean", "min", "max", "quality",
 def test_streaming_path_gives_the_stack_paths_bytes(all_methods, tiny_catalog, tmp_path, method):
     """Alone, a streamable method folds slot by slot; in all_methods (with a median) it ran
     over the whole stack. Both must give identical bytes."""
-    from pipeline.compositing import can_stream
-    from pipeline.run import outputs_of
-    from pipeline.workflow import spec_from_dict
+    from pipeline.engine.compose import can_stream
+    from pipeline.engine.run import outputs_of
+    from pipeline.spec.workflow import spec_from_dict
 
     out, _, _ = all_methods
     spec = make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds,
@@ -170,9 +170,9 @@ def _task_with_slots(tiny_catalog, n_slots: int, methods: list[str], tmp_path,
     import dataclasses
     import datetime as dt
 
-    from pipeline.plan import SlotScenes, TimeSlot, make_plan
-    from pipeline.run import discover, outputs_of, target_grid
-    from pipeline.workflow import spec_from_dict
+    from pipeline.engine.run import discover, outputs_of, target_grid
+    from pipeline.plan.chunks import SlotScenes, TimeSlot, make_plan
+    from pipeline.spec.workflow import spec_from_dict
 
     spec = spec_from_dict(
         {**make_spec_dict(tiny_catalog.root, tmp_path, bounds=tiny_catalog.area_bounds,
@@ -200,7 +200,7 @@ def _task_with_slots(tiny_catalog, n_slots: int, methods: list[str], tmp_path,
 def _peak_bytes(task, outputs) -> tuple[int, int]:
     import tracemalloc
 
-    from pipeline.chunk import compute_chunk
+    from pipeline.engine.chunk import compute_chunk
     from pipeline.io.reader import RasterReader
 
     reader = RasterReader()
@@ -243,7 +243,7 @@ def test_a_profiles_band_resampling_overrides_the_workflows(tiny_catalog, tmp_pa
     """BandSource.resampling (from a sensor profile) wins over grid.resampling for that band."""
     import dataclasses
 
-    from pipeline.chunk import read_scene
+    from pipeline.engine.chunk import read_scene
     from pipeline.io.reader import RasterReader
 
     task, _ = _task_with_slots(tiny_catalog, 1, ["latest"], tmp_path, collection="south")

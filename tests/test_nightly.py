@@ -14,12 +14,12 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.cube.transaction import NightlyStore
-from pipeline.nightly import NightOptions, run_nightly
-from pipeline.runtime.cluster import ClusterOptions
-from pipeline.testing.arrivals import item_files, publish, reprocess
-from pipeline.testing.synthetic import generate_catalog
-from pipeline.workflow import spec_from_dict
+from pipeline.demo.arrivals import item_files, publish, reprocess
+from pipeline.demo.synthetic import generate_catalog
+from pipeline.engine.cluster import ClusterOptions
+from pipeline.engine.nightly import NightOptions, run_nightly
+from pipeline.products.transaction import NightlyStore
+from pipeline.spec.workflow import spec_from_dict
 from tests.nightly_helpers import (
     assert_same,
     current,
@@ -130,7 +130,7 @@ def test_history_lists_the_nights_from_the_store(arrivals, tmp_path):
     )
     assert report.status == "success"
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "history", str(store), "--json"],
+        [sys.executable, "-m", "pipeline.cli.main", "history", str(store), "--json"],
         capture_output=True,
         text=True,
         check=True,

@@ -21,11 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.cube.transaction import NightlyStore
-from pipeline.nightly import NightOptions, run_nightly
-from pipeline.runtime.cluster import ClusterOptions
-from pipeline.testing.arrivals import publish
-from pipeline.workflow import spec_from_dict
+from pipeline.demo.arrivals import publish
+from pipeline.engine.cluster import ClusterOptions
+from pipeline.engine.nightly import NightOptions, run_nightly
+from pipeline.products.transaction import NightlyStore
+from pipeline.spec.workflow import spec_from_dict
 from tests.nightly_helpers import (
     assert_same,
     current,
@@ -70,7 +70,7 @@ def _job(root: Path, store: Path, *extra: str) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "pipeline.cli.main",
             "nightly",
             str(root / "spec.json"),
             "--store",
@@ -200,7 +200,7 @@ def test_two_runs_at_once_exactly_one_writes(nights, tmp_path):
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "pipeline.cli.main",
             "nightly",
             str(root / "spec.json"),
             "--store",

@@ -10,8 +10,8 @@ import logging
 
 import yaml
 
-from pipeline.cli import main
-from pipeline.cube.transaction import NightlyStore, iter_groups
+from pipeline.cli.main import main
+from pipeline.products.transaction import NightlyStore, iter_groups
 from tests.nightly_helpers import current, load
 from tests.test_releasability import AUDIENCES, all_ids, marked, marked_spec  # noqa: F401
 

@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 
 from pipeline.catalog.footprint import footprint_from_geojson
 from pipeline.catalog.normalise import normalise_item
-from pipeline.catalog.profiles import (
+from pipeline.catalog.sensors.profiles import (
     DEFAULT_PROFILE_DIR,
     ProfileError,
     load_profile,
     load_profiles,
     version_tuple,
 )
+from pipeline.catalog.sensors.vendor import VendorMetadataError, planet_reflectance_coefficients
 from pipeline.catalog.stacdoc import ItemDoc
-from pipeline.catalog.vendor import VendorMetadataError, planet_reflectance_coefficients
 from pipeline.errors import SceneRejected
 from pipeline.io.hrefs import HrefPolicy
 from tests.conftest import SHARED_REAL

@@ -25,7 +25,7 @@ QUANTISATION = {"west": 5.04e-5 + 1e-7, "centre": 1.3e-5 + 1e-7}
 
 @pytest.fixture(scope="module")
 def toa_catalog(tmp_path_factory):
-    from pipeline.testing.synthetic import generate_catalog
+    from pipeline.demo.synthetic import generate_catalog
 
     root = tmp_path_factory.mktemp("toa-catalog")
     return generate_catalog(root / "catalog", preset="tiny", seed=1, providers=["west", "centre"])
@@ -110,7 +110,7 @@ def test_without_harmonisation_the_sentinel2_bands_keep_their_msi_bandpass(toa_c
 def test_radiance_target_from_the_vendor_files(toa_catalog, tmp_path):
     """Radiance, W/(m² sr µm): centre = DN × RADIANCE_MULT + RADIANCE_ADD of its MTL; west =
     ρ_MSI · E0 · sin(sun elevation) · U / π from its MTD (E0 = SOLAR_IRRADIANCE, U = 1/d²)."""
-    from pipeline.catalog.vendor import landsat_mtl, sentinel2_mtd
+    from pipeline.catalog.sensors.vendor import landsat_mtl, sentinel2_mtd
 
     cat = toa_catalog
     cube, report = _run_toa(cat, tmp_path, target="radiance")
@@ -142,11 +142,11 @@ def test_dilation_grows_cloud_and_shadow_only_and_is_seamless_across_chunks(toa_
     import rasterio
 
     from pipeline.catalog.discover import discover
-    from pipeline.chunk import read_scene
-    from pipeline.grid import ChunkGrid
+    from pipeline.engine.chunk import read_scene
     from pipeline.io.reader import RasterReader
-    from pipeline.radiometry import Masking
-    from pipeline.workflow import spec_from_dict
+    from pipeline.plan.calibration import Masking
+    from pipeline.plan.grid import ChunkGrid
+    from pipeline.spec.workflow import spec_from_dict
 
     cat = toa_catalog
     spec = spec_from_dict(

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.catalog.vendor import (
+from pipeline.catalog.sensors.vendor import (
     VendorMetadataError,
     landsat_mtl,
     parse_mtl,
@@ -23,10 +23,10 @@ from pipeline.catalog.vendor import (
     sentinel2_mtd,
 )
 from pipeline.errors import SpecError
-from pipeline.grid import ChunkGrid
 from pipeline.kernels.toa import earth_sun_distance, solar_zenith
-from pipeline.radiometry import cos_solar_zenith
-from pipeline.workflow import spec_from_dict
+from pipeline.plan.calibration import cos_solar_zenith
+from pipeline.plan.grid import ChunkGrid
+from pipeline.spec.workflow import spec_from_dict
 from tests.conftest import SHARED_REAL, make_spec_dict
 
 # --------------------------------------------------------------------------- the spec
@@ -66,7 +66,8 @@ def test_radiometry_spec_errors_name_the_key(tmp_path, radiometry, words):
 
 def test_cli_help_names_the_radiometry_options():
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "pipeline.cli.main", "--help"],
+        capture_output=True, text=True, check=True,
     ).stdout
     for word in ("radiometry", "harmonize_to", "dilate", "demo-toa.yaml", "radiance"):
         assert word in out
@@ -190,7 +191,7 @@ def test_sun_geometry_matches_the_usgs_mtl(path):
     0.001-0.009°) and the Earth-Sun distance within 6e-5 AU of EARTH_SUN_DISTANCE (USGS uses a
     day-of-year table). The pre-collection (2014, LPGS 2.4) rio-toa MTL is 0.10° off at its
     product box's centre, so it is held to 0.15°."""
-    from pipeline.catalog.vendor import _flatten
+    from pipeline.catalog.sensors.vendor import _flatten
 
     mtl = landsat_mtl(str(path))
     groups = _flatten(parse_mtl(str(path)))
@@ -284,9 +285,9 @@ def test_profile_nodata_range_and_mask_band_end_to_end(tmp_path):
     """A profile band with valid_range [10, 60000] and a mask band (band 2, 0 = nodata): DN 5 and
     DN 65000 and every pixel under mask 0 become NaN, the rest DN * 1e-4."""
     from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
-    from pipeline.catalog.profiles import load_profiles
+    from pipeline.catalog.sensors.profiles import load_profiles
     from pipeline.catalog.stacdoc import ItemDoc
-    from pipeline.chunk import read_scene
+    from pipeline.engine.chunk import read_scene
     from pipeline.io.hrefs import HrefPolicy
     from pipeline.io.reader import RasterReader
 
@@ -319,7 +320,7 @@ def test_profile_nodata_range_and_mask_band_end_to_end(tmp_path):
 
 def test_a_mask_band_on_another_grid_is_refused(tmp_path):
     from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
-    from pipeline.catalog.profiles import load_profiles
+    from pipeline.catalog.sensors.profiles import load_profiles
     from pipeline.catalog.stacdoc import ItemDoc
     from pipeline.errors import SceneRejected
     from pipeline.io.hrefs import HrefPolicy
@@ -355,7 +356,7 @@ HLS_V2_PUBLISHED = {
 
 
 def test_the_sentinel2_profile_carries_the_published_hls_v2_table():
-    from pipeline.catalog.profiles import load_profiles
+    from pipeline.catalog.sensors.profiles import load_profiles
 
     s2 = load_profiles().get("sentinel-2-msi")
     h = s2.harmonisation_to("landsat-8-9-oli")
@@ -365,7 +366,7 @@ def test_the_sentinel2_profile_carries_the_published_hls_v2_table():
         assert tuple(h.platforms["sentinel-2b"][band]) == (b_slope, b_off), band
         assert s2.bands[band].vendor_band == f"B{msi.zfill(2)}"  # the MSI band it pairs with
     assert set(h.platforms["sentinel-2a"]) == set(HLS_V2_PUBLISHED)  # B08, red edges: none
-    from pipeline.testing.synthetic import HLS_V2_MSI_TO_OLI  # the generator's own copy
+    from pipeline.demo.synthetic import HLS_V2_MSI_TO_OLI  # the generator's own copy
 
     for platform, table in HLS_V2_MSI_TO_OLI.items():
         for band, coefficient in table.items():

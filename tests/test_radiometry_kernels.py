@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.catalog.radiometry import BandConstants, Linear, SunGeometry, fold, harmonised
+from pipeline.catalog.sensors.constants import BandConstants, Linear, SunGeometry, fold, harmonised
 from pipeline.kernels import qa
-from pipeline.kernels.radiometry import gather_calibrate, gather_mask
+from pipeline.kernels.calibrate import gather_calibrate, gather_mask
 from pipeline.kernels.reference import gather_calibrate_reference, gather_mask_reference
 from pipeline.kernels.toa import (
     dn_to_radiance,
@@ -503,7 +503,7 @@ def test_qa_pixel_values_decode_per_the_landsat_c2_bit_table(value, meaning, cla
 
 
 def test_profiles_carry_the_same_quality_rules_as_the_kernel_tables():
-    from pipeline.catalog.profiles import load_profiles
+    from pipeline.catalog.sensors.profiles import load_profiles
 
     profiles = load_profiles()
     assert set(profiles.get("sentinel-2-msi").quality[0].rules) == set(qa.SCL)
@@ -617,6 +617,6 @@ def test_decode_property(values, rules):
 
 def test_normalisation_accepts_exactly_the_dtypes_the_gather_kernel_calibrates():
     from pipeline.catalog.normalise import SUPPORTED_DTYPES
-    from pipeline.kernels.radiometry import SOURCE_DTYPES
+    from pipeline.kernels.calibrate import SOURCE_DTYPES
 
     assert {d.name for d in SOURCE_DTYPES} == SUPPORTED_DTYPES

@@ -2,7 +2,7 @@
 
 Each test builds a STAC item for real rasters and their real vendor metadata, normalises it like
 a run (constants item → vendor file → profile, folded into one line) and reads it through the
-chunk task's own path (:func:`pipeline.chunk.read_scene`: the fused gather kernel) on the
+chunk task's own path (:func:`pipeline.engine.chunk.read_scene`: the fused gather kernel) on the
 raster's native grid, so every output pixel is exactly one input pixel.
 """
 
@@ -20,16 +20,16 @@ from shapely.geometry import mapping
 
 from pipeline.catalog.footprint import raster_footprint
 from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
-from pipeline.catalog.profiles import load_profiles
-from pipeline.catalog.radiometry import RadiometryTarget
+from pipeline.catalog.sensors.constants import RadiometryTarget
+from pipeline.catalog.sensors.profiles import load_profiles
 from pipeline.catalog.stacdoc import ItemDoc
-from pipeline.chunk import read_scene
+from pipeline.engine.chunk import read_scene
 from pipeline.errors import SceneRejected
-from pipeline.grid import ChunkGrid
 from pipeline.io.hrefs import HrefPolicy
 from pipeline.io.reader import RasterReader
 from pipeline.kernels.qa import decode_landsat_qa_pixel
 from pipeline.kernels.toa import solar_zenith
+from pipeline.plan.grid import ChunkGrid
 from tests.conftest import SHARED_REAL
 
 pytestmark = pytest.mark.skipif(

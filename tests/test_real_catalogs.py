@@ -21,7 +21,7 @@ import yaml
 
 from pipeline.catalog.footprint import footprint_from_geojson, inside_fraction, raster_footprint
 from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
-from pipeline.catalog.profiles import load_profiles
+from pipeline.catalog.sensors.profiles import load_profiles
 from pipeline.catalog.stacdoc import ItemDoc
 from pipeline.errors import SceneRejected
 from pipeline.io.hrefs import HrefPolicy

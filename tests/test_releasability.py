@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.catalog.discover import discover
-from pipeline.releasability import (
+from pipeline.catalog.markings import (
     DEFAULT_SCALE,
     Audience,
     Marking,
@@ -27,8 +27,8 @@ from pipeline.releasability import (
     parse_marking,
     scale_from,
 )
-from pipeline.run import RunOptions, run_workflow
-from pipeline.workflow import spec_from_dict
+from pipeline.engine.run import RunOptions, run_workflow
+from pipeline.spec.workflow import spec_from_dict
 from tests.asset_server import serve
 from tests.conftest import make_spec_dict
 
@@ -270,7 +270,7 @@ def test_no_withheld_id_or_href_leaks(marked, tmp_path, cluster, caplog, capsys)
     and the audience report name no withheld item; the operator report names them all."""
     from distributed import get_task_stream
 
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     root, server = marked
     audience, keys = AUDIENCES["nld-nor"]

@@ -16,10 +16,10 @@ import pytest
 import rioxarray  # noqa: F401  (.rio accessor)
 import xarray as xr
 
-from pipeline.run import RunOptions, run_workflow
-from pipeline.runtime.cluster import ClusterOptions
-from pipeline.testing.synthetic import truth_reflectance
-from pipeline.workflow import spec_from_dict
+from pipeline.demo.synthetic import truth_reflectance
+from pipeline.engine.cluster import ClusterOptions
+from pipeline.engine.run import RunOptions, run_workflow
+from pipeline.spec.workflow import spec_from_dict
 from tests.conftest import make_spec_dict
 
 BANDS = ["blue", "green", "red", "nir"]
@@ -158,7 +158,7 @@ def test_broken_item_missing_asset_and_corrupt_file_are_reported(catalog_copy, c
 def test_tasks_grow_with_chunks_not_scenes(tmp_path_factory, cluster):
     from distributed import get_task_stream
 
-    from pipeline.testing.synthetic import generate_catalog
+    from pipeline.demo.synthetic import generate_catalog
 
     root = tmp_path_factory.mktemp("many") / "catalog"
     cat = generate_catalog(root, preset="tiny", scenes_per_provider=14)  # 42 scenes

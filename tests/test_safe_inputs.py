@@ -61,8 +61,8 @@ def test_hostile_hrefs_are_refused_before_any_io(catalog_copy, tmp_path, monkeyp
 
     import rasterio
 
-    from pipeline.run import RunOptions, run_workflow
-    from pipeline.workflow import spec_from_dict
+    from pipeline.engine.run import RunOptions, run_workflow
+    from pipeline.spec.workflow import spec_from_dict
     from tests.asset_server import serve
     from tests.conftest import make_spec_dict
 

@@ -194,8 +194,8 @@ def test_open_ended_datetime_intersects_query_and_collections(stac_api, served_i
 
 
 def test_a_workflow_pointed_at_the_api_runs_end_to_end(stac_api, tiny_catalog, tmp_path):
-    from pipeline.run import RunOptions, run_workflow
-    from pipeline.workflow import spec_from_dict
+    from pipeline.engine.run import RunOptions, run_workflow
+    from pipeline.spec.workflow import spec_from_dict
 
     spec = make_spec_dict(
         tiny_catalog.root,
@@ -217,8 +217,8 @@ def test_a_workflow_pointed_at_the_api_runs_end_to_end(stac_api, tiny_catalog, t
 def test_a_workflow_with_a_cql2_filter_uses_exactly_the_matching_scenes(
     stac_api, tiny_catalog, tmp_path
 ):
-    from pipeline.run import RunOptions, run_workflow
-    from pipeline.workflow import spec_from_dict
+    from pipeline.engine.run import RunOptions, run_workflow
+    from pipeline.spec.workflow import spec_from_dict
 
     spec = make_spec_dict(
         tiny_catalog.root,

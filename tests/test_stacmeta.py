@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.cube.stacmeta import stac_path, write_product_stac
+from pipeline.products.stac import stac_path, write_product_stac
 
 
 def test_sidecar_bytes_do_not_depend_on_key_order(tmp_path):

@@ -15,8 +15,8 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import shape
 
-from pipeline.testing import synthetic as syn
-from pipeline.testing.synthetic import (
+import pipeline.demo.synthetic as syn
+from pipeline.demo.synthetic import (
     BANDS,
     PRESETS,
     PROVIDERS,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.engine.cluster import ClusterOptions, TLSFiles, load_cluster_profile, open_client
 from pipeline.errors import SpecError
-from pipeline.runtime.cluster import ClusterOptions, TLSFiles, load_cluster_profile, open_client
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ import pytest
 from pyproj import Transformer
 
 from pipeline.catalog.scene import RasterGrid
-from pipeline.grid import TargetGrid
-from pipeline.io.warp import nearest_window, source_pixel_coords
+from pipeline.engine.warp import nearest_window, source_pixel_coords
+from pipeline.plan.grid import TargetGrid
 
 GRID = TargetGrid.from_bounds(
     (500000, 5000000, 504000, 5004000), crs="EPSG:32632", resolution=10, chunk=128

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import SpecError
-from pipeline.workflow import load_spec, parse_datetime_range
+from pipeline.spec.workflow import load_spec, parse_datetime_range
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +178,7 @@ def test_method_parameters_accepted(tmp_path):
 def test_spec_methods_match_the_pipeline_methods():
     from typing import get_args
 
-    from pipeline.methods import METHODS
-    from pipeline.workflow import MosaicMethod
+    from pipeline.spec.methods import METHODS
+    from pipeline.spec.workflow import MosaicMethod
 
     assert set(get_args(MosaicMethod)) == set(METHODS)

@@ -25,10 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.catalog.profiles import version_tuple
+from pipeline.catalog.markings import Marking, MarkingConflict, Scale, SceneKey, combine
 from pipeline.catalog.scene import Scene
+from pipeline.catalog.sensors.profiles import version_tuple
 from pipeline.errors import RunError
-from pipeline.releasability import Marking, MarkingConflict, Scale, SceneKey, combine
 
 MAX_SECONDS_APART = 2.0
 MIN_OVERLAP = 0.8

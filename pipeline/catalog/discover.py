@@ -22,15 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.catalog.dedupe import Duplicate, carry_markings, drop_duplicates
-from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
-from pipeline.catalog.profiles import load_profiles
-from pipeline.catalog.radiometry import RadiometryTarget
-from pipeline.catalog.scene import Reject, Scene
-from pipeline.catalog.source import SearchQuery, iter_docs
-from pipeline.catalog.stacdoc import ItemDoc
-from pipeline.errors import SceneRejected, SpecError
-from pipeline.io.hrefs import HrefPolicy
-from pipeline.releasability import (
+from pipeline.catalog.markings import (
     Audience,
     Marking,
     MarkingConflict,
@@ -44,6 +36,14 @@ from pipeline.releasability import (
     scale_from,
     unmarked_open_data,
 )
+from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
+from pipeline.catalog.scene import Reject, Scene
+from pipeline.catalog.sensors.constants import RadiometryTarget
+from pipeline.catalog.sensors.profiles import load_profiles
+from pipeline.catalog.source import SearchQuery, iter_docs
+from pipeline.catalog.stacdoc import ItemDoc
+from pipeline.errors import SceneRejected, SpecError
+from pipeline.io.hrefs import HrefPolicy
 
 MAX_GROUPS_FILE_BYTES = 64 * 1024
 
@@ -178,7 +178,7 @@ def releasability_of(spec: Any) -> Releasability | None:
 def _load_groups(path) -> dict[str, list[str]]:
     """``{groups: {NAME: [codes]}}`` from a small YAML file: the spec's own loader (regular
     files only, size-capped, no aliases, duplicate keys or deep nesting; SpecError if not)."""
-    from pipeline.workflow import load_yaml_file
+    from pipeline.spec.workflow import load_yaml_file
 
     data = load_yaml_file(path, limit=MAX_GROUPS_FILE_BYTES, what="groups_file")
     groups = data.get("groups") if isinstance(data, dict) else None

@@ -17,8 +17,8 @@ from typing import Any
 from pipeline.catalog.dedupe import Duplicate, drop_duplicates
 from pipeline.catalog.discover import collect
 from pipeline.catalog.normalise import NormaliseOptions
-from pipeline.catalog.profiles import load_profiles
 from pipeline.catalog.scene import Reject, Scene
+from pipeline.catalog.sensors.profiles import load_profiles
 from pipeline.catalog.source import SearchQuery, iter_docs
 from pipeline.io.hrefs import HrefPolicy
 
@@ -238,7 +238,7 @@ def inspect_command(
 ) -> str:
     """The CLI's loose strings → one inspection → text (or JSON). Raises InputError on bad input."""
     from pipeline.errors import InputError
-    from pipeline.workflow import parse_datetime_range
+    from pipeline.spec.workflow import parse_datetime_range
 
     def split(text: str | None) -> tuple[str, ...] | None:
         return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None

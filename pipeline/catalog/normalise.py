@@ -18,7 +18,7 @@ checked (the first failing step names the reason):
 7. how to calibrate, for the run's target quantity (reflectance or radiance, optionally
    harmonised to a reference sensor): ``raster:bands`` scale/offset/nodata, else the vendor
    metadata file (Landsat MTL, Sentinel-2 MTD, Planet XML), else the profile (rules on facts
-   such as the Sentinel-2 baseline); see :mod:`pipeline.catalog.radiometry` →
+   such as the Sentinel-2 baseline); see :mod:`pipeline.catalog.sensors.constants` →
    ``no_calibration`` / ``no_harmonisation`` / ``nodata_mask_grid``;
 8. do the files exist (local only): ``asset_missing`` / ``asset_unreadable``.
 """
@@ -32,8 +32,8 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline.catalog.footprint import footprint_from_geojson, inside_fraction, raster_footprint
-from pipeline.catalog.profiles import Calibration, ProfileSet, SensorProfile, load_profiles
-from pipeline.catalog.radiometry import (
+from pipeline.catalog.scene import BandSource, QualitySource, RasterGrid, Scene
+from pipeline.catalog.sensors.constants import (
     ItemRadiometry,
     RadiometryTarget,
     Unresolved,
@@ -41,7 +41,7 @@ from pipeline.catalog.radiometry import (
     harmonisation_use,
     resolve,
 )
-from pipeline.catalog.scene import BandSource, QualitySource, RasterGrid, Scene
+from pipeline.catalog.sensors.profiles import Calibration, ProfileSet, SensorProfile, load_profiles
 from pipeline.catalog.stacdoc import (
     ItemDoc,
     common_name,
@@ -67,7 +67,7 @@ SUPPORTED_DTYPES = frozenset(
         "float32",
         "float64",
     }
-)  # = the gather kernel's (pipeline.kernels.radiometry.SOURCE_DTYPES); complex is refused
+)  # = the gather kernel's (pipeline.kernels.calibrate.SOURCE_DTYPES); complex is refused
 # A requested common name may be served by a narrower one when the item lacks it:
 # 'nir' (0.75–1.0 µm) by 'nir08' (0.75–0.90 µm, Landsat OLI B5, WorldView NIR1), never nir09.
 FALLBACK_NAMES: Mapping[str, tuple[str, ...]] = {"nir": ("nir08",)}

@@ -25,8 +25,8 @@ import numbers
 import numba
 import numpy as np
 
-from pipeline.kernels.composite import _check_stack, _describe
-from pipeline.kernels.mosaic import distance_transform_kernel
+from pipeline.kernels.median import _check_stack, _describe
+from pipeline.kernels.reduce import distance_transform_kernel
 
 __all__ = [
     "blend_weights",

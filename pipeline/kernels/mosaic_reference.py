@@ -1,4 +1,4 @@
-"""Plain vectorised NumPy references for :mod:`pipeline.kernels.mosaic` and
+"""Plain vectorised NumPy references for :mod:`pipeline.kernels.reduce` and
 :mod:`pipeline.kernels.blend` (tests only; no numba).
 
 Written from the kernels' specifications, not from their loops: whole-array NumPy with the

@@ -249,7 +249,7 @@ def dilate(mask: np.ndarray, n: int, *, shape: str = "square") -> np.ndarray:
     if n == 0 or not mask.size:
         return mask.copy()
     if shape == "disc":
-        from pipeline.kernels.mosaic import cloud_distance
+        from pipeline.kernels.reduce import cloud_distance
 
         return cloud_distance(np.ascontiguousarray(mask)[None])[0] <= n
     out = np.zeros(mask.shape, dtype=np.bool_)

@@ -3,7 +3,7 @@
 The methods that need no more than the best observation so far (latest, earliest, priority,
 best-pixel, quality) and the running reductions (mean, min, max) are computed slot by slot, so a
 chunk task holds O(B·Y·X) state whatever the number of slots. Each update follows exactly the
-rules of the stack kernels in :mod:`pipeline.kernels.mosaic` / :mod:`pipeline.kernels.composite`
+rules of the stack kernels in :mod:`pipeline.kernels.reduce` / :mod:`pipeline.kernels.median`
 (slots arrive in ascending time, so "ties -> the later observation" is ``>=``); a test checks the
 two paths give identical bytes.
 """

@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-from pipeline.kernels.radiometry import SOURCE_DTYPES
+from pipeline.kernels.calibrate import SOURCE_DTYPES
 
 __all__ = [
     "dn_to_radiance",

@@ -4,7 +4,7 @@ Hostile catalogs list one collection/id twice with different markings (either or
 not releasable to the audience), reuse an id in another collection, or publish one acquisition
 twice under two ids and two markings; assets carry their own owner and licence. The expectation
 is computed here from the raw marking dicts written into the items (never from
-``pipeline.releasability``): the stricter of every copy of every scene that could have given a
+``pipeline.catalog.markings``): the stricter of every copy of every scene that could have given a
 pixel, and nothing a withheld copy's scene could give.
 """
 
@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.catalog.discover import discover
-from pipeline.lineage import lineage
-from pipeline.plan import make_plan
-from pipeline.releasability import Scale, high_water_mark, parse_marking
-from pipeline.run import RunOptions, outputs_of, run_workflow, target_grid
-from pipeline.workflow import spec_from_dict
+from pipeline.catalog.markings import Scale, high_water_mark, parse_marking
+from pipeline.engine.run import RunOptions, outputs_of, run_workflow, target_grid
+from pipeline.plan.chunks import make_plan
+from pipeline.products.lineage import lineage
+from pipeline.spec.workflow import spec_from_dict
 from tests.conftest import make_spec_dict
 
 LEVELS = ["UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET"]  # lowest first (default)
@@ -434,7 +434,7 @@ NIGHTLY = [
 @pytest.mark.parametrize("name", NIGHTLY)
 def test_a_nightly_store_is_labelled_with_the_stricter_marking(catalog_copy, tmp_path, name):
     """The same cases through ``aquila nightly`` (Icechunk store, ledger, its own dedupe)."""
-    from pipeline.nightly import NightOptions, run_nightly
+    from pipeline.engine.nightly import NightOptions, run_nightly
 
     case = CASES[name]
     root = catalog_copy

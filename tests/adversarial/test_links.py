@@ -68,8 +68,8 @@ def test_a_run_reports_a_get_redirect_as_a_refused_read(catalog_copy, tmp_path):
     """End to end: the scene whose assets redirect on GET is a read failure with reason
     href_not_allowed (never nodata), the others make the mosaic, the second server sees
     nothing."""
-    from pipeline.run import RunOptions, run_workflow
-    from pipeline.workflow import spec_from_dict
+    from pipeline.engine.run import RunOptions, run_workflow
+    from pipeline.spec.workflow import spec_from_dict
 
     item_file = sorted(catalog_copy.glob("north/*/*.json"))[0]
     doc = json.loads(item_file.read_text())
@@ -129,8 +129,8 @@ def test_a_vrt_named_tif_is_never_opened_at_ingest(catalog_copy, tmp_path):
     the file it points to is never reached (GDAL picked the VRT driver by content before)."""
     import rasterio
 
-    from pipeline.run import discover
-    from pipeline.workflow import spec_from_dict
+    from pipeline.engine.run import discover
+    from pipeline.spec.workflow import spec_from_dict
 
     secret = tmp_path / "secret"
     secret.mkdir()
@@ -248,7 +248,7 @@ def test_hostile_catalog_links_are_refused_and_the_walk_goes_on(hostile_catalog)
 def test_discovery_passes_the_runs_policy_to_the_walk(hostile_catalog, tmp_path):
     """The same hostile links through discover(): the spec's policy reaches the walk."""
     from pipeline.catalog.discover import discover
-    from pipeline.workflow import spec_from_dict
+    from pipeline.spec.workflow import spec_from_dict
 
     root, links, canary = hostile_catalog
     spec = make_spec_dict(root, tmp_path / "out", bounds=(500000, 5000000, 504000, 5004000))

@@ -32,13 +32,13 @@ import orjson
 import pytest
 import rasterio
 
-from pipeline.cube.transaction import STATE_ARRAY, NightlyStore
+from pipeline.demo.arrivals import item_files
+from pipeline.engine.night_chunk import Pause
+from pipeline.engine.nightly import NightOptions, run_nightly
 from pipeline.io.hrefs import HrefPolicy
 from pipeline.io.identity import IdentityProbe, compare, identities
-from pipeline.night_chunk import Pause
-from pipeline.nightly import NightOptions, run_nightly
-from pipeline.testing.arrivals import item_files
-from pipeline.workflow import spec_from_dict
+from pipeline.products.transaction import STATE_ARRAY, NightlyStore
+from pipeline.spec.workflow import spec_from_dict
 from tests.asset_server import serve
 from tests.nightly_helpers import assert_same, current, load, night_spec
 
@@ -170,7 +170,7 @@ def _full_run(spec: dict, out: Path) -> Path:
     out.mkdir(parents=True)
     (out / "spec.json").write_text(json.dumps(d))
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", str(out / "spec.json"), "--direct",
+        [sys.executable, "-m", "pipeline.cli.main", "run", str(out / "spec.json"), "--direct",
          "--no-progress"],
         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2],
     )

@@ -343,8 +343,7 @@ def test_two_runs_on_one_store_exactly_one_writes(second, rerun, tmp_path):
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "rename-aside"])
 def test_publish_swaps_in_the_build_and_removes_only_the_old_product(exchange, good, tmp_path,
                                                                      monkeypatch):
-    from pipeline.cube import publish
-
+    import pipeline.products.publish as publish
     if not exchange:  # as on a system without renameat2: rename aside, then in
         monkeypatch.setattr(publish, "_LIBC", [None])
     elif publish._libc_renameat2() is None:
@@ -383,7 +382,7 @@ def test_a_lock_path_that_is_not_aquilas_is_refused_untouched(make, tmp_path):
     (or an empty file) is taken: a link to someone's file, a user's file or a folder at that
     name is refused and stays byte for byte (the lock used to truncate whatever it pointed to)."""
     from pipeline.errors import StoreNotOurs
-    from pipeline.runtime.lock import store_lock
+    from pipeline.products.lock import store_lock
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -402,7 +401,7 @@ def test_an_aquila_lock_record_is_taken_and_released(tmp_path):
     """A lock file holding a dead holder's record (or nothing) is Aquila's: taken, reported."""
     import json
 
-    from pipeline.runtime.lock import store_lock
+    from pipeline.products.lock import store_lock
 
     lock = tmp_path / "out.zarr.lock"
     dead = {"pid": 1, "host": "h", "run_id": "dead-run", "since": "2026-01-01T00:00:00+00:00"}
@@ -417,9 +416,9 @@ def test_every_product_is_checked_before_the_first_is_swapped_in(tiny_catalog, t
     """A run with a mosaic and a cube: while it computes, somebody puts their own file at the
     cube's sidecar name. The run refuses before swapping anything in, so the mosaic (swapped
     first) and the cube are both still the previous run's, byte for byte."""
+    from pipeline.engine.run import RunOptions, run_workflow
     from pipeline.errors import StoreNotOurs
-    from pipeline.run import RunOptions, run_workflow
-    from pipeline.workflow import spec_from_dict
+    from pipeline.spec.workflow import spec_from_dict
 
     out = tmp_path / "out"
     doc = make_spec_dict(tiny_catalog.root, out, bounds=(500000, 5000000, 504000, 5004000))
@@ -445,6 +444,6 @@ def test_every_product_is_checked_before_the_first_is_swapped_in(tiny_catalog, t
     assert cube_sidecar.read_text() == '{"note": "mine now"}'
     assert not [p for p in out.iterdir() if ".aquila-" in p.name or p.name.endswith(".tmp")]
     with pytest.raises(StoreNotOurs):
-        from pipeline.cube.publish import check_target
+        from pipeline.products.publish import check_target
 
         check_target(out / "cube.zarr")

@@ -22,8 +22,8 @@ import yaml
 from shapely.geometry import box
 
 from pipeline.errors import AquilaError, InputError
-from pipeline.grid import TargetGrid
-from pipeline.workflow import load_spec, spec_from_dict
+from pipeline.plan.grid import TargetGrid
+from pipeline.spec.workflow import load_spec, spec_from_dict
 from tests.conftest import make_spec_dict
 
 AQUILA = str(Path(sys.executable).with_name("aquila"))
@@ -115,7 +115,7 @@ def test_huge_grid_given_by_bounds_is_refused_at_once(tmp_path, grid, limits, li
 @pytest.mark.timeout(30)
 def test_grid_api_refuses_before_building(tmp_path):
     """TargetGrid.from_bounds (nightly and library callers) checks the same arithmetic."""
-    from pipeline.extent import PlanLimits
+    from pipeline.plan.extent import PlanLimits
 
     _refused(
         lambda: TargetGrid.from_bounds((0, 0, 1e9, 1e9), crs="EPSG:32632", resolution=0.5,
@@ -127,7 +127,7 @@ def test_grid_api_refuses_before_building(tmp_path):
 @pytest.mark.timeout(30)
 def test_huge_grid_derived_from_continent_footprints_is_refused_at_once(tiny_catalog, tmp_path):
     """No bounds: the grid is the union of the footprints. Scenes spanning Europe at 1 m."""
-    from pipeline.run import discover, make_plan, outputs_of, target_grid
+    from pipeline.engine.run import discover, make_plan, outputs_of, target_grid
 
     d = _spec(tmp_path, tiny_catalog.root, bounds=None, resolution=1.0)
     spec = spec_from_dict(d, base_dir=tmp_path)
@@ -156,7 +156,7 @@ def test_cli_run_refuses_a_huge_derived_grid_in_under_a_second(tiny_catalog, tmp
 
 
 def _tiny_plan(tiny_catalog, tmp_path, method: str, limits: dict):
-    from pipeline.run import discover, make_plan, outputs_of, target_grid
+    from pipeline.engine.run import discover, make_plan, outputs_of, target_grid
 
     d = _spec(tmp_path, tiny_catalog.root, chunk=128)
     d["products"]["mosaic"]["method"] = method
@@ -230,7 +230,7 @@ def test_demo_and_benchmark_grids_fit_the_default_limits(tmp_path):
     """The bundled workflows and the benchmarks' grids (peers: the 20 km medium area at 10 m in
     512 px chunks; nightly: 3 × 3 tiles of 4 km at 10 m in 200 px chunks) plan under the
     defaults, and peers' deepest median stack (36 slots × 4 bands × 512²) is far below them."""
-    from pipeline.extent import PlanLimits
+    from pipeline.plan.extent import PlanLimits
 
     root = Path(__file__).resolve().parents[2]
     for path in sorted((root / "workflows").glob("*.yaml")):
@@ -363,7 +363,7 @@ def test_cluster_sizes_below_one_are_refused_by_the_parser(tmp_path, command, fl
 
 @pytest.mark.parametrize("key", ["n_workers", "threads_per_worker"])
 def test_cluster_profile_with_zero_workers_is_refused(tmp_path, key):
-    from pipeline.runtime.cluster import load_cluster_profile
+    from pipeline.engine.cluster import load_cluster_profile
 
     path = tmp_path / "profile.yaml"
     path.write_text(f"{key}: 0\n")
@@ -387,7 +387,7 @@ LANDSAT = (499995.0, 4999995.0, 503595.0, 5003595.0)
 )
 def test_grid_origin_is_where_the_bounds_and_anchor_say(tmp_path, anchor, origin, shape):
     d = _spec(tmp_path, bounds=list(LANDSAT), resolution=30, anchor=anchor)
-    from pipeline.run import target_grid
+    from pipeline.engine.run import target_grid
 
     grid = target_grid(spec_from_dict(d, base_dir=tmp_path), [])
     a, _, c, _, e, f = grid.transform
@@ -435,7 +435,7 @@ def test_written_product_sits_exactly_on_bounds_with_a_15m_offset(tiny_catalog, 
     import rioxarray  # noqa: F401 - registers .rio
     import xarray as xr
 
-    from pipeline.run import RunOptions, run_workflow
+    from pipeline.engine.run import RunOptions, run_workflow
 
     d = _spec(tmp_path, tiny_catalog.root, bounds=list(LANDSAT), resolution=30)
     d["products"]["mosaic"]["method"] = "latest"
@@ -452,7 +452,7 @@ def test_written_product_sits_exactly_on_bounds_with_a_15m_offset(tiny_catalog, 
 
 
 def test_derived_bounds_are_snapped_and_the_report_says_so(tiny_catalog, tmp_path):
-    from pipeline.run import discover, grid_record, target_grid
+    from pipeline.engine.run import discover, grid_record, target_grid
 
     d = _spec(tmp_path, tiny_catalog.root, bounds=None, resolution=30)
     spec = spec_from_dict(d, base_dir=tmp_path)

@@ -1,0 +1,410 @@
+"""The fused chunk task: read every scene touching one output chunk, calibrate, mask, merge into
+time slots, composite, write. Pure of dask: the same functions run directly (no scheduler) and
+inside Dask tasks, and tests compare the two.
+
+Memory per task: one (band, y, x) float32 array per time slot that has data in the chunk, plus
+one scene-sized scratch array. Heavy arrays never leave the task; only a small summary does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline.catalog.scene import BandSource, Scene
+from pipeline.engine.compose import StreamState, can_stream, composite_method
+from pipeline.engine.warp import nearest_window
+from pipeline.errors import ReadError
+from pipeline.io.reader import RasterReader
+from pipeline.kernels.calibrate import gather_calibrate, gather_mask
+from pipeline.kernels.median import merge_first_valid
+from pipeline.plan.calibration import Masking, group_factor, grow, quality_luts
+from pipeline.plan.chunks import ChunkTask, MosaicOutput, Outputs, SlotScenes
+from pipeline.plan.grid import ChunkGrid
+from pipeline.spec.methods import mosaic_layers
+
+
+@dataclass(frozen=True)
+class ChunkOutput:
+    """What one chunk computed. ``slots`` holds (slot index, (B, Y, X)) for slots with data."""
+
+    chunk: ChunkGrid
+    slots: tuple[tuple[int, np.ndarray], ...]
+    mosaics: tuple[dict[str, np.ndarray], ...]  # one per Outputs.mosaics, same order
+    used: tuple[str, ...]
+    failures: tuple[tuple[str, str, str], ...]  # (scene id, reason, message)
+
+
+@dataclass
+class ChunkSummary:
+    """The small result a chunk task sends back to the driver."""
+
+    chunk: str
+    scenes_read: int = 0
+    used: tuple[str, ...] = ()
+    failures: tuple[tuple[str, str, str], ...] = ()
+    valid_pixels: int = 0
+    pixels_written: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- compute
+
+
+def compute_chunk(
+    task: ChunkTask,
+    *,
+    outputs: Outputs,
+    reader: RasterReader,
+    on_slot: Callable[[int, np.ndarray], None] | None = None,
+    reuse: Callable[[SlotScenes, np.ndarray], bool | None] | None = None,
+) -> ChunkOutput:
+    """Read, calibrate, mask and merge every scene of the chunk, slot by slot; composite.
+
+    Reads and composites happen on ``task.grid_read`` (the chunk plus a halo when a mosaic needs
+    one); outputs are cropped to the chunk. Each finished slot goes to ``on_slot(slot index,
+    (B, Y, X))`` at once (the cube writer) or, without it, into ``ChunkOutput.slots``.
+
+    ``reuse(slot_scenes, plane)`` (nightly runs) may fill a slot's plane from the committed cube
+    instead of reading its scenes: it returns whether any pixel was filled, or None to read.
+
+    Memory: when every mosaic can stream (see :func:`can_stream`) the task holds one slot
+    buffer and O(B·Y·X) state per mosaic, whatever the number of slots; otherwise one
+    (T, B, Y, X) float32 stack of the slots touching the chunk.
+    """
+    work = task.grid_read
+    nb = len(outputs.bands)
+    shape = (nb, work.height, work.width)
+    streaming = can_stream(outputs.mosaics)
+    n = len(task.slots)
+    stack = None if streaming else np.full((n, *shape), np.nan, dtype=np.float32)
+    buffer = np.empty(shape, dtype=np.float32) if streaming else None
+    need_qa = any(m.method == "best-pixel" for m in outputs.mosaics)
+    qa_stack = np.zeros((n, *shape[1:]), bool) if need_qa and not streaming else None
+    qa_buffer = np.empty(shape[1:], bool) if need_qa and streaming else None
+    states = [StreamState(m, task.slots, outputs.bands, shape) for m in outputs.mosaics
+              ] if streaming else []
+    crop = _crop(task)
+    kept: list[tuple[int, np.ndarray]] = []
+    used: list[str] = []
+    failures: list[tuple[str, str, str]] = []
+    windows: dict = {}  # index maps by source grid: the bands of one asset grid share them
+    any_filled = False
+    for k, slot_scenes in enumerate(task.slots):
+        if stack is not None:
+            plane, qa = stack[k], (qa_stack[k] if qa_stack is not None else None)
+        else:
+            plane, qa = buffer, qa_buffer
+            plane.fill(np.nan)  # type: ignore[union-attr]
+            if qa is not None:
+                qa.fill(False)
+        filled = reuse(slot_scenes, plane) if reuse is not None else None
+        if filled is None:
+            filled = _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used,
+                                 failures)
+        if not filled:
+            continue
+        any_filled = True
+        cropped = plane[(slice(None), *crop)]  # type: ignore[index]
+        if on_slot is not None:
+            on_slot(slot_scenes.slot, cropped)
+        else:
+            kept.append((slot_scenes.slot, cropped.copy() if streaming else cropped))
+        for state in states:
+            state.update(k, plane, qa)
+    if not any_filled:
+        mosaics = tuple(_empty(m, nb, task.chunk) for m in outputs.mosaics)
+    elif streaming:
+        mosaics = tuple(_cropped(state.result(), crop) for state in states)
+    else:
+        mosaics = tuple(
+            _cropped(composite_method(m, stack, task.slots, bands=outputs.bands,
+                                      qa_masked=qa_stack), crop)
+            for m in outputs.mosaics
+        )
+    return ChunkOutput(task.chunk, tuple(kept), mosaics, tuple(used), tuple(failures))
+
+
+def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, failures) -> bool:
+    """Merge the slot's scenes into ``plane`` (first valid wins); OR their quality masks into
+    ``qa`` where no scene filled the pixel. True if any pixel was filled."""
+    filled = False
+    for scene in slot_scenes.scenes:
+        try:
+            read = read_scene(
+                scene, work, resampling=outputs.resampling, reader=reader, windows=windows,
+                masking=outputs.masking,
+            )
+        except ReadError as exc:
+            failures.append((scene.id, exc.reason, exc.message))
+            continue
+        if read is None:
+            continue
+        values, masked = read
+        if qa is not None:
+            qa |= masked
+        if merge_first_valid(values, masked, plane):
+            used.append(scene.id)
+            filled = True
+    if qa is not None:  # masked = a quality asset masked it and no scene filled it
+        qa &= ~np.isfinite(plane[0])
+    return filled
+
+
+def _crop(task: ChunkTask) -> tuple[slice, slice]:
+    work, c = task.grid_read, task.chunk
+    dy, dx = c.y0 - work.y0, c.x0 - work.x0
+    return slice(dy, dy + c.height), slice(dx, dx + c.width)
+
+
+def _cropped(result: dict[str, np.ndarray], crop: tuple[slice, slice]) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(v[(..., *crop)]) for k, v in result.items()}
+
+
+def _empty(spec: MosaicOutput, nb: int, chunk: ChunkGrid) -> dict[str, np.ndarray]:
+    shape = (chunk.height, chunk.width)
+    out: dict[str, np.ndarray] = {
+        "bands": np.full((nb, *shape), np.nan, np.float32),
+        "count": np.zeros(shape, np.uint16),
+    }
+    for layer in mosaic_layers(spec.method, blend_width=spec.blend_width):
+        out[layer] = np.full(shape, -1, np.int32) if layer == "source" else np.full(
+            shape, np.nan, np.float32)
+    return out
+
+
+def read_scene(
+    scene: Scene,
+    chunk: ChunkGrid,
+    *,
+    resampling: str,
+    reader: RasterReader,
+    windows: dict | None = None,
+    masking: Masking | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One scene on the chunk's grid: reflectance (or radiance) (B, Y, X) float32 (NaN =
+    nodata) and the quality mask (Y, X) bool of the ``masking`` classes (cloud and shadow
+    dilated when asked). None when the scene's rasters do not reach the chunk. ``windows``
+    memoises index maps by source grid (and sun terms) within one chunk."""
+    windows = {} if windows is None else windows
+    masking = masking or Masking()
+
+    def window(grid):
+        if grid not in windows:
+            windows[grid] = nearest_window(chunk, grid)
+        return windows[grid]
+
+    nb = len(scene.bands)
+    values = np.full((nb, chunk.height, chunk.width), np.nan, dtype=np.float32)
+    any_read = False
+    for group in _asset_groups(scene.bands):
+        first = group[0][1]
+        band_out = np.array([i for i, _ in group], dtype=np.int64)
+        scale = np.array([b.scale for _, b in group], dtype=np.float64)
+        offset = np.array([b.offset for _, b in group], dtype=np.float64)
+        nodata = first.nodata
+        method = first.resampling or resampling  # the sensor profile's choice wins
+        factor, post = group_factor([b for _, b in group], chunk, scene.datetime, windows)
+        if method == "nearest":
+            win = window(first.grid)
+            if win is None:
+                continue
+            box = (win.row0, win.col0, win.height, win.width)
+            dn = reader.read(first.href, [b.index for _, b in group], box)
+            mask, lut = _mask_band(first, box, reader)
+            gather_calibrate(
+                dn,
+                win.rows,
+                win.cols,
+                band_out,
+                np.nan if nodata is None else float(nodata),
+                nodata is not None,
+                scale,
+                offset,
+                values,
+                valid_range=first.valid_range,
+                mask=mask,
+                mask_lut=lut,
+                factor=factor,
+                post_offset=post,
+            )
+        else:
+            warped = _warp_gdal(first, [b.index for _, b in group], chunk, method, reader)
+            if warped is None:
+                continue
+            rows, cols = _identity_maps(chunk)
+            gather_calibrate(warped, rows, cols, band_out, np.nan, False, scale, offset, values,
+                             factor=factor, post_offset=post)
+        any_read = True
+    if not any_read:
+        return None
+    return values, _quality_mask(scene.quality, chunk, window, reader, masking)
+
+
+def _quality_mask(quality, chunk: ChunkGrid, window, reader, masking: Masking) -> np.ndarray:
+    """OR of every quality source's mask classes; the cloud/shadow part grown by ``dilate``."""
+    masked = np.zeros((chunk.height, chunk.width), dtype=bool)
+    grown = np.zeros_like(masked) if masking.grown else None
+    for q in quality:
+        win = window(q.grid)
+        if win is None:
+            masked[:] = True  # no quality information here: do not trust the pixels
+            continue
+        qa = reader.read(q.href, [q.index], (win.row0, win.col0, win.height, win.width))[0]
+        plain, dilatable = quality_luts(q, masking)
+        gather_mask(qa, win.rows, win.cols, plain, masked)
+        if grown is not None and dilatable is not None:
+            gather_mask(qa, win.rows, win.cols, dilatable, grown, outside_masked=False)
+    if grown is not None:
+        masked |= grow(grown, masking.dilate)
+    return masked
+
+
+def _mask_band(band: BandSource, box, reader):
+    """(mask window, LUT) of the band's nodata mask band, or (None, None)."""
+    if band.mask is None:
+        return None, None
+    href, index, nodata_values = band.mask
+    mask = reader.read(href, [index], box)[0]
+    return mask, _nodata_lut(nodata_values, 256 if mask.dtype.itemsize == 1 else 65536)
+
+
+@lru_cache(maxsize=64)
+def _nodata_lut(values: tuple[int, ...], size: int) -> np.ndarray:
+    lut = np.zeros(size, dtype=np.bool_)
+    lut[[v for v in values if 0 <= v < size]] = True
+    return lut
+
+
+def _asset_groups(bands: Sequence[BandSource]) -> list[list[tuple[int, BandSource]]]:
+    """Bands that live in one asset with one grid and nodata are read together (one decode)."""
+    groups: dict[tuple, list[tuple[int, BandSource]]] = {}
+    for i, b in enumerate(bands):
+        key = (b.href, b.grid, b.nodata, b.resampling, b.valid_range, b.mask, b.sun_power)
+        groups.setdefault(key, []).append((i, b))
+    return list(groups.values())
+
+
+@lru_cache(maxsize=8)
+def _identity_maps(chunk: ChunkGrid) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.broadcast_to(
+        np.arange(chunk.height, dtype=np.int32)[:, None], (chunk.height, chunk.width)
+    )
+    cols = np.broadcast_to(
+        np.arange(chunk.width, dtype=np.int32)[None, :], (chunk.height, chunk.width)
+    )
+    return np.ascontiguousarray(rows), np.ascontiguousarray(cols)
+
+
+def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, reader):
+    """Non-nearest resampling goes through GDAL's warper on the needed window only."""
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    win = nearest_window(chunk, band.grid, pad=3)
+    if win is None:
+        return None
+    dn = reader.read(band.href, indexes, (win.row0, win.col0, win.height, win.width))
+    src = dn.astype(np.float32)
+    if band.nodata is not None:
+        src[dn == band.nodata] = np.nan
+    if band.valid_range is not None:  # nodata before interpolating, as for nearest
+        src[(dn < band.valid_range[0]) | (dn > band.valid_range[1])] = np.nan
+    mask, lut = _mask_band(band, (win.row0, win.col0, win.height, win.width), reader)
+    if mask is not None:
+        src[:, lut[mask.astype(np.intp)]] = np.nan
+    t = Affine(*band.grid.transform) * Affine.translation(win.col0, win.row0)
+    out = np.full((len(indexes), chunk.height, chunk.width), np.nan, dtype=np.float32)
+    reproject(
+        src,
+        out,
+        src_transform=t,
+        src_crs=band.grid.crs,
+        src_nodata=np.nan,
+        dst_transform=Affine(*chunk.transform),
+        dst_crs=chunk.crs,
+        dst_nodata=np.nan,
+        resampling=Resampling[resampling],
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- write
+
+
+class CubeWriter:
+    """Writes each finished slot's chunk of the cube as soon as it is complete (whole store
+    chunks: (1, chunk, chunk)), so the task never holds finished slots."""
+
+    def __init__(self, outputs: Outputs, chunk: ChunkGrid) -> None:
+        import zarr
+
+        group = zarr.open_group(str(outputs.cube_store), mode="r+")
+        self.arrays = [_array(group, name) for name in outputs.bands]
+        self.region = (slice(chunk.y0, chunk.y0 + chunk.height),
+                       slice(chunk.x0, chunk.x0 + chunk.width))
+        self.written = 0
+
+    def __call__(self, slot_index: int, values: np.ndarray) -> None:
+        for b, zarray in enumerate(self.arrays):
+            zarray[(slot_index, *self.region)] = values[b]
+        self.written += values.shape[1] * values.shape[2]
+
+
+def _array(group, name: str):
+    import zarr
+
+    node = group[name]
+    assert isinstance(node, zarr.Array), f"{name} in {group.store} is not an array"
+    return node
+
+
+def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
+    """Write the chunk's region of each product. Each call owns whole store chunks, so running
+    it twice writes the same bytes. Returns the number of pixels written (per band)."""
+    import zarr
+
+    c = out.chunk
+    ys, xs = slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width)
+    written = 0
+    if outputs.cube_store is not None and out.slots:  # slots kept by compute_chunk
+        cube = CubeWriter(outputs, c)
+        for slot_index, values in out.slots:
+            cube(slot_index, values)
+        written += cube.written
+    for spec, mosaic in zip(outputs.mosaics, out.mosaics, strict=True):
+        group = zarr.open_group(str(spec.store), mode="r+")
+        for b, name in enumerate(outputs.bands):
+            _array(group, name)[ys, xs] = mosaic["bands"][b]
+        for layer in ("count", *mosaic_layers(spec.method, blend_width=spec.blend_width)):
+            _array(group, layer)[ys, xs] = mosaic[layer]
+        written += c.height * c.width
+    return written
+
+
+def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) -> ChunkSummary:
+    """compute + write one chunk; returns only a small summary."""
+    t0 = time.perf_counter()
+    cube = CubeWriter(outputs, task.chunk) if outputs.cube_store is not None else None
+    out = compute_chunk(task, outputs=outputs, reader=reader, on_slot=cube)
+    t1 = time.perf_counter()
+    written = write_chunk(out, outputs=outputs) + (cube.written if cube else 0)
+    t2 = time.perf_counter()
+    valid = (
+        int((out.mosaics[0]["count"] > 0).sum())
+        if out.mosaics
+        else int(sum(np.isfinite(a[0]).sum() for _, a in out.slots))
+    )
+    return ChunkSummary(
+        chunk=task.chunk.name,
+        scenes_read=task.n_scenes,
+        used=out.used,
+        failures=out.failures,
+        valid_pixels=valid,
+        pixels_written=written,
+        seconds={"compute": t1 - t0, "write": t2 - t1},
+    )

@@ -1,0 +1,266 @@
+"""The nightly chunk task: carry out one :class:`~pipeline.plan.increment.ChunkOrder` in a fork.
+
+Pure of Dask (the driver runs it in workers or in-process). It opens the worker's fork of the
+night's transaction and, read-only, the committed snapshot; computes the chunk with
+:func:`pipeline.engine.chunk.compute_chunk`
+(slots whose content did not change are read back from the
+committed cube instead of their scenes); and writes whole chunks only: each cube slot the order
+names, each cleared slot (an all-NaN chunk equals the fill value, so zarr deletes it), and the
+mosaics. Running it twice writes the same bytes; the driver merges one fork per order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.engine.chunk import _empty, compute_chunk
+from pipeline.io.reader import RasterReader, ReaderSettings
+from pipeline.plan.chunks import Outputs, SlotScenes
+from pipeline.plan.increment import ChunkOrder
+from pipeline.products.chunkio import MetadataCache, open_arrays, resize_all, write_all
+from pipeline.products.slots import CubeSlots
+from pipeline.spec.methods import mosaic_layers
+
+CUBE = "cube"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Test-only: stop at a named point until released (the crash tests SIGKILL the job there).
+
+    The first process to reach point ``name`` creates ``folder/paused-<name>`` and waits for
+    ``folder/resume-<name>``; other processes pass. Points: ``read`` (in a chunk task, after its
+    first slot is read, before it is written), ``write`` (after a task's first cube write),
+    ``merged`` (driver: forks merged, nothing committed), ``committed`` (driver: the night is
+    committed on its branch, not published), ``published`` (driver: published, the report and
+    branch cleanup not done)."""
+
+    name: str
+    folder: Path
+
+    def at(self, point: str) -> None:
+        if point != self.name:
+            return
+        try:
+            fd = os.open(self.folder / f"paused-{point}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        while not (self.folder / f"resume-{point}").exists():
+            time.sleep(0.05)
+
+
+@dataclass
+class NightChunkResult:
+    """What a nightly chunk task sends back: a small summary and its fork (the writes)."""
+
+    chunk: str
+    used: tuple[str, ...] = ()
+    failures: tuple[tuple[str, str, str], ...] = ()  # (scene id, reason, message)
+    retries: dict[str, int] = field(default_factory=dict)  # href -> retries
+    attempts: dict[str, int] = field(default_factory=dict)  # failed href -> attempts made
+    cube_written: int = 0
+    mosaic_written: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    fork: Any = None
+
+
+_READERS: dict[ReaderSettings, RasterReader] = {}
+_METADATA = MetadataCache()  # per worker process: every task of a night opens the same arrays
+
+
+def reader_for(settings: ReaderSettings) -> RasterReader:
+    """One reader per worker process and run (settings carry the run id)."""
+    reader = _READERS.get(settings)
+    if reader is None:
+        while len(_READERS) >= 4:
+            _READERS.pop(next(iter(_READERS))).close()
+        reader = _READERS[settings] = RasterReader(settings)
+    return reader
+
+
+def night_chunk_task(
+    order: ChunkOrder,
+    outputs: Outputs,
+    groups: Sequence[str],
+    settings: ReaderSettings,
+    fork: Any,
+    base: Any,
+    pause: Pause | None = None,
+) -> NightChunkResult:
+    """The Dask task (``groups``: the mosaic group names, in ``outputs.mosaics`` order)."""
+    return run_order(
+        order,
+        outputs=outputs,
+        groups=groups,
+        reader=reader_for(settings),
+        fork=fork,
+        base=base,
+        pause=pause,
+    )
+
+
+def run_order(
+    order: ChunkOrder,
+    *,
+    outputs: Outputs,
+    groups: Sequence[str],
+    reader: RasterReader,
+    fork: Any,
+    base: Any,
+    pause: Pause | None = None,
+) -> NightChunkResult:
+    t0 = time.perf_counter()
+    c = order.chunk
+    region = (slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width))
+    layers = [
+        [*outputs.bands, "count", *mosaic_layers(m.method, blend_width=m.blend_width)]
+        for m in outputs.mosaics
+    ]
+    writing_mosaics = order.mosaic or order.clear_mosaic
+    paths = [f"{CUBE}/{b}" for b in outputs.bands] + (
+        [f"{g}/{name}" for g, names in zip(groups, layers, strict=True) for name in names]
+        if writing_mosaics
+        else []
+    )
+    arrays = dict(
+        zip(paths, open_arrays(fork.store, paths, mode="r+", cache=_METADATA), strict=True)
+    )
+    cube = [arrays[f"{CUBE}/{b}"] for b in outputs.bands]
+    if order.n_slots and cube[0].shape[0] != order.n_slots:
+        # Tonight's time axis, set in every fork that writes (the same definition merges
+        # cleanly): the night then needs one commit, with no intermediate snapshot to time-travel
+        # to. The driver sets it again, with the coordinates, after the merge.
+        resize_all(cube, order.n_slots)
+    old = None
+    if base is not None and any(s.origin == "cube" for s in order.slots):
+        committed = open_arrays(
+            base.store, [f"{CUBE}/{b}" for b in outputs.bands], mode="r", cache=_METADATA
+        )
+        wanted = [s.cube_index for s in order.slots if s.cube_index is not None]
+        old = CubeSlots(committed, region, (c.iy, c.ix), wanted)
+    t_open = time.perf_counter() - t0
+    by_slot = {s.slot: s for s in order.slots}
+    result = NightChunkResult(chunk=c.name)
+    blocks = Blocks(order, cube, region, len(outputs.bands), pause)
+    reuse_s = [0.0]  # seconds spent reading committed slots back
+
+    def write_slot(slot: int, values: np.ndarray) -> None:
+        if by_slot[slot].write:
+            blocks.put(slot, values)
+
+    def from_cube(ss: SlotScenes, plane: np.ndarray) -> bool | None:
+        o = by_slot[ss.slot]
+        if o.origin != "cube" or old is None:
+            return None
+        assert plane.shape[1:] == (c.height, c.width), "cube reuse needs a chunk without halo"
+        t = time.perf_counter()
+        assert o.cube_index is not None  # origin "cube" names the committed index
+        old.fill(o.cube_index, plane)
+        reuse_s[0] += time.perf_counter() - t
+        return bool(np.isfinite(plane[0]).any())
+
+    out = None
+    if order.task is not None and order.task.slots:
+        computed = outputs if order.mosaic else replace(outputs, mosaics=())
+        out = compute_chunk(
+            order.task, outputs=computed, reader=reader, on_slot=write_slot, reuse=from_cube
+        )
+        result.used = out.used
+        result.failures = out.failures
+    t1 = time.perf_counter()
+    final: list = []
+    result.cube_written = len(order.blocks)
+    if writing_mosaics:
+        nb = len(outputs.bands)
+        mosaics = (
+            out.mosaics
+            if (order.mosaic and out is not None)
+            else tuple(_empty(m, nb, c) for m in outputs.mosaics)
+        )
+        for name, names, mosaic in zip(groups, layers, mosaics, strict=True):
+            for layer in names:
+                values = (
+                    mosaic["bands"][outputs.bands.index(layer)]
+                    if layer in outputs.bands
+                    else mosaic[layer]
+                )
+                final.append((arrays[f"{name}/{layer}"], region, values))
+        result.mosaic_written = 1
+    blocks.finish(final)
+    result.retries = reader.take_retries()
+    if result.failures:
+        result.attempts = {href: e.attempts for href, e in reader.failed().items()}
+    result.seconds = {
+        "open": t_open,
+        "compute": t1 - t0 - t_open - reuse_s[0],
+        "reuse": reuse_s[0],
+        "write": time.perf_counter() - t1,
+    }
+    result.fork = fork
+    return result
+
+
+class Blocks:
+    """Tonight's cube blocks of one chunk, filled slot by slot (in increasing order) and
+    written whole as soon as a later block starts: at most one block is held, ``block`` × bands
+    × chunk² float32. Slots without data stay NaN; an all-NaN block equals the fill value, so
+    zarr deletes its chunk."""
+
+    def __init__(self, order: ChunkOrder, cube, region, nb: int, pause: Pause | None) -> None:
+        self.order, self.cube, self.region, self.nb, self.pause = order, cube, region, nb, pause
+        self.todo = set(order.blocks)
+        self.current: tuple[int, np.ndarray] | None = None
+        self.paused = False
+
+    def _buffer(self, b: int) -> np.ndarray:
+        t = min(self.order.block, self.order.n_slots - b * self.order.block)
+        h, w = (s.stop - s.start for s in self.region)
+        return np.full((self.nb, t, h, w), np.nan, np.float32)
+
+    def put(self, slot: int, values: np.ndarray) -> None:
+        b = slot // self.order.block
+        if self.current is None or self.current[0] != b:
+            if self.current is not None:  # the previous block is complete
+                self._emit(self._held(), cube=True)
+            self.current = (b, self._buffer(b))
+        self.current[1][:, slot - b * self.order.block] = values
+
+    def finish(self, more: list) -> None:
+        """Write the block in hand, every block still to write (empty ones: NaN) and ``more``
+        (the task's mosaic writes), in one call."""
+        writes = self._held()
+        for b in sorted(self.todo):
+            writes += self._writes(b, self._buffer(b))
+        self.todo.clear()
+        self._emit(writes + more, cube=bool(writes))
+
+    def _held(self) -> list:
+        if self.current is None:
+            return []
+        b, data = self.current
+        self.todo.discard(b)
+        self.current = None
+        return self._writes(b, data)
+
+    def _writes(self, b: int, data: np.ndarray) -> list:
+        t0 = b * self.order.block
+        sel = (slice(t0, t0 + data.shape[1]), *self.region)
+        return [(array, sel, data[k]) for k, array in enumerate(self.cube)]
+
+    def _emit(self, writes: list, *, cube: bool) -> None:
+        first = cube and self.pause is not None and not self.paused
+        if first:
+            self.pause.at("read")  # type: ignore[union-attr]  # slots read, no block written
+        write_all(writes)
+        if first:
+            self.paused = True
+            self.pause.at("write")  # type: ignore[union-attr]  # this task's first block written

@@ -1,0 +1,440 @@
+"""Radiometry kernels: gather source pixels onto the output grid, calibrate DN, mask by QA.
+
+Axis order is (band, y, x) for one scene (the time axis is handled by the caller). The
+``*_kernel`` functions are the raw ``numba.njit`` loops (no bounds checks; callable from other
+jitted code); the public functions of the same name without the suffix validate their arguments
+and raise ``ValueError`` naming the offending one before calling the kernel.
+
+:func:`gather_calibrate` is the one pass every band group of every scene takes inside the chunk
+task: nearest-neighbour gather, nodata (a value, a valid DN range, a mask band), the per-band
+linear calibration (scale/offset: reflectance scaling, or DN → radiance → TOA reflectance →
+bandpass adjustment folded into one line, see :mod:`pipeline.catalog.sensors.constants`) and, only
+where a scene has no sun elevation, a per-pixel factor (1 / cos θs) — all fused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+
+__all__ = [
+    "QA_DTYPES",
+    "SOURCE_DTYPES",
+    "gather_calibrate",
+    "gather_calibrate_kernel",
+    "gather_mask",
+    "gather_mask_kernel",
+    "ZERO_IS_NODATA",
+    "lut_from_bitfields",
+    "lut_from_classes",
+]
+
+#: Source (DN) dtypes accepted by :func:`gather_calibrate`; each is converted to float64 (exactly,
+#: except 64-bit integers beyond 2**53). float16 sources are widened to float32 by the wrapper.
+SOURCE_DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype(t)
+    for t in (
+        np.uint8,
+        np.int8,
+        np.uint16,
+        np.int16,
+        np.uint32,
+        np.int32,
+        np.uint64,
+        np.int64,
+        np.float16,
+        np.float32,
+        np.float64,
+    )
+)
+#: Quality-asset (and mask-band) dtypes accepted by :func:`gather_mask` / ``mask=``.
+QA_DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)
+)
+
+
+# --------------------------------------------------------------------------------------------
+# jitted kernels
+# --------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_calibrate_kernel(
+    src,
+    rows,
+    cols,
+    band_out,
+    nodata,
+    has_nodata,
+    valid_lo,
+    valid_hi,
+    mask,
+    mask_lut,
+    has_mask,
+    factor,
+    has_factor,
+    scale,
+    offset,
+    post,
+    out,
+):
+    """For every output pixel (y, x) and source band k, write out[band_out[k], y, x] =
+    float32((DN * scale[k] + offset[k]) * factor[y, x] + post[k]) with DN = src[k, rows, cols]
+    (nearest-neighbour index maps into the window), or NaN where the index falls outside the
+    window, DN is NaN, equals nodata, lies outside [valid_lo, valid_hi], mask_lut[mask[r, c]]
+    is True (or the mask value is outside the LUT), or factor is not > 0. Without a factor the
+    factor is 1 and post is -0.0, both exact identities. Unchecked.
+
+    Row by row: one pass over x decides which pixels may be written (window, mask band, factor)
+    and whether the row reads a contiguous run of one source row; then each band is a tight,
+    branch-free loop over x (the contiguous case vectorises). Measured (benchmarks/kernels.py,
+    (24, 1024, 1024) uint16 with a mask band, 2-core machine): 26 ms, 12x the same NumPy
+    expression and 55 % of numpy.copyto's bandwidth; the first, band-major version that tested
+    the mask per band and pixel took 200 ms (random masks) and the per-pixel one 94 ms.
+    """
+    nb = src.shape[0]
+    h = src.shape[1]
+    w = src.shape[2]
+    ny = rows.shape[0]
+    nx = rows.shape[1]
+    n_lut = mask_lut.shape[0]
+    nan = np.float32(np.nan)
+    keep = np.empty(nx, np.float32)  # -0.0 where the pixel may be written, NaN where not
+    fac = np.ones(nx, np.float64)
+    cc = np.zeros(nx, np.int64)
+    rr = np.zeros(nx, np.int64)
+    nd = nodata if has_nodata else np.nan
+    if h == 0 or w == 0:  # an empty window: nothing to gather
+        for k in range(nb):
+            out[band_out[k]] = nan
+        return
+    for y in range(ny):
+        r0 = np.int64(rows[y, 0])
+        c0 = np.int64(cols[y, 0])
+        run = (r0 >= 0) & (r0 < h) & (c0 >= 0) & (c0 + nx <= w)
+        for x in range(nx):
+            r = np.int64(rows[y, x])
+            c = np.int64(cols[y, x])
+            good = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+            if good and has_mask:
+                m = np.int64(mask[r, c])
+                good = not (m < 0 or m >= n_lut or mask_lut[m])
+            if has_factor:
+                f = np.float64(factor[y, x])
+                good = good and f > 0.0
+                fac[x] = f
+            run &= (r == r0) & (c == c0 + x)
+            keep[x] = -0.0 if good else nan
+            rr[x] = r if good else 0
+            cc[x] = c if good else 0
+        for k in range(nb):
+            ob = band_out[k]
+            s = scale[k]
+            o = offset[k]
+            p = post[k]
+            orow = out[ob, y]
+            if run and not has_factor:  # the common case: a contiguous run, no sun term
+                srow = src[k, r0, c0 : c0 + nx]
+                for x in range(nx):
+                    dn = np.float64(srow[x])
+                    v = np.float32(dn * s + o) + keep[x]
+                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    orow[x] = nan if bad else v
+            elif run:
+                srow = src[k, r0, c0 : c0 + nx]
+                for x in range(nx):
+                    dn = np.float64(srow[x])
+                    v = np.float32((dn * s + o) * fac[x] + p) + keep[x]
+                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    orow[x] = nan if bad else v
+            else:
+                for x in range(nx):
+                    dn = np.float64(src[k, rr[x], cc[x]])
+                    v = np.float32((dn * s + o) * fac[x] + p) + keep[x]
+                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    orow[x] = nan if bad else v
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_mask_kernel(qa, rows, cols, lut, outside_masked, out_masked):
+    """OR into out_masked (y, x) the QA test lut[qa[rows, cols]] of a quality window qa (H, W);
+    a value outside the LUT counts as masked, an index outside the window as ``outside_masked``;
+    never clears a flag; unchecked."""
+    h = qa.shape[0]
+    w = qa.shape[1]
+    n = lut.shape[0]
+    ny = rows.shape[0]
+    nx = rows.shape[1]
+    for y in range(ny):
+        for x in range(nx):
+            r = rows[y, x]
+            c = cols[y, x]
+            if r < 0 or r >= h or c < 0 or c >= w:
+                if outside_masked:
+                    out_masked[y, x] = True
+                continue
+            v = np.int64(qa[r, c])
+            if v < 0 or v >= n or lut[v]:
+                out_masked[y, x] = True
+
+
+# --------------------------------------------------------------------------------------------
+# validating wrappers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_index_maps(rows: np.ndarray, cols: np.ndarray) -> None:
+    for name, a in (("rows", rows), ("cols", cols)):
+        if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype != np.int32:
+            raise ValueError(f"{name} must be a 2-D int32 (y, x) numpy array, got {_describe(a)}")
+    if rows.shape != cols.shape:
+        raise ValueError(f"rows {rows.shape} and cols {cols.shape} must have the same (y, x) shape")
+
+
+def _describe(a: object) -> str:
+    if isinstance(a, np.ndarray):
+        return f"{a.dtype} array of shape {a.shape}"
+    return type(a).__name__
+
+
+def _per_band(name: str, value: object, nb: int, dtype: type) -> np.ndarray:
+    arr: np.ndarray = np.ascontiguousarray(value, dtype=dtype)
+    if arr.shape != (nb,):
+        raise ValueError(f"{name} must have shape ({nb},) (one per src band), got {arr.shape}")
+    return arr
+
+
+_NO_MASK = np.zeros((1, 1), dtype=np.uint8)
+_NO_LUT = np.zeros(1, dtype=np.bool_)
+_NO_FACTOR = np.ones((1, 1), dtype=np.float64)
+
+
+def gather_calibrate(
+    src: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    band_out: np.ndarray,
+    nodata: float | None,
+    has_nodata: bool,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    out: np.ndarray,
+    *,
+    valid_range: tuple[float, float] | None = None,
+    mask: np.ndarray | None = None,
+    mask_lut: np.ndarray | None = None,
+    factor: np.ndarray | None = None,
+    post_offset: np.ndarray | None = None,
+) -> None:
+    """Calibrate src (band, H, W) DN onto the output grid: out[band_out[k]] (y, x) becomes
+    float32(DN * scale[k] + offset[k]) — reflectance (0-1) or radiance, W/(m² sr µm) — or NaN
+    where there is no valid DN. Every pixel of the bands named by band_out is written.
+
+    Nodata, in any combination: ``nodata`` (a value, when has_nodata), NaN DN, ``valid_range``
+    (lo, hi): DN outside [lo, hi] is nodata, and a mask band ``mask`` (H, W) on the source
+    window, where ``mask_lut[mask]`` True is nodata (default LUT: mask value 0 is nodata, the GDAL
+    mask convention). ``factor`` (y, x), when given, multiplies the calibrated value before
+    ``post_offset`` (per band) is added: (DN * scale + offset) * factor + post_offset, and pixels
+    whose factor is not > 0 (NaN, sun below the horizon) are nodata; this is the per-pixel
+    1 / cos(solar zenith) for scenes without a sun elevation.
+    """
+    if not isinstance(src, np.ndarray) or src.ndim != 3:
+        raise ValueError(f"src must be a 3-D (band, H, W) numpy array, got {_describe(src)}")
+    if src.dtype not in SOURCE_DTYPES:
+        raise ValueError(
+            f"src dtype {src.dtype} not supported; expected one of "
+            f"{', '.join(str(d) for d in SOURCE_DTYPES)}"
+        )
+    if src.dtype == np.float16:
+        src = src.astype(np.float32)  # exact; numba has no float16 arithmetic
+    _check_index_maps(rows, cols)
+    if not isinstance(out, np.ndarray) or out.ndim != 3 or out.dtype != np.float32:
+        raise ValueError(f"out must be a 3-D float32 (band, y, x) array, got {_describe(out)}")
+    if out.shape[1:] != rows.shape:
+        raise ValueError(f"out (y, x) shape {out.shape[1:]} != rows/cols shape {rows.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    nb = src.shape[0]
+    band_arr = np.asarray(band_out)
+    if band_arr.dtype.kind not in "iu":
+        raise ValueError(f"band_out must be an integer array, got dtype {band_arr.dtype}")
+    band_arr = _per_band("band_out", band_arr, nb, np.int64)
+    if nb and (band_arr.min() < 0 or band_arr.max() >= out.shape[0]):
+        raise ValueError(
+            f"band_out values must lie in [0, {out.shape[0]}) (out's band axis), got {band_arr}"
+        )
+    if np.unique(band_arr).size != nb:
+        raise ValueError(f"band_out values must be distinct, got {band_arr}")
+    scale_arr = _per_band("scale", scale, nb, np.float64)
+    offset_arr = _per_band("offset", offset, nb, np.float64)
+    has_nodata = bool(has_nodata)
+    if has_nodata:
+        if nodata is None:
+            raise ValueError("nodata must be a number when has_nodata is True")
+        nodata_f = float(nodata)
+    else:
+        nodata_f = float("nan") if nodata is None else float(nodata)
+    lo, hi = _valid_range(valid_range)
+    mask_arr, lut_arr, has_mask = _mask_band(mask, mask_lut, src.shape[1:])
+    if factor is None:
+        factor_arr, has_factor = _NO_FACTOR, False
+        if post_offset is not None:
+            raise ValueError("post_offset goes with factor (the per-pixel term); fold it in offset")
+        post_arr = np.full(nb, -0.0)
+    else:
+        factor_arr = np.asarray(factor)
+        if factor_arr.shape != rows.shape or factor_arr.dtype.kind != "f":
+            raise ValueError(
+                f"factor must be a float (y, x) array of shape {rows.shape}, got "
+                f"{_describe(factor_arr)}"
+            )
+        has_factor = True
+        post_arr = (
+            np.full(nb, -0.0)
+            if post_offset is None
+            else _per_band("post_offset", post_offset, nb, np.float64)
+        )
+    gather_calibrate_kernel(
+        src,
+        rows,
+        cols,
+        band_arr,
+        nodata_f,
+        has_nodata,
+        lo,
+        hi,
+        mask_arr,
+        lut_arr,
+        has_mask,
+        factor_arr,
+        has_factor,
+        scale_arr,
+        offset_arr,
+        post_arr,
+        out,
+    )
+
+
+def _valid_range(valid_range: tuple[float, float] | None) -> tuple[float, float]:
+    if valid_range is None:
+        return -np.inf, np.inf
+    try:
+        lo, hi = (float(v) for v in valid_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"valid_range must be (lo, hi) numbers, got {valid_range!r}") from None
+    if not lo <= hi:
+        raise ValueError(f"valid_range must have lo <= hi, got {valid_range!r}")
+    return lo, hi
+
+
+def _mask_band(
+    mask: np.ndarray | None, lut: np.ndarray | None, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    if mask is None:
+        if lut is not None:
+            raise ValueError("mask_lut goes with mask (a mask band); give both or neither")
+        return _NO_MASK, _NO_LUT, False
+    if not isinstance(mask, np.ndarray) or mask.shape != shape or mask.dtype not in QA_DTYPES:
+        raise ValueError(
+            f"mask must be an integer or bool array of the source window's (H, W) shape "
+            f"{shape}, got {_describe(mask)}"
+        )
+    if mask.dtype == np.bool_:
+        mask = mask.view(np.uint8)
+    if lut is None:
+        lut = ZERO_IS_NODATA
+    if not isinstance(lut, np.ndarray) or lut.ndim != 1 or lut.dtype != np.bool_ or not lut.size:
+        raise ValueError(f"mask_lut must be a non-empty 1-D bool numpy array, got {_describe(lut)}")
+    return mask, lut, True
+
+
+#: Mask-band LUT of the GDAL convention: value 0 is nodata, anything else is valid.
+ZERO_IS_NODATA = np.array([True] + [False] * 255, dtype=np.bool_)
+
+
+def gather_mask(
+    qa: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    lut: np.ndarray,
+    out_masked: np.ndarray,
+    *,
+    outside_masked: bool = True,
+) -> None:
+    """Set out_masked (y, x) True where lut[qa] is True, the QA value is outside the LUT, or
+    (when ``outside_masked``) the index falls outside the qa (H, W) window: no quality
+    information there; never sets False (masks of several assets OR)."""
+    if not isinstance(qa, np.ndarray) or qa.ndim != 2:
+        raise ValueError(f"qa must be a 2-D (H, W) numpy array, got {_describe(qa)}")
+    if qa.dtype not in QA_DTYPES:
+        raise ValueError(
+            f"qa dtype {qa.dtype} not supported; expected one of "
+            f"{', '.join(str(d) for d in QA_DTYPES)}"
+        )
+    _check_index_maps(rows, cols)
+    if not isinstance(lut, np.ndarray) or lut.ndim != 1 or lut.dtype != np.bool_:
+        raise ValueError(f"lut must be a 1-D bool numpy array, got {_describe(lut)}")
+    if (
+        not isinstance(out_masked, np.ndarray)
+        or out_masked.dtype != np.bool_
+        or out_masked.shape != rows.shape
+    ):
+        raise ValueError(
+            f"out_masked must be a bool array of shape {rows.shape} (y, x), got "
+            f"{_describe(out_masked)}"
+        )
+    if not out_masked.flags.writeable:
+        raise ValueError("out_masked must be writeable")
+    if qa.dtype == np.bool_:
+        qa = qa.view(np.uint8)
+    gather_mask_kernel(qa, rows, cols, lut, bool(outside_masked), out_masked)
+
+
+# --------------------------------------------------------------------------------------------
+# LUT builders (plain NumPy)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_size(size: int) -> int:
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    return size
+
+
+def lut_from_classes(values: Sequence[int], size: int) -> np.ndarray:
+    """Bool LUT of length size, True at each QA class value in values (e.g. SCL 3, 8, 9, 10)."""
+    size = _check_size(size)
+    idx = np.asarray(list(values), dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        raise ValueError(f"values must lie in [0, {size}), got {list(values)}")
+    lut = np.zeros(size, dtype=np.bool_)
+    lut[idx] = True
+    return lut
+
+
+def lut_from_bitfields(fields: Sequence[tuple[int, int, Sequence[int]]], size: int) -> np.ndarray:
+    """Bool LUT of length size: v is masked if ((v >> offset) & (2**length - 1)) is in the
+    field's masked values, for any (offset, length, masked_values) field."""
+    size = _check_size(size)
+    v = np.arange(size, dtype=np.int64)
+    lut = np.zeros(size, dtype=np.bool_)
+    for i, field in enumerate(fields):
+        try:
+            off, length, masked_values = field
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"fields[{i}] must be (offset, length, masked_values), got {field!r}"
+            ) from None
+        off, length = int(off), int(length)
+        if off < 0 or not 1 <= length <= 62 or off + length > 63:
+            raise ValueError(f"fields[{i}]: bad bit field offset={off} length={length}")
+        mv = np.asarray(list(masked_values), dtype=np.int64)
+        if mv.size and (mv.min() < 0 or mv.max() >= (1 << length)):
+            raise ValueError(
+                f"fields[{i}]: masked_values {list(masked_values)} do not fit in {length} bits"
+            )
+        lut |= np.isin((v >> off) & ((1 << length) - 1), mv)
+    return lut
