@@ -144,8 +144,8 @@ STREAMABLE = ["latest", "earliest", "priority", "mean", "min", "max", "quality",
 def test_streaming_path_gives_the_stack_paths_bytes(all_methods, tiny_catalog, tmp_path, method):
     """Alone, a streamable method folds slot by slot; in all_methods (with a median) it ran
     over the whole stack. Both must give identical bytes."""
-    from pipeline.engine.compose import can_stream
     from pipeline.engine.run import outputs_of
+    from pipeline.plan.chunks import can_stream
     from pipeline.spec.workflow import spec_from_dict
 
     out, _, _ = all_methods

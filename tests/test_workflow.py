@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.catalog.interval import parse_datetime_range
 from pipeline.errors import SpecError
-from pipeline.spec.workflow import load_spec, parse_datetime_range
+from pipeline.spec.workflow import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

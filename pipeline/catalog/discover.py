@@ -178,7 +178,7 @@ def releasability_of(spec: Any) -> Releasability | None:
 def _load_groups(path) -> dict[str, list[str]]:
     """``{groups: {NAME: [codes]}}`` from a small YAML file: the spec's own loader (regular
     files only, size-capped, no aliases, duplicate keys or deep nesting; SpecError if not)."""
-    from pipeline.spec.workflow import load_yaml_file
+    from pipeline.io.yamlfile import load_yaml_file
 
     data = load_yaml_file(path, limit=MAX_GROUPS_FILE_BYTES, what="groups_file")
     groups = data.get("groups") if isinstance(data, dict) else None

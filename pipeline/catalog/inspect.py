@@ -237,8 +237,8 @@ def inspect_command(
     as_json: bool = False,
 ) -> str:
     """The CLI's loose strings → one inspection → text (or JSON). Raises InputError on bad input."""
+    from pipeline.catalog.interval import parse_datetime_range
     from pipeline.errors import InputError
-    from pipeline.spec.workflow import parse_datetime_range
 
     def split(text: str | None) -> tuple[str, ...] | None:
         return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None

@@ -16,14 +16,14 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.catalog.scene import BandSource, Scene
-from pipeline.engine.compose import StreamState, can_stream, composite_method
+from pipeline.engine.compose import StreamState, composite_method
 from pipeline.engine.warp import nearest_window
 from pipeline.errors import ReadError
 from pipeline.io.reader import RasterReader
 from pipeline.kernels.calibrate import gather_calibrate, gather_mask
 from pipeline.kernels.median import merge_first_valid
 from pipeline.plan.calibration import Masking, group_factor, grow, quality_luts
-from pipeline.plan.chunks import ChunkTask, MosaicOutput, Outputs, SlotScenes
+from pipeline.plan.chunks import ChunkTask, MosaicOutput, Outputs, SlotScenes, can_stream
 from pipeline.plan.grid import ChunkGrid
 from pipeline.spec.methods import mosaic_layers
 

@@ -106,7 +106,7 @@ def load_cluster_profile(path: str | Path) -> ClusterOptions:
     key_file}`` paths are relative to the profile. Safe loader, size-capped, unknown keys refused.
     """
     from pipeline.errors import SpecError
-    from pipeline.spec.workflow import load_yaml_file
+    from pipeline.io.yamlfile import load_yaml_file
 
     path = Path(path)
     data: Any = load_yaml_file(path, limit=64 * 1024, what="cluster profile")

@@ -126,16 +126,6 @@ def _known(value: float | None, default: float) -> float:
 
 # --------------------------------------------------------------------------- streaming
 
-STREAMABLE = frozenset({"latest", "earliest", "priority", "best-pixel", "quality",
-                        "mean", "min", "max"})
-
-
-def can_stream(mosaics: Sequence[MosaicOutput]) -> bool:
-    """True when every mosaic can be folded slot by slot (no median/percentile/medoid, no
-    blending, which needs every observation's weight)."""
-    return all(m.method in STREAMABLE and not m.blend_width for m in mosaics)
-
-
 class StreamState:
     """One mosaic folded one slot at a time: O(B·Y·X) memory whatever the number of slots.
     Gives the same bytes as :func:`composite_method` over the whole stack (tested)."""

@@ -212,6 +212,16 @@ def make_plan(
     return Plan(grid, slots, tasks, tuple(ordered), outputs)
 
 
+STREAMABLE = frozenset({"latest", "earliest", "priority", "best-pixel", "quality",
+                        "mean", "min", "max"})
+
+
+def can_stream(mosaics: Sequence[MosaicOutput]) -> bool:
+    """True when every mosaic can be folded slot by slot (no median/percentile/medoid, no
+    blending, which needs every observation's weight)."""
+    return all(m.method in STREAMABLE and not m.blend_width for m in mosaics)
+
+
 def task_memory(task: ChunkTask, outputs: Outputs) -> int:
     """Estimated bytes one chunk task holds (README "Memory per task"). Median, percentile,
     medoid and blending keep every observation: a (T, B, Y, X) float32 stack of the slots
@@ -219,8 +229,6 @@ def task_memory(task: ChunkTask, outputs: Outputs) -> int:
     plus each mosaic's O(B·Y·X) state (float32 values, uint16 count, int32 source, float64
     score and key, float64 sums for 'mean'). GDAL's capped cache and one scene-sized scratch
     array come on top."""
-    from pipeline.engine.compose import can_stream  # compositing imports this module
-
     g = task.grid_read
     pixels, nb = g.height * g.width, len(outputs.bands)
     if not can_stream(outputs.mosaics):
@@ -232,8 +240,6 @@ def task_memory(task: ChunkTask, outputs: Outputs) -> int:
 def _check_task_memory(tasks: Sequence[ChunkTask], outputs: Outputs, limits: PlanLimits) -> None:
     if not tasks:
         return
-    from pipeline.engine.compose import can_stream
-
     worst = max(tasks, key=lambda t: task_memory(t, outputs))
     need = task_memory(worst, outputs)
     if need > limits.max_task_memory:

@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.catalog.interval import parse_datetime_range
 from pipeline.errors import InputError, SpecError
+from pipeline.io.yamlfile import load_yaml_file
 from pipeline.plan.extent import PlanLimits, grid_shape
 from pipeline.spec.methods import SINGLE_SOURCE_METHODS
 
 MAX_SPEC_BYTES = 256 * 1024
 """A workflow spec is a few hundred bytes; anything this large is refused before parsing."""
-
-MAX_YAML_DEPTH = 64
-"""Nesting levels a spec, groups file or cluster profile may have (a GeoJSON MultiPolygon in
-``intersects`` needs 7); deeper YAML is refused before PyYAML's recursive composer overflows."""
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average"]
 MosaicMethod = Literal[
@@ -404,159 +399,6 @@ class WorkflowSpec(_Strict):
         return self.catalog.startswith(("http://", "https://")) and not self.catalog.endswith(
             ".json"
         )
-
-
-def parse_datetime_range(value: Any) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """Normalise 'a/b', 'a/..', '../b', a date or a datetime into an inclusive UTC range."""
-    if isinstance(value, dt.datetime):
-        v = _utc(value)
-        return v, v
-    if isinstance(value, dt.date):
-        return _day_start(value), _day_end(value)
-    if not isinstance(value, str):
-        raise ValueError("datetime is 'START/END' (either may be '..'), a date, or a datetime")
-    parts = value.split("/")
-    if len(parts) == 1:
-        return parse_datetime_range(_parse_instant(parts[0]))
-    if len(parts) != 2:
-        raise ValueError(f"datetime {value!r}: expected 'START/END'")
-    start = _parse_bound(parts[0], end=False)
-    end = _parse_bound(parts[1], end=True)
-    if start and end and start > end:
-        raise ValueError(f"datetime {value!r}: start is after end")
-    return start, end
-
-
-def _parse_instant(text: str) -> dt.date | dt.datetime:
-    text = text.strip()
-    try:
-        if len(text) == 10:
-            return dt.date.fromisoformat(text)
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 date or datetime") from None
-
-
-def _parse_bound(text: str, *, end: bool) -> dt.datetime | None:
-    if text.strip() in ("", ".."):
-        return None
-    instant = _parse_instant(text)
-    if isinstance(instant, dt.datetime):
-        return _utc(instant)
-    return _day_end(instant) if end else _day_start(instant)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def _day_start(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
-def _day_end(day: dt.date) -> dt.datetime:
-    return _day_start(day) + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-
-
-# --------------------------------------------------------------------------- YAML loading
-
-
-class _NoAliasSafeLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors/aliases (specs never need them, alias bombs do), merge
-    keys, duplicate keys (PyYAML keeps the last one silently) and nesting deeper than
-    :data:`MAX_YAML_DEPTH` (PyYAML composes recursively: 10 000 ``[`` overflow the stack)."""
-
-    _depth = 0
-
-    def compose_node(self, parent, index):  # type: ignore[override]
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.constructor.ConstructorError(
-                None, None, "YAML aliases (*name) are not allowed in workflow specs",
-                event.start_mark,
-            )
-        event = self.peek_event()
-        if getattr(event, "anchor", None):
-            raise yaml.constructor.ConstructorError(
-                None, None, "YAML anchors (&name) are not allowed in workflow specs",
-                event.start_mark,
-            )
-        if self._depth >= MAX_YAML_DEPTH:
-            raise yaml.composer.ComposerError(
-                None, None, f"YAML nested deeper than {MAX_YAML_DEPTH} levels; a spec needs a "
-                "handful: flatten it", event.start_mark,
-            )
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Node] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise yaml.constructor.ConstructorError(
-                        None, None, "YAML merge keys (<<) are not allowed: write the keys out",
-                        key_node.start_mark,
-                    )
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node)
-                except TypeError:  # an unhashable key: PyYAML's own check names it
-                    continue
-                if first is not key_node:
-                    raise yaml.constructor.ConstructorError(
-                        None, None,
-                        f"duplicate key {key!r}: first at line {first.start_mark.line + 1}, "
-                        f"again at line {key_node.start_mark.line + 1}; give each key once "
-                        "(delete one, or merge their values)",
-                        key_node.start_mark,
-                    )
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_capped(path: Path, *, limit: int, what: str) -> bytes:
-    """The bytes of a small regular file, at most ``limit`` of them read. A FIFO, device or
-    socket is refused before any read (a FIFO blocks, ``/dev/zero`` never ends): opened
-    non-blocking, checked with fstat on the open descriptor (no race with a swapped path)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except OSError as exc:
-        raise SpecError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise SpecError(
-                f"{what} {path} is not a regular file (a folder, device, FIFO or socket); "
-                "give the path of a YAML file"
-            )
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            raw = f.read(limit + 1)
-    except OSError as exc:
-        raise SpecError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(raw) > limit:
-        raise SpecError(
-            f"{what} {path} is larger than the {limit}-byte limit for one; is it the right file?"
-        )
-    return raw
-
-
-def load_yaml_file(path: Path, *, limit: int, what: str) -> Any:
-    """Read a small YAML file (size-capped, regular files only) with the strict safe loader;
-    every problem is one :class:`SpecError` line naming the file, line and column."""
-    raw = read_capped(path, limit=limit, what=what)
-    try:
-        return yaml.load(raw.decode("utf-8"), Loader=_NoAliasSafeLoader)  # noqa: S506 (safe)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        raise SpecError(f"{path}{where}: not valid YAML for a {what}: {problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: not valid YAML for a {what}: {exc}") from None
 
 
 def load_spec(path: str | Path) -> WorkflowSpec:
