@@ -42,20 +42,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.kernels.blend import blend_weights, composite_blend  # noqa: E402
+from pipeline.kernels.blend import (  # noqa: E402
+    blend_weights,
+    cloud_distance,
+    composite_blend,
+)
 from pipeline.kernels.calibrate import gather_calibrate  # noqa: E402
 from pipeline.kernels.median import composite_latest, composite_median  # noqa: E402
+from pipeline.kernels.order import composite_medoid, composite_percentile  # noqa: E402
 from pipeline.kernels.reduce import (  # noqa: E402
-    BestPixelWeights,
-    cloud_distance,
-    composite_best_pixel,
     composite_earliest,
     composite_max,
     composite_mean,
-    composite_medoid,
     composite_min,
-    composite_percentile,
     composite_priority,
+)
+from pipeline.kernels.scored import (  # noqa: E402
+    BestPixelWeights,
+    composite_best_pixel,
     composite_quality,
     ndvi,
 )

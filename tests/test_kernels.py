@@ -11,12 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.kernels.calibrate import (
-    gather_calibrate,
-    gather_mask,
-    lut_from_bitfields,
-    lut_from_classes,
-)
+from pipeline.kernels.calibrate import gather_calibrate, gather_mask
 from pipeline.kernels.median import (
     _NETWORK_LANES,
     _NETWORK_MAX_T,
@@ -25,7 +20,8 @@ from pipeline.kernels.median import (
     composite_median,
     merge_first_valid,
 )
-from pipeline.kernels.reference import (
+from pipeline.kernels.qa import lut_from_bitfields, lut_from_classes
+from tests.references.kernels import (
     composite_latest_reference,
     composite_median_reference,
     gather_calibrate_reference,

@@ -1,4 +1,4 @@
-"""Compositing methods (pipeline.kernels.reduce, pipeline.kernels.blend) vs. their NumPy
+"""Compositing methods (pipeline.kernels.reduce, .scored, .order, .blend) vs. their NumPy
 references: table-driven cases, hand-computed values, properties, memory bounds.
 
 Every comparison with a reference is exact (bit for bit, signs of zeros included), except the
@@ -24,10 +24,28 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import pipeline.kernels.median as composite_mod
+import pipeline.kernels.order as order_mod
 import pipeline.kernels.reduce as mosaic
-from pipeline.kernels.blend import blend_weights, composite_blend, edge_distance
+import pipeline.kernels.scored as scored_mod
+from pipeline.kernels.blend import blend_weights, cloud_distance, composite_blend, edge_distance
 from pipeline.kernels.median import composite_latest, composite_median
-from pipeline.kernels.mosaic_reference import (
+from pipeline.kernels.order import composite_medoid, composite_percentile
+from pipeline.kernels.reduce import (
+    STACK_METHODS,
+    STREAMING_METHODS,
+    composite_earliest,
+    composite_max,
+    composite_mean,
+    composite_min,
+    composite_priority,
+)
+from pipeline.kernels.scored import (
+    BestPixelWeights,
+    composite_best_pixel,
+    composite_quality,
+    ndvi,
+)
+from tests.references.mosaic import (
     blend_weights_reference,
     cloud_distance_reference,
     composite_best_pixel_reference,
@@ -42,22 +60,6 @@ from pipeline.kernels.mosaic_reference import (
     composite_quality_reference,
     edge_distance_reference,
     ndvi_reference,
-)
-from pipeline.kernels.reduce import (
-    STACK_METHODS,
-    STREAMING_METHODS,
-    BestPixelWeights,
-    cloud_distance,
-    composite_best_pixel,
-    composite_earliest,
-    composite_max,
-    composite_mean,
-    composite_medoid,
-    composite_min,
-    composite_percentile,
-    composite_priority,
-    composite_quality,
-    ndvi,
 )
 
 NAN = np.float32(np.nan)
@@ -471,7 +473,10 @@ def test_method_sets():
     assert not STREAMING_METHODS & STACK_METHODS
     assert {m.name for m in METHODS} | {"latest", "median"} == STREAMING_METHODS | STACK_METHODS
     for name in STREAMING_METHODS | STACK_METHODS:
-        assert hasattr(mosaic, f"composite_{name}") or hasattr(composite_mod, f"composite_{name}")
+        assert any(
+            hasattr(m, f"composite_{name}")
+            for m in (mosaic, scored_mod, order_mod, composite_mod)
+        )
 
 
 def test_rejects_bad_arguments():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.kernels import mosaic_reference as ref
-from pipeline.kernels.reference import composite_latest_reference, composite_median_reference
 from tests.conftest import make_spec_dict
+from tests.references import mosaic as ref
+from tests.references.kernels import composite_latest_reference, composite_median_reference
 from tests.test_run import BANDS, open_store, run
 
 METHODS = {

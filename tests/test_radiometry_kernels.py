@@ -1,7 +1,7 @@
 """Radiometry kernels vs their NumPy references: one table over kernels × dtypes × NaN / nodata /
 empty / all-masked inputs, hand-computed values, and hypothesis properties on random shapes.
 
-References (:mod:`pipeline.kernels.reference`, :mod:`pipeline.kernels.toa_reference`) are
+References (:mod:`tests.references.kernels`, :mod:`tests.references.toa`) are
 whole-array NumPy written from the specifications (bit arithmetic instead of LUTs, shifted ORs
 instead of the separable dilation), so agreement checks semantics, not a copy of the loops.
 """
@@ -17,23 +17,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.catalog.sensors.constants import BandConstants, Linear, SunGeometry, fold, harmonised
+from pipeline.catalog.sensors.folding import BandConstants, Linear, SunGeometry, fold, harmonised
 from pipeline.kernels import qa
 from pipeline.kernels.calibrate import gather_calibrate, gather_mask
-from pipeline.kernels.reference import gather_calibrate_reference, gather_mask_reference
-from pipeline.kernels.toa import (
-    dn_to_radiance,
-    dn_to_toa_reflectance,
-    harmonise_linear,
-    radiance_to_toa_reflectance,
-)
-from pipeline.kernels.toa_reference import (
+from tests.references.kernels import gather_calibrate_reference, gather_mask_reference
+from tests.references.toa import (
     decode_reference,
     dilate_reference,
     dn_to_radiance_reference,
     dn_to_toa_reflectance_reference,
     harmonise_linear_reference,
     radiance_to_toa_reflectance_reference,
+)
+from tests.references.toa_chain import (
+    dn_to_radiance,
+    dn_to_toa_reflectance,
+    harmonise_linear,
+    radiance_to_toa_reflectance,
 )
 
 PROPS = settings(max_examples=60, deadline=None)
@@ -616,7 +616,7 @@ def test_decode_property(values, rules):
 
 
 def test_normalisation_accepts_exactly_the_dtypes_the_gather_kernel_calibrates():
-    from pipeline.catalog.normalise import SUPPORTED_DTYPES
+    from pipeline.catalog.items.bands import SUPPORTED_DTYPES
     from pipeline.kernels.calibrate import SOURCE_DTYPES
 
     assert {d.name for d in SOURCE_DTYPES} == SUPPORTED_DTYPES

@@ -1,6 +1,15 @@
-"""Seam blending (feathering) of a mosaic near the edges of its scenes' valid data.
+"""Distances to features (the exact Euclidean distance transform), and the seam blending built
+on them.
 
-A single-source mosaic (latest, priority, best-pixel, ...) switches abruptly from one scene to
+:func:`cloud_distance` measures, per observation, how far each pixel lies from the nearest cloud
+or shadow (the best-pixel score's main term, :mod:`pipeline.kernels.scored`; a disc dilation of
+:func:`pipeline.kernels.qa.dilate`); :func:`edge_distance` how far it lies from the nearest
+invalid pixel, which feathers seams below. Both are one kernel,
+:func:`distance_transform_kernel` (Felzenszwalb-Huttenlocher: a 1-D squared-distance transform
+along y, then along x).
+
+Seam blending (feathering) of a mosaic near the edges of its scenes' valid data: a
+single-source mosaic (latest, priority, best-pixel, ...) switches abruptly from one scene to
 another where the chosen scene's valid data ends; radiometric differences between the scenes
 then show as seams. :func:`composite_blend` feathers them: within ``width`` pixels of the
 chosen observation's valid-data edge, the neighbouring observations fade in, weighted by their
@@ -25,20 +34,120 @@ import numbers
 import numba
 import numpy as np
 
-from pipeline.kernels.median import _check_stack, _describe
-from pipeline.kernels.reduce import distance_transform_kernel
+from pipeline.kernels.checks import check_stack, describe
 
 __all__ = [
     "blend_weights",
     "blend_weights_kernel",
+    "cloud_distance",
     "composite_blend",
     "composite_blend_kernel",
+    "distance_transform_kernel",
     "edge_distance",
 ]
 
 
+# --------------------------------------------------------------------------------------------
+# jitted kernels: exact Euclidean distance transform
+# --------------------------------------------------------------------------------------------
+
+
 @numba.njit(cache=True, nogil=True)
-def blend_weights_kernel(distance, width):
+def _edt_row(f: np.ndarray, n: int, v: np.ndarray, z: np.ndarray, out_row: np.ndarray) -> None:
+    """Felzenszwalb-Huttenlocher 1-D squared-distance transform of f[:n] (exact integers or
+    +inf) -> out_row[q] = float32(sqrt(min_p (q - p)**2 + f[p])), +inf if every f is +inf.
+    v (n) int64 and z (n + 1) float64 are scratch. Only finite f[p] enter the envelope."""
+    k = -1
+    for q in range(n):
+        fq = f[q]
+        if fq == np.inf:
+            continue
+        if k < 0:
+            k = 0
+            v[0] = q
+            z[0] = -np.inf
+            z[1] = np.inf
+            continue
+        while True:
+            p = v[k]
+            s = ((fq + q * q) - (f[p] + p * p)) / (2.0 * (q - p))
+            if s <= z[k]:  # never for k == 0 (z[0] == -inf)
+                k -= 1
+            else:
+                break
+        k += 1
+        v[k] = q
+        z[k] = s
+        z[k + 1] = np.inf
+    if k < 0:
+        for q in range(n):
+            out_row[q] = np.inf
+        return
+    k = 0
+    for q in range(n):
+        while z[k + 1] < q:
+            k += 1
+        p = v[k]
+        out_row[q] = np.float32(math.sqrt((q - p) * (q - p) + f[p]))
+
+
+@numba.njit(cache=True, nogil=True)
+def distance_transform_kernel(mask: np.ndarray, invert: bool, out: np.ndarray) -> None:
+    """Exact Euclidean distance transform per plane: out[t, y, x] = distance in pixels from
+    (y, x) to the nearest feature pixel of plane t (float32 of the exact sqrt of an integer),
+    +inf if plane t has none. Feature pixels are mask == True, or mask == False if invert.
+    Pixels outside the array are not features. Scratch: (Y, X) float64 + O(X)."""
+    nt = mask.shape[0]
+    ny = mask.shape[1]
+    nx = mask.shape[2]
+    g = np.empty((ny, nx), dtype=np.float64)
+    v = np.empty(nx, dtype=np.int64)
+    z = np.empty(nx + 1, dtype=np.float64)
+    for t in range(nt):
+        # pass 1, along y: distance to the nearest feature in the same column (two sweeps)
+        for y in range(ny):
+            for x in range(nx):
+                if mask[t, y, x] != invert:
+                    g[y, x] = 0.0
+                elif y == 0:
+                    g[y, x] = np.inf
+                else:
+                    g[y, x] = g[y - 1, x] + 1.0
+        for y in range(ny - 2, -1, -1):
+            for x in range(nx):
+                d = g[y + 1, x] + 1.0
+                if d < g[y, x]:
+                    g[y, x] = d
+        for y in range(ny):
+            for x in range(nx):
+                g[y, x] = g[y, x] * g[y, x]
+        # pass 2, along x: lower envelope of the parabolas (x - p)**2 + g[y, p]
+        for y in range(ny):
+            _edt_row(g[y], nx, v, z, out[t, y])
+
+
+def cloud_distance(masked: np.ndarray) -> np.ndarray:
+    """Per observation, the exact Euclidean distance in pixels from each pixel to the nearest
+    True pixel of masked[t] (bool (T, y, x), e.g. cloud | shadow); 0 on masked pixels, +inf
+    for a plane with no True pixel. Pixels outside the array do not count. Returns a new
+    (T, y, x) float32 array (float32 of the correctly rounded sqrt of an exact integer).
+
+    Felzenszwalb-Huttenlocher: a 1-D squared-distance transform along y, then along x.
+    Extra memory: the output + a (y, x) float64 scratch, O(Y*X + X)."""
+    if not isinstance(masked, np.ndarray) or masked.ndim != 3 or masked.dtype != np.bool_:
+        raise ValueError(f"masked must be a 3-D bool (time, y, x) array, got {describe(masked)}")
+    out = np.empty(masked.shape, dtype=np.float32)
+    distance_transform_kernel(masked, False, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# seam blending
+# --------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def blend_weights_kernel(distance: np.ndarray, width: float) -> None:
     """In place: distance[...] = float32(min(float64(distance) / width, 1.0))."""
     flat = distance.reshape(-1)
     for i in range(flat.size):
@@ -47,7 +156,13 @@ def blend_weights_kernel(distance, width):
 
 
 @numba.njit(cache=True, nogil=True)
-def composite_blend_kernel(stack, base_source, weights, out, main_weight):
+def composite_blend_kernel(
+    stack: np.ndarray,
+    base_source: np.ndarray,
+    weights: np.ndarray,
+    out: np.ndarray,
+    main_weight: np.ndarray,
+) -> None:
     """Feather a single-source mosaic. Per pixel with s = base_source[y, x] >= 0: candidates
     are the valid observations (all bands finite) with weight w_t = min(weights[t, y, x], 1)
     > 0 (NaN = 0). If s is a candidate with w_s == 1, or no observation is a candidate, out =
@@ -103,7 +218,7 @@ def composite_blend_kernel(stack, base_source, weights, out, main_weight):
 
 def _check_valid(valid: object) -> None:
     if not isinstance(valid, np.ndarray) or valid.ndim != 3 or valid.dtype != np.bool_:
-        raise ValueError(f"valid must be a 3-D bool (time, y, x) array, got {_describe(valid)}")
+        raise ValueError(f"valid must be a 3-D bool (time, y, x) array, got {describe(valid)}")
 
 
 def edge_distance(valid: np.ndarray) -> np.ndarray:
@@ -152,7 +267,7 @@ def composite_blend(
     the base value is kept, NaN where base_source is -1).
 
     Streaming: one pass over t per row; extra memory = outputs + O(B*X) float64 scratch."""
-    _check_stack(stack)
+    check_stack(stack)
     nt, nb, ny, nx = stack.shape
     if (
         not isinstance(base_source, np.ndarray)
@@ -161,7 +276,7 @@ def composite_blend(
     ):
         raise ValueError(
             f"base_source must be an integer array of shape {(ny, nx)} (y, x), got "
-            f"{_describe(base_source)}"
+            f"{describe(base_source)}"
         )
     if base_source.size and (base_source.min() < -1 or base_source.max() >= nt):
         raise ValueError(f"base_source must be in [-1, {nt - 1}] (a time index or -1)")
@@ -174,7 +289,7 @@ def composite_blend(
     ):
         raise ValueError(
             f"weights must be a float32 array of shape {(nt, ny, nx)} (time, y, x), got "
-            f"{_describe(weights)}"
+            f"{describe(weights)}"
         )
     out = np.full((nb, ny, nx), np.nan, dtype=np.float32)
     main_weight = np.full((ny, nx), np.nan, dtype=np.float32)

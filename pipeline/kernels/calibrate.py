@@ -3,21 +3,22 @@
 Axis order is (band, y, x) for one scene (the time axis is handled by the caller). The
 ``*_kernel`` functions are the raw ``numba.njit`` loops (no bounds checks; callable from other
 jitted code); the public functions of the same name without the suffix validate their arguments
-and raise ``ValueError`` naming the offending one before calling the kernel.
+and raise ``ValueError`` naming the offending one before calling the kernel. The LUTs that
+``gather_mask`` takes are built by :mod:`pipeline.kernels.qa`.
 
 :func:`gather_calibrate` is the one pass every band group of every scene takes inside the chunk
 task: nearest-neighbour gather, nodata (a value, a valid DN range, a mask band), the per-band
 linear calibration (scale/offset: reflectance scaling, or DN → radiance → TOA reflectance →
-bandpass adjustment folded into one line, see :mod:`pipeline.catalog.sensors.constants`) and, only
+bandpass adjustment folded into one line, see :mod:`pipeline.catalog.sensors.folding`) and, only
 where a scene has no sun elevation, a per-pixel factor (1 / cos θs) — all fused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numba
 import numpy as np
+
+from pipeline.kernels.checks import describe
 
 __all__ = [
     "QA_DTYPES",
@@ -27,8 +28,6 @@ __all__ = [
     "gather_mask",
     "gather_mask_kernel",
     "ZERO_IS_NODATA",
-    "lut_from_bitfields",
-    "lut_from_classes",
 ]
 
 #: Source (DN) dtypes accepted by :func:`gather_calibrate`; each is converted to float64 (exactly,
@@ -62,24 +61,24 @@ QA_DTYPES: tuple[np.dtype, ...] = tuple(
 
 @numba.njit(cache=True, nogil=True)
 def gather_calibrate_kernel(
-    src,
-    rows,
-    cols,
-    band_out,
-    nodata,
-    has_nodata,
-    valid_lo,
-    valid_hi,
-    mask,
-    mask_lut,
-    has_mask,
-    factor,
-    has_factor,
-    scale,
-    offset,
-    post,
-    out,
-):
+    src: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    band_out: np.ndarray,
+    nodata: float,
+    has_nodata: bool,
+    valid_lo: float,
+    valid_hi: float,
+    mask: np.ndarray,
+    mask_lut: np.ndarray,
+    has_mask: bool,
+    factor: np.ndarray,
+    has_factor: bool,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    post: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """For every output pixel (y, x) and source band k, write out[band_out[k], y, x] =
     float32((DN * scale[k] + offset[k]) * factor[y, x] + post[k]) with DN = src[k, rows, cols]
     (nearest-neighbour index maps into the window), or NaN where the index falls outside the
@@ -158,7 +157,14 @@ def gather_calibrate_kernel(
 
 
 @numba.njit(cache=True, nogil=True)
-def gather_mask_kernel(qa, rows, cols, lut, outside_masked, out_masked):
+def gather_mask_kernel(
+    qa: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    lut: np.ndarray,
+    outside_masked: bool,
+    out_masked: np.ndarray,
+) -> None:
     """OR into out_masked (y, x) the QA test lut[qa[rows, cols]] of a quality window qa (H, W);
     a value outside the LUT counts as masked, an index outside the window as ``outside_masked``;
     never clears a flag; unchecked."""
@@ -188,15 +194,9 @@ def gather_mask_kernel(qa, rows, cols, lut, outside_masked, out_masked):
 def _check_index_maps(rows: np.ndarray, cols: np.ndarray) -> None:
     for name, a in (("rows", rows), ("cols", cols)):
         if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype != np.int32:
-            raise ValueError(f"{name} must be a 2-D int32 (y, x) numpy array, got {_describe(a)}")
+            raise ValueError(f"{name} must be a 2-D int32 (y, x) numpy array, got {describe(a)}")
     if rows.shape != cols.shape:
         raise ValueError(f"rows {rows.shape} and cols {cols.shape} must have the same (y, x) shape")
-
-
-def _describe(a: object) -> str:
-    if isinstance(a, np.ndarray):
-        return f"{a.dtype} array of shape {a.shape}"
-    return type(a).__name__
 
 
 def _per_band(name: str, value: object, nb: int, dtype: type) -> np.ndarray:
@@ -241,7 +241,7 @@ def gather_calibrate(
     1 / cos(solar zenith) for scenes without a sun elevation.
     """
     if not isinstance(src, np.ndarray) or src.ndim != 3:
-        raise ValueError(f"src must be a 3-D (band, H, W) numpy array, got {_describe(src)}")
+        raise ValueError(f"src must be a 3-D (band, H, W) numpy array, got {describe(src)}")
     if src.dtype not in SOURCE_DTYPES:
         raise ValueError(
             f"src dtype {src.dtype} not supported; expected one of "
@@ -251,7 +251,7 @@ def gather_calibrate(
         src = src.astype(np.float32)  # exact; numba has no float16 arithmetic
     _check_index_maps(rows, cols)
     if not isinstance(out, np.ndarray) or out.ndim != 3 or out.dtype != np.float32:
-        raise ValueError(f"out must be a 3-D float32 (band, y, x) array, got {_describe(out)}")
+        raise ValueError(f"out must be a 3-D float32 (band, y, x) array, got {describe(out)}")
     if out.shape[1:] != rows.shape:
         raise ValueError(f"out (y, x) shape {out.shape[1:]} != rows/cols shape {rows.shape}")
     if not out.flags.writeable:
@@ -288,7 +288,7 @@ def gather_calibrate(
         if factor_arr.shape != rows.shape or factor_arr.dtype.kind != "f":
             raise ValueError(
                 f"factor must be a float (y, x) array of shape {rows.shape}, got "
-                f"{_describe(factor_arr)}"
+                f"{describe(factor_arr)}"
             )
         has_factor = True
         post_arr = (
@@ -339,14 +339,14 @@ def _mask_band(
     if not isinstance(mask, np.ndarray) or mask.shape != shape or mask.dtype not in QA_DTYPES:
         raise ValueError(
             f"mask must be an integer or bool array of the source window's (H, W) shape "
-            f"{shape}, got {_describe(mask)}"
+            f"{shape}, got {describe(mask)}"
         )
     if mask.dtype == np.bool_:
         mask = mask.view(np.uint8)
     if lut is None:
         lut = ZERO_IS_NODATA
     if not isinstance(lut, np.ndarray) or lut.ndim != 1 or lut.dtype != np.bool_ or not lut.size:
-        raise ValueError(f"mask_lut must be a non-empty 1-D bool numpy array, got {_describe(lut)}")
+        raise ValueError(f"mask_lut must be a non-empty 1-D bool numpy array, got {describe(lut)}")
     return mask, lut, True
 
 
@@ -367,7 +367,7 @@ def gather_mask(
     (when ``outside_masked``) the index falls outside the qa (H, W) window: no quality
     information there; never sets False (masks of several assets OR)."""
     if not isinstance(qa, np.ndarray) or qa.ndim != 2:
-        raise ValueError(f"qa must be a 2-D (H, W) numpy array, got {_describe(qa)}")
+        raise ValueError(f"qa must be a 2-D (H, W) numpy array, got {describe(qa)}")
     if qa.dtype not in QA_DTYPES:
         raise ValueError(
             f"qa dtype {qa.dtype} not supported; expected one of "
@@ -375,7 +375,7 @@ def gather_mask(
         )
     _check_index_maps(rows, cols)
     if not isinstance(lut, np.ndarray) or lut.ndim != 1 or lut.dtype != np.bool_:
-        raise ValueError(f"lut must be a 1-D bool numpy array, got {_describe(lut)}")
+        raise ValueError(f"lut must be a 1-D bool numpy array, got {describe(lut)}")
     if (
         not isinstance(out_masked, np.ndarray)
         or out_masked.dtype != np.bool_
@@ -383,58 +383,10 @@ def gather_mask(
     ):
         raise ValueError(
             f"out_masked must be a bool array of shape {rows.shape} (y, x), got "
-            f"{_describe(out_masked)}"
+            f"{describe(out_masked)}"
         )
     if not out_masked.flags.writeable:
         raise ValueError("out_masked must be writeable")
     if qa.dtype == np.bool_:
         qa = qa.view(np.uint8)
     gather_mask_kernel(qa, rows, cols, lut, bool(outside_masked), out_masked)
-
-
-# --------------------------------------------------------------------------------------------
-# LUT builders (plain NumPy)
-# --------------------------------------------------------------------------------------------
-
-
-def _check_size(size: int) -> int:
-    size = int(size)
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    return size
-
-
-def lut_from_classes(values: Sequence[int], size: int) -> np.ndarray:
-    """Bool LUT of length size, True at each QA class value in values (e.g. SCL 3, 8, 9, 10)."""
-    size = _check_size(size)
-    idx = np.asarray(list(values), dtype=np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= size):
-        raise ValueError(f"values must lie in [0, {size}), got {list(values)}")
-    lut = np.zeros(size, dtype=np.bool_)
-    lut[idx] = True
-    return lut
-
-
-def lut_from_bitfields(fields: Sequence[tuple[int, int, Sequence[int]]], size: int) -> np.ndarray:
-    """Bool LUT of length size: v is masked if ((v >> offset) & (2**length - 1)) is in the
-    field's masked values, for any (offset, length, masked_values) field."""
-    size = _check_size(size)
-    v = np.arange(size, dtype=np.int64)
-    lut = np.zeros(size, dtype=np.bool_)
-    for i, field in enumerate(fields):
-        try:
-            off, length, masked_values = field
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"fields[{i}] must be (offset, length, masked_values), got {field!r}"
-            ) from None
-        off, length = int(off), int(length)
-        if off < 0 or not 1 <= length <= 62 or off + length > 63:
-            raise ValueError(f"fields[{i}]: bad bit field offset={off} length={length}")
-        mv = np.asarray(list(masked_values), dtype=np.int64)
-        if mv.size and (mv.min() < 0 or mv.max() >= (1 << length)):
-            raise ValueError(
-                f"fields[{i}]: masked_values {list(masked_values)} do not fit in {length} bits"
-            )
-        lut |= np.isin((v >> off) & ((1 << length) - 1), mv)
-    return lut

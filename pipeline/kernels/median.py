@@ -12,18 +12,19 @@ the median ranks) applied to a tile of pixels x all bands at once: branch-free, 
 pixels. Sorting network: ~9x faster than the per-pixel insertion sort at T=24, 1024^2, 4 bands,
 20 % invalid (0.29-0.32 s vs 2.8-2.9 s on a shared 2-core AMD EPYC; benchmarks/kernels.py:
 19-45x numpy.nanmedian). For T > _NETWORK_MAX_T it falls back to the per-pixel insertion sort /
-quickselect (_median), which the network still beat 4x at T=1024 and 2x at T=4096.
+quickselect (_median, :mod:`pipeline.kernels.order`), which the network still beat 4x at
+T=1024 and 2x at T=4096.
 """
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
+from pipeline.kernels.checks import check_stack, describe
+from pipeline.kernels.order import _TILE_X, _load_tile, _median, _valid_times
+
 __all__ = [
-    "MAX_TIME",
     "composite_latest",
     "composite_latest_kernel",
     "composite_median",
@@ -32,14 +33,6 @@ __all__ = [
     "merge_first_valid_kernel",
 ]
 
-#: Largest time axis the mosaics accept (their ``count`` output is uint16).
-MAX_TIME = int(np.iinfo(np.uint16).max)
-
-# Up to this many valid observations the median insertion-sorts the scratch buffer; above it,
-# it uses quickselect (O(n)).
-_INSERTION_SORT_MAX = 32
-# Pixels per scratch tile of the median (tile = _TILE_X * B * T float32, L1/L2-sized).
-_TILE_X = 64
 # Up to this many observations (T) the median sorts with a sorting network vectorised across
 # pixels (_median_network_kernel); above it, pixel by pixel with _median.
 _NETWORK_MAX_T = 1024
@@ -58,7 +51,7 @@ _SIGN_SHIFT = np.int32(31)
 
 
 @numba.njit(cache=True, nogil=True)
-def merge_first_valid_kernel(scene, masked, slot):
+def merge_first_valid_kernel(scene: np.ndarray, masked: np.ndarray, slot: np.ndarray) -> int:
     """Copy valid, unmasked pixels of scene (band, y, x) reflectance into the still-empty
     (slot[0] NaN) pixels of slot (band, y, x); return the number of pixels copied."""
     nb = scene.shape[0]
@@ -85,91 +78,7 @@ def merge_first_valid_kernel(scene, masked, slot):
 
 
 @numba.njit(cache=True, nogil=True)
-def _select(a, n, k):
-    """Partially order a[:n] in place so that a[k] is its k-th smallest value, a[:k] <= a[k] and
-    a[k + 1:n] >= a[k] (Hoare/Wirth quickselect, median-of-three pivot; no NaN in a)."""
-    lo = 0
-    hi = n - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            return
-
-
-@numba.njit(cache=True, nogil=True)
-def _signed_zero(a, n, p):
-    """The zero at rank p of a[:n] (which holds a zero at rank p) under the total order
-    -0.0 < +0.0, so the median's sign does not depend on the input order of the zeros."""
-    n_neg = 0
-    n_neg_zero = 0
-    for i in range(n):
-        v = a[i]
-        if v < 0.0:
-            n_neg += 1
-        elif v == 0.0 and math.copysign(1.0, v) < 0.0:
-            n_neg_zero += 1
-    if p - n_neg < n_neg_zero:
-        return -0.0
-    return 0.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _median(a, n):
-    """Median of the n finite values in a[:n] (reorders them): the middle one, or the mean of
-    the two middle ones computed in float64; bit-identical for any order of the inputs."""
-    m = n // 2
-    if n <= _INSERTION_SORT_MAX:
-        for k in range(1, n):
-            v = a[k]
-            j = k
-            while j > 0 and a[j - 1] > v:
-                a[j] = a[j - 1]
-                j -= 1
-            a[j] = v
-        hi = a[m]
-        lo = a[m - 1] if n % 2 == 0 else hi
-    else:
-        _select(a, n, m)
-        hi = a[m]
-        lo = hi
-        if n % 2 == 0:
-            lo = a[0]
-            for k in range(1, m):
-                if a[k] > lo:
-                    lo = a[k]
-    if hi == 0.0:
-        hi = _signed_zero(a, n, m)
-    if n % 2 == 1:
-        return hi
-    if lo == 0.0:
-        lo = _signed_zero(a, n, m - 1)
-    return (lo + hi) / 2.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _median_network(nt):
+def _median_network(nt: int) -> tuple[np.ndarray, np.ndarray]:
     """Comparators (lo[c] < hi[c]; min to lo, max to hi, applied in order c = 0, 1, ...) of
     Batcher's odd-even merge sort of the next power of two >= nt, restricted to the wires < nt
     (with +inf on the others those comparators are no-ops) and to the comparators that ranks
@@ -213,7 +122,14 @@ def _median_network(nt):
 
 
 @numba.njit(cache=True, nogil=True)
-def _median_network_kernel(stack, out, count, lo, hi, lanes):
+def _median_network_kernel(
+    stack: np.ndarray,
+    out: np.ndarray,
+    count: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    lanes: int,
+) -> None:
     """composite_median_kernel with a sorting network (lo, hi from _median_network(T)) applied
     to tiles of `lanes` pixels of one row at once, all bands together: branch-free and
     vectorised across pixels. Each float32 is mapped to the int32 key bits ^ ((bits >> 31) &
@@ -282,34 +198,7 @@ def _median_network_kernel(stack, out, count, lo, hi, lanes):
 
 
 @numba.njit(cache=True, nogil=True)
-def _load_tile(stack, y, x0, w, tile):
-    """Copy stack[:, :, y, x0:x0 + w] into tile (pixel, band, time): sequential reads, so the
-    per-pixel work does not stride through T * B planes."""
-    for t in range(stack.shape[0]):
-        for b in range(stack.shape[1]):
-            for i in range(w):
-                tile[i, b, t] = stack[t, b, y, x0 + i]
-
-
-@numba.njit(cache=True, nogil=True)
-def _valid_times(px, idx):
-    """Write into idx the times t at which every band of px (band, time) is finite; return
-    how many there are."""
-    n = 0
-    for t in range(px.shape[1]):
-        valid = True
-        for b in range(px.shape[0]):
-            if not np.isfinite(px[b, t]):
-                valid = False
-                break
-        if valid:
-            idx[n] = t
-            n += 1
-    return n
-
-
-@numba.njit(cache=True, nogil=True)
-def _median_select_kernel(stack, out, count):
+def _median_select_kernel(stack: np.ndarray, out: np.ndarray, count: np.ndarray) -> None:
     """composite_median_kernel pixel by pixel with _median (for long time axes)."""
     nt = stack.shape[0]
     nb = stack.shape[1]
@@ -335,7 +224,7 @@ def _median_select_kernel(stack, out, count):
 
 
 @numba.njit(cache=True, nogil=True)
-def composite_median_kernel(stack, out, count):
+def composite_median_kernel(stack: np.ndarray, out: np.ndarray, count: np.ndarray) -> None:
     """Per pixel and band, median reflectance of the valid observations of stack
     (time, band, y, x) into out (band, y, x) (NaN-prefilled), their number into count (y, x)."""
     nt = stack.shape[0]
@@ -350,7 +239,9 @@ def composite_median_kernel(stack, out, count):
 
 
 @numba.njit(cache=True, nogil=True)
-def composite_latest_kernel(stack, out, source, count):
+def composite_latest_kernel(
+    stack: np.ndarray, out: np.ndarray, source: np.ndarray, count: np.ndarray
+) -> None:
     """Per pixel, copy all bands of the valid observation with the highest t of stack
     (time ascending, band, y, x) into out (band, y, x); that t into source, the valid count."""
     nt = stack.shape[0]
@@ -385,28 +276,11 @@ def composite_latest_kernel(stack, out, source, count):
 # --------------------------------------------------------------------------------------------
 
 
-def _describe(a: object) -> str:
-    if isinstance(a, np.ndarray):
-        return f"{a.dtype} array of shape {a.shape}"
-    return type(a).__name__
-
-
-def _check_stack(stack: np.ndarray) -> None:
-    if not isinstance(stack, np.ndarray) or stack.ndim != 4 or stack.dtype != np.float32:
-        raise ValueError(
-            f"stack must be a 4-D float32 (time, band, y, x) array, got {_describe(stack)}"
-        )
-    if stack.shape[0] > MAX_TIME:
-        raise ValueError(f"stack time axis {stack.shape[0]} exceeds {MAX_TIME} (count is uint16)")
-    if stack.shape[1] < 1:
-        raise ValueError("stack must have at least one band")
-
-
 def merge_first_valid(scene: np.ndarray, masked: np.ndarray, slot: np.ndarray) -> int:
     """Fill the empty pixels of slot (band, y, x) with the valid, unmasked pixels of scene
     (band, y, x) in place (first scene wins); return the number of pixels copied."""
     if not isinstance(scene, np.ndarray) or scene.ndim != 3 or scene.dtype != np.float32:
-        raise ValueError(f"scene must be a 3-D float32 (band, y, x) array, got {_describe(scene)}")
+        raise ValueError(f"scene must be a 3-D float32 (band, y, x) array, got {describe(scene)}")
     if scene.shape[0] < 1:
         raise ValueError("scene must have at least one band")
     if (
@@ -416,12 +290,12 @@ def merge_first_valid(scene: np.ndarray, masked: np.ndarray, slot: np.ndarray) -
     ):
         raise ValueError(
             f"masked must be a bool array of shape {scene.shape[1:]} (y, x), got "
-            f"{_describe(masked)}"
+            f"{describe(masked)}"
         )
     if not isinstance(slot, np.ndarray) or slot.dtype != np.float32 or slot.shape != scene.shape:
         raise ValueError(
             f"slot must be a float32 array of shape {scene.shape} (band, y, x), got "
-            f"{_describe(slot)}"
+            f"{describe(slot)}"
         )
     if not slot.flags.writeable:
         raise ValueError("slot must be writeable")
@@ -431,7 +305,7 @@ def merge_first_valid(scene: np.ndarray, masked: np.ndarray, slot: np.ndarray) -
 def composite_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median reflectance over the valid observations of stack (time, band, y, x): returns
     (out (band, y, x) float32, NaN where none; count (y, x) uint16 of valid observations)."""
-    _check_stack(stack)
+    check_stack(stack)
     _, nb, ny, nx = stack.shape
     out = np.full((nb, ny, nx), np.nan, dtype=np.float32)
     count = np.zeros((ny, nx), dtype=np.uint16)
@@ -442,7 +316,7 @@ def composite_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def composite_latest(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latest valid observation of stack (time ascending, band, y, x): returns (out (band, y, x)
     float32, NaN where none; source (y, x) int32 time index, -1 where none; count (y, x) uint16)."""
-    _check_stack(stack)
+    check_stack(stack)
     _, nb, ny, nx = stack.shape
     out = np.full((nb, ny, nx), np.nan, dtype=np.float32)
     source = np.full((ny, nx), -1, dtype=np.int32)

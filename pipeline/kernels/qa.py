@@ -6,12 +6,14 @@ value ``v`` belongs to ``class`` when ``(v >> offset) & (2**length - 1)`` is one
 classes are Aquila's common names, :data:`MASK_CLASSES`. Decoding is one lookup table per set of
 classes (``lut[qa]``, built once per QA source and class set); the tables below are the product
 specifications, and the sensor profiles (``catalogs/profiles/*.yaml``) carry the same rules as
-data (a test checks they agree).
+data (a test checks they agree). :func:`lut_from_classes` and :func:`lut_from_bitfields` build
+such a table straight from class values or bit fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numba
 import numpy as np
@@ -30,6 +32,8 @@ __all__ = [
     "decode_scl",
     "dilate",
     "dilate_kernel",
+    "lut_from_bitfields",
+    "lut_from_classes",
     "lut_from_rules",
     "rules_from_classification",
 ]
@@ -101,7 +105,8 @@ _CLASS_NAMES: Mapping[str, str] = {
 
 
 def rules_from_classification(
-    classes: Iterable[Mapping] | None = None, bitfields: Iterable[Mapping] | None = None
+    classes: Iterable[Mapping[str, Any]] | None = None,
+    bitfields: Iterable[Mapping[str, Any]] | None = None,
 ) -> tuple[QaRule, ...]:
     """Rules from the STAC classification extension: ``classification:classes`` (a class with a
     known name, or ``nodata: true``, becomes a whole-value rule) and ``classification:bitfields``
@@ -164,6 +169,49 @@ def lut_from_rules(rules: Sequence[QaRule], classes: Iterable[str], size: int) -
     return lut
 
 
+def _check_size(size: int) -> int:
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    return size
+
+
+def lut_from_classes(values: Sequence[int], size: int) -> np.ndarray:
+    """Bool LUT of length size, True at each QA class value in values (e.g. SCL 3, 8, 9, 10)."""
+    size = _check_size(size)
+    idx = np.asarray(list(values), dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        raise ValueError(f"values must lie in [0, {size}), got {list(values)}")
+    lut = np.zeros(size, dtype=np.bool_)
+    lut[idx] = True
+    return lut
+
+
+def lut_from_bitfields(fields: Sequence[tuple[int, int, Sequence[int]]], size: int) -> np.ndarray:
+    """Bool LUT of length size: v is masked if ((v >> offset) & (2**length - 1)) is in the
+    field's masked values, for any (offset, length, masked_values) field."""
+    size = _check_size(size)
+    v = np.arange(size, dtype=np.int64)
+    lut = np.zeros(size, dtype=np.bool_)
+    for i, field in enumerate(fields):
+        try:
+            off, length, masked_values = field
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"fields[{i}] must be (offset, length, masked_values), got {field!r}"
+            ) from None
+        off, length = int(off), int(length)
+        if off < 0 or not 1 <= length <= 62 or off + length > 63:
+            raise ValueError(f"fields[{i}]: bad bit field offset={off} length={length}")
+        mv = np.asarray(list(masked_values), dtype=np.int64)
+        if mv.size and (mv.min() < 0 or mv.max() >= (1 << length)):
+            raise ValueError(
+                f"fields[{i}]: masked_values {list(masked_values)} do not fit in {length} bits"
+            )
+        lut |= np.isin((v >> off) & ((1 << length) - 1), mv)
+    return lut
+
+
 def _check_qa(name: str, a: object) -> np.ndarray:
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu":
         kind = f"{a.dtype} array" if isinstance(a, np.ndarray) else type(a).__name__
@@ -207,7 +255,7 @@ def decode_planet_udm(udm: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
-def dilate_kernel(mask, n, out):
+def dilate_kernel(mask: np.ndarray, n: int, out: np.ndarray) -> None:
     """out (y, x) = True where some True pixel of mask lies within Chebyshev distance n
     (a (2n+1)² square). Separable, O(Y·X) whatever n: along x, then along y, keep the index of
     the last True pixel at or before x + n; unchecked. (The per-pixel stamp of the earlier
@@ -249,9 +297,10 @@ def dilate(mask: np.ndarray, n: int, *, shape: str = "square") -> np.ndarray:
     if n == 0 or not mask.size:
         return mask.copy()
     if shape == "disc":
-        from pipeline.kernels.reduce import cloud_distance
+        from pipeline.kernels.blend import cloud_distance
 
-        return cloud_distance(np.ascontiguousarray(mask)[None])[0] <= n
+        within: np.ndarray = cloud_distance(np.ascontiguousarray(mask)[None])[0] <= n
+        return within
     out = np.zeros(mask.shape, dtype=np.bool_)
     dilate_kernel(np.ascontiguousarray(mask), int(n), out)
     return out

@@ -3,9 +3,9 @@
 The methods that need no more than the best observation so far (latest, earliest, priority,
 best-pixel, quality) and the running reductions (mean, min, max) are computed slot by slot, so a
 chunk task holds O(B·Y·X) state whatever the number of slots. Each update follows exactly the
-rules of the stack kernels in :mod:`pipeline.kernels.reduce` / :mod:`pipeline.kernels.median`
-(slots arrive in ascending time, so "ties -> the later observation" is ``>=``); a test checks the
-two paths give identical bytes.
+rules of the stack kernels in :mod:`pipeline.kernels.reduce`, :mod:`pipeline.kernels.scored`
+and :mod:`pipeline.kernels.median` (slots arrive in ascending time, so "ties -> the later
+observation" is ``>=``); a test checks the two paths give identical bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def _valid_pixels(slot, y, ok):
+def _valid_pixels(slot: np.ndarray, y: int, ok: np.ndarray) -> None:
     """ok[x] = every band of slot (band, y, x) is finite at (y, x)."""
     for x in range(slot.shape[2]):
         ok[x] = True
@@ -28,7 +28,15 @@ def _valid_pixels(slot, y, ok):
 
 
 @numba.njit(cache=True, nogil=True)
-def stream_pick(slot, key, k, out, source, count, best):
+def stream_pick(
+    slot: np.ndarray,
+    key: np.ndarray,
+    k: int,
+    out: np.ndarray,
+    source: np.ndarray,
+    count: np.ndarray,
+    best: np.ndarray,
+) -> None:
     """Single-source update: where the slot is valid and key[y, x] is not NaN, count it; take it
     (all bands, source = k) if nothing is chosen yet or key >= best (later wins ties).
     latest: key 0; earliest: key -k; priority: key -rank; best-pixel: its score; quality: key."""
@@ -50,7 +58,7 @@ def stream_pick(slot, key, k, out, source, count, best):
 
 
 @numba.njit(cache=True, nogil=True)
-def stream_sum(slot, acc, count):
+def stream_sum(slot: np.ndarray, acc: np.ndarray, count: np.ndarray) -> None:
     """Mean update: float64 running sum per band (start the accumulator at -0.0) and count."""
     ok = np.empty(slot.shape[2], dtype=np.bool_)
     for y in range(slot.shape[1]):
@@ -65,7 +73,7 @@ def stream_sum(slot, acc, count):
 
 
 @numba.njit(cache=True, nogil=True)
-def stream_extreme(slot, out, count, largest):
+def stream_extreme(slot: np.ndarray, out: np.ndarray, count: np.ndarray, largest: bool) -> None:
     """Min (largest False) or max update per band, -0.0 < +0.0 (out NaN-prefilled)."""
     ok = np.empty(slot.shape[2], dtype=np.bool_)
     for y in range(slot.shape[1]):
@@ -92,7 +100,9 @@ def stream_extreme(slot, out, count, largest):
 
 
 @numba.njit(cache=True, nogil=True)
-def best_pixel_key(distance, w_cloud, d_max, obs_score, key):
+def best_pixel_key(
+    distance: np.ndarray, w_cloud: float, d_max: float, obs_score: float, key: np.ndarray
+) -> None:
     """key[y, x] = w_cloud * f(d) + obs_score, f(d) = min(d, d_max) / d_max (NaN, d <= 0 -> 0):
     the best-pixel score of one observation, computed as the stack kernel does."""
     for y in range(distance.shape[0]):
@@ -108,7 +118,7 @@ def best_pixel_key(distance, w_cloud, d_max, obs_score, key):
 
 
 @numba.njit(cache=True, nogil=True)
-def finish_mean(acc, count, out):
+def finish_mean(acc: np.ndarray, count: np.ndarray, out: np.ndarray) -> None:
     for b in range(acc.shape[0]):
         for y in range(acc.shape[1]):
             for x in range(acc.shape[2]):

@@ -1,4 +1,5 @@
-"""Plain vectorised NumPy references for the TOA and QA kernels (tests only; no numba, no LUTs).
+"""Plain vectorised NumPy references for the TOA chain (:mod:`tests.references.toa_chain`) and
+the QA kernels (:mod:`pipeline.kernels.qa`); no numba, no LUTs.
 
 Written from the kernels' specifications, not from their loops: whole-array float64 maths,
 rounded once to float32; nodata/NaN inputs -> NaN. Axis order is (band, y, x).

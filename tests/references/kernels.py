@@ -1,4 +1,5 @@
-"""Plain vectorised NumPy references for the numba kernels (tests only; no numba).
+"""Plain vectorised NumPy references for :mod:`pipeline.kernels.calibrate` and
+:mod:`pipeline.kernels.median` (no numba).
 
 Written from the kernels' specifications, not from their loops, so that a test comparing the two
 checks the semantics. Axis order is (time, band, y, x); reflectance is float32, NaN = no data.

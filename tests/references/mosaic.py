@@ -1,5 +1,6 @@
-"""Plain vectorised NumPy references for :mod:`pipeline.kernels.reduce` and
-:mod:`pipeline.kernels.blend` (tests only; no numba).
+"""Plain vectorised NumPy references for :mod:`pipeline.kernels.reduce`,
+:mod:`pipeline.kernels.scored`, :mod:`pipeline.kernels.order` and :mod:`pipeline.kernels.blend`
+(no numba).
 
 Written from the kernels' specifications, not from their loops: whole-array NumPy with the
 arithmetic each docstring specifies (float64 where the kernel promises float64), so that an
