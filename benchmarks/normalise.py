@@ -153,10 +153,10 @@ def generated_items(n: int) -> Iterator[str]:
 def run(n: int) -> dict[str, float]:
     from pipeline.catalog.dedupe import drop_duplicates
     from pipeline.catalog.discover import collect
-    from pipeline.catalog.normalise import NormaliseOptions
+    from pipeline.catalog.items.options import NormaliseOptions
     from pipeline.catalog.sensors.profiles import load_profiles
-    from pipeline.catalog.source import json_loads
     from pipeline.catalog.stacdoc import ItemDoc
+    from pipeline.catalog.static import json_loads
     from pipeline.io.hrefs import HrefPolicy
 
     options = NormaliseOptions(

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 
 from pipeline.catalog.dedupe import drop_duplicates, same_acquisition
-from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
+from pipeline.catalog.items.normalise import normalise_doc
+from pipeline.catalog.items.options import NormaliseOptions
 from pipeline.catalog.scene import Scene
 from pipeline.catalog.stacdoc import ItemDoc
 from pipeline.io.hrefs import HrefPolicy

@@ -8,8 +8,9 @@ from pathlib import Path
 import pystac
 import pytest
 
-from pipeline.catalog.normalise import normalise_item
-from pipeline.catalog.source import SearchQuery, iter_items
+from pipeline.catalog.items.normalise import normalise_item
+from pipeline.catalog.query import SearchQuery
+from pipeline.catalog.source import iter_items
 from pipeline.errors import SceneRejected
 from pipeline.io.hrefs import HrefPolicy
 
@@ -176,3 +177,134 @@ def test_benchmark_runs_and_reports_every_item_normalised():
     figures = run(400)
     assert (figures["items"], figures["scenes"], figures["rejected"]) == (400, 400, 0)
     assert figures["peak_rss_mib"] < 1024
+
+
+# --------------------------------------------------------------------------- errors kept
+
+
+CLOUDS_BELOW_20 = "eo:cloud_cover < 20"
+
+
+def _without_cloud_cover(catalog_root: Path) -> tuple[str, str, set[str]]:
+    """Edit two items of a catalog copy so that ``eo:cloud_cover < 20`` cannot be evaluated on
+    them (one lacks the property, one has a string); (their ids, the other items < 20 %)."""
+    files = sorted(catalog_root.glob("*/*/*.json"))
+    docs = [json.loads(f.read_text()) for f in files]
+    lacking, wordy = docs[0], docs[2]
+    del lacking["properties"]["eo:cloud_cover"]
+    wordy["properties"]["eo:cloud_cover"] = "cloudy"
+    for f, d in zip(files, docs, strict=True):
+        f.write_text(json.dumps(d))
+    kept = {
+        d["id"]
+        for d in docs
+        if d is not lacking and d is not wordy and d["properties"]["eo:cloud_cover"] < 20
+    }
+    return lacking["id"], wordy["id"], kept
+
+
+def test_an_item_the_cql2_filter_cannot_be_evaluated_on_is_a_reject_with_the_cause(catalog_copy):
+    from pipeline.catalog.scene import Reject
+    from pipeline.catalog.source import iter_docs
+
+    lacking, wordy, kept = _without_cloud_cover(catalog_copy)
+    assert kept  # the other items below 20 % are still found
+    found = list(iter_docs(str(catalog_copy / "catalog.json"), SearchQuery(filter=CLOUDS_BELOW_20)))
+    rejects = {f.item_id: f for f in found if isinstance(f, Reject)}
+    assert sorted(rejects) == sorted([lacking, wordy])
+    assert {r.reason for r in rejects.values()} == {"filter_unevaluable"}
+    assert "left unevaluated: eo:cloud_cover < 20" in rejects[lacking].message
+    assert "left unevaluated: 'cloudy' < 20" in rejects[wordy].message
+    assert CLOUDS_BELOW_20 in rejects[lacking].message
+    assert {f.id for f in found if not isinstance(f, Reject)} == kept
+
+
+def test_a_run_reports_the_items_its_cql2_filter_cannot_be_evaluated_on(catalog_copy, tmp_path):
+    from pipeline.engine.run import RunOptions, run_workflow
+    from pipeline.spec.workflow import spec_from_dict
+    from tests.conftest import make_spec_dict
+
+    lacking, wordy, kept = _without_cloud_cover(catalog_copy)
+    spec = make_spec_dict(
+        catalog_copy, tmp_path, bounds=(500000, 5000000, 504000, 5004000), cube=False,
+        filter=CLOUDS_BELOW_20,
+    )
+    report = run_workflow(spec_from_dict(spec, base_dir=tmp_path), options=RunOptions(direct=True))
+    assert report.status == "success", report.error
+    reasons = {r["item"]: (r["reason"], r["message"]) for r in report.rejected}
+    assert {k: v[0] for k, v in reasons.items()} == {
+        lacking: "filter_unevaluable",
+        wordy: "filter_unevaluable",
+    }
+    assert "eo:cloud_cover" in reasons[lacking][1]
+    assert sorted(report.scenes_used) == sorted(kept)
+
+
+def test_an_invalid_cql2_filter_is_refused_with_the_parser_error_as_its_cause():
+    import cql2
+
+    from pipeline.catalog.source import Matcher
+    from pipeline.errors import CatalogError
+
+    with pytest.raises(CatalogError, match="is not valid") as err:
+        Matcher(SearchQuery(filter="eo:cloud_cover <"))
+    assert isinstance(err.value.__cause__.__cause__, cql2.ParseError)
+
+
+def test_a_catalog_root_answering_garbage_is_a_catalog_error_not_a_raw_http_error():
+    import http.client
+    import socket
+    import threading
+
+    from pipeline.catalog.source import iter_docs
+    from pipeline.errors import CatalogError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_garbage() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"this is not HTTP\r\n\r\n")
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(CatalogError, match="cannot open the catalog") as err:
+            list(iter_docs(f"http://127.0.0.1:{port}/catalog.json", SearchQuery()))
+    finally:
+        thread.join(5)
+        listener.close()
+    assert isinstance(err.value.__cause__, http.client.HTTPException)
+
+
+def test_bad_geojson_keeps_the_shapely_error_as_the_cause():
+    from shapely.errors import GeometryTypeError
+
+    from pipeline.catalog.footprint import footprint_from_geojson
+
+    with pytest.raises(ValueError, match="not valid GeoJSON: GeometryTypeError") as err:
+        footprint_from_geojson({"type": "Hexagon", "coordinates": [[0, 0]]})
+    assert isinstance(err.value.__cause__, GeometryTypeError)
+
+
+def test_a_grid_that_cannot_be_placed_in_lonlat_says_why_in_its_reject(tiny_catalog, policy):
+    # read afresh: the module's items are shared, and their to_dict() shares the properties
+    # dict, which other tests edit
+    path = sorted(Path(tiny_catalog.root).glob("south/*/*.json"))[0]
+    d = json.loads(path.read_text())
+    moved = 0
+    for fields in (d["properties"], *d["assets"].values()):
+        if "proj:transform" in fields:
+            t = list(fields["proj:transform"])
+            t[2] = 1e13  # an x origin no projection maps onto the Earth
+            fields["proj:transform"] = t
+            moved += 1
+    assert moved
+    item = pystac.Item.from_dict(d)
+    item.set_self_href(str(path))
+    with pytest.raises(SceneRejected) as err:
+        normalise_item(item, bands=BANDS, policy=policy)
+    assert err.value.reason == "footprint_mismatch"
+    assert "cannot be placed in lon/lat: ValueError: raster bounds in" in str(err.value)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.catalog.footprint import footprint_from_geojson
-from pipeline.catalog.normalise import normalise_item
+from pipeline.catalog.items.normalise import normalise_item
 from pipeline.catalog.sensors.profiles import (
     DEFAULT_PROFILE_DIR,
     ProfileError,

@@ -284,7 +284,8 @@ def _testsat_item(tmp_path: Path, assets: dict) -> dict:
 def test_profile_nodata_range_and_mask_band_end_to_end(tmp_path):
     """A profile band with valid_range [10, 60000] and a mask band (band 2, 0 = nodata): DN 5 and
     DN 65000 and every pixel under mask 0 become NaN, the rest DN * 1e-4."""
-    from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
+    from pipeline.catalog.items.normalise import normalise_doc
+    from pipeline.catalog.items.options import NormaliseOptions
     from pipeline.catalog.sensors.profiles import load_profiles
     from pipeline.catalog.stacdoc import ItemDoc
     from pipeline.engine.chunk import read_scene
@@ -319,7 +320,8 @@ def test_profile_nodata_range_and_mask_band_end_to_end(tmp_path):
 
 
 def test_a_mask_band_on_another_grid_is_refused(tmp_path):
-    from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
+    from pipeline.catalog.items.normalise import normalise_doc
+    from pipeline.catalog.items.options import NormaliseOptions
     from pipeline.catalog.sensors.profiles import load_profiles
     from pipeline.catalog.stacdoc import ItemDoc
     from pipeline.errors import SceneRejected
@@ -366,7 +368,7 @@ def test_the_sentinel2_profile_carries_the_published_hls_v2_table():
         assert tuple(h.platforms["sentinel-2b"][band]) == (b_slope, b_off), band
         assert s2.bands[band].vendor_band == f"B{msi.zfill(2)}"  # the MSI band it pairs with
     assert set(h.platforms["sentinel-2a"]) == set(HLS_V2_PUBLISHED)  # B08, red edges: none
-    from pipeline.demo.synthetic import HLS_V2_MSI_TO_OLI  # the generator's own copy
+    from pipeline.demo import HLS_V2_MSI_TO_OLI  # the generator's own copy
 
     for platform, table in HLS_V2_MSI_TO_OLI.items():
         for band, coefficient in table.items():

@@ -19,8 +19,9 @@ from pyproj import Transformer
 from shapely.geometry import mapping
 
 from pipeline.catalog.footprint import raster_footprint
-from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
-from pipeline.catalog.sensors.constants import RadiometryTarget
+from pipeline.catalog.items.normalise import normalise_doc
+from pipeline.catalog.items.options import NormaliseOptions
+from pipeline.catalog.sensors.context import RadiometryTarget
 from pipeline.catalog.sensors.profiles import load_profiles
 from pipeline.catalog.stacdoc import ItemDoc
 from pipeline.engine.chunk import read_scene

@@ -20,7 +20,8 @@ import rasterio
 import yaml
 
 from pipeline.catalog.footprint import footprint_from_geojson, inside_fraction, raster_footprint
-from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
+from pipeline.catalog.items.normalise import normalise_doc
+from pipeline.catalog.items.options import NormaliseOptions
 from pipeline.catalog.sensors.profiles import load_profiles
 from pipeline.catalog.stacdoc import ItemDoc
 from pipeline.errors import SceneRejected

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog.source import SearchQuery, iter_docs
+from pipeline.catalog.query import SearchQuery
+from pipeline.catalog.source import iter_docs
 from pipeline.catalog.stacdoc import ItemDoc
 from tests.conftest import SHARED_REAL, make_spec_dict
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.catalog.interval import parse_datetime_range
+from pipeline.catalog.query import parse_datetime_range
 from pipeline.errors import SpecError
 from pipeline.spec.workflow import load_spec
 
@@ -179,7 +179,7 @@ def test_method_parameters_accepted(tmp_path):
 def test_spec_methods_match_the_pipeline_methods():
     from typing import get_args
 
-    from pipeline.spec.methods import METHODS
-    from pipeline.spec.workflow import MosaicMethod
+    from pipeline.plan.methods import METHODS
+    from pipeline.spec.sections import MosaicMethod
 
     assert set(get_args(MosaicMethod)) == set(METHODS)

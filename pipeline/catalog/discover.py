@@ -18,29 +18,32 @@ reaches normalisation, so none of its assets is resolved, checked, or opened (no
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pipeline.catalog.dedupe import Duplicate, carry_markings, drop_duplicates
+from pipeline.catalog.dedupe import (
+    Copies,
+    Duplicate,
+    carry_markings,
+    drop_duplicates,
+    withhold_acquisitions_of,
+)
+from pipeline.catalog.items.normalise import normalise_doc
+from pipeline.catalog.items.options import NormaliseOptions
 from pipeline.catalog.markings import (
     Audience,
     Marking,
     MarkingConflict,
-    MarkingError,
-    Scale,
+    Releasability,
     SceneKey,
-    admits,
     audience_from,
-    combine,
-    parse_marking,
     scale_from,
-    unmarked_open_data,
 )
-from pipeline.catalog.normalise import NormaliseOptions, normalise_doc
+from pipeline.catalog.query import SearchQuery
 from pipeline.catalog.scene import Reject, Scene
-from pipeline.catalog.sensors.constants import RadiometryTarget
+from pipeline.catalog.sensors.context import RadiometryTarget
 from pipeline.catalog.sensors.profiles import load_profiles
-from pipeline.catalog.source import SearchQuery, iter_docs
+from pipeline.catalog.source import iter_docs
 from pipeline.catalog.stacdoc import ItemDoc
 from pipeline.errors import SceneRejected, SpecError
 from pipeline.io.hrefs import HrefPolicy
@@ -60,103 +63,6 @@ class Discovery:
     withheld: tuple[Reject, ...] = ()  # never shown to the audience: operator report only
     markings: tuple[tuple[SceneKey, Marking], ...] = ()  # Scene.key -> marking, kept scenes only
     conflicts: tuple[MarkingConflict, ...] = ()  # copies of one scene marked differently (operator)
-
-
-@dataclass(frozen=True)
-class Releasability:
-    """The workflow's audience rule, resolved once in the driver."""
-
-    audience: Audience
-    scale: Scale = Scale()
-    allow_unmarked: bool = False
-
-    def read(self, doc: ItemDoc) -> Marking:
-        """The item's marking (the open-data one for an unmarked item, when allowed); raise
-        MarkingError (``unmarked``, ``bad_marking``) when it cannot be known."""
-        item = {"properties": doc.properties, "assets": doc.assets}
-        unmarked = unmarked_open_data(self.audience, scale=self.scale)
-        return parse_marking(  # an asset's own marking still raises an unmarked item's
-            item, scale=self.scale, unmarked=unmarked if self.allow_unmarked else None
-        )
-
-    def decide(self, doc: ItemDoc) -> Marking:
-        """The item's marking if it admits the audience; raise MarkingError (withheld) if not."""
-        marking = self.read(doc)
-        if not admits(marking, self.audience, scale=self.scale):
-            raise MarkingError("not_releasable", "its marking does not admit the audience")
-        return marking
-
-
-CONFLICT = "marking_conflict"  # a withheld reason: another copy of the scene is withheld
-
-
-@dataclass
-class _Copies:
-    """The marking of every copy of each (collection, id) as the item stream goes. Copies of
-    one scene share its marking, the stricter of theirs: so one copy that is withheld (marking
-    unknown, or not admitting the audience) withholds every copy, whatever came first."""
-
-    rule: Releasability
-    seen: dict[SceneKey, list[Marking | None]] = field(default_factory=dict)
-    blocked: set[SceneKey] = field(default_factory=set)
-
-    def admit(self, doc: ItemDoc) -> MarkingError | None:
-        """None if this copy may be normalised; else why it is withheld."""
-        key = (doc.collection or "", doc.id)
-        copies = self.seen.setdefault(key, [])
-        try:
-            marking = self.rule.read(doc)
-        except MarkingError as exc:
-            copies.append(None)
-            self.blocked.add(key)
-            return exc
-        copies.append(marking)
-        if not admits(marking, self.rule.audience, scale=self.rule.scale):
-            self.blocked.add(key)
-            return MarkingError("not_releasable", "its marking does not admit the audience")
-        if key in self.blocked:
-            return MarkingError(CONFLICT, "another item with this collection/id is withheld")
-        return None
-
-    def markings(self) -> dict[SceneKey, Marking]:
-        """Each admitted (collection, id)'s marking: the stricter of all its copies'. Every
-        copy admits the audience, so their combination does too (intersection, maximum)."""
-        return {
-            k: combine([m for m in copies if m is not None], scale=self.rule.scale)
-            for k, copies in self.seen.items()
-            if k not in self.blocked  # so every copy's marking is known
-        }
-
-    def conflicts(self) -> list[MarkingConflict]:
-        """The (collection, id)s listed more than once with different markings."""
-        out = []
-        for key, copies in self.seen.items():
-            if len(copies) < 2 or all(m == copies[0] for m in copies):
-                continue
-            known = [m for m in copies if m is not None]
-            resolved = None if len(known) < len(copies) else combine(known, scale=self.rule.scale)
-            out.append(MarkingConflict("duplicate_id", key, (), tuple(copies), resolved,
-                                       withheld=key in self.blocked))
-        return out
-
-    def withhold_late(self, scenes: list[Scene], rejects: list[Reject], withheld: list[Reject]):
-        """Move the copies admitted before a later copy of theirs was withheld (kept scenes,
-        normalisation rejects, ``duplicate_id`` rejects) to ``withheld``: the audience's report
-        must not name them either."""
-        def late(item_id: str, collection: str | None) -> bool:
-            return (collection or "", item_id) in self.blocked
-
-        for s in scenes:
-            if late(s.id, s.collection):
-                withheld.append(Reject(s.id, s.collection or None, CONFLICT, _LATE))
-        for r in rejects:
-            if late(r.item_id, r.collection):
-                withheld.append(Reject(r.item_id, r.collection, CONFLICT, _LATE))
-        scenes[:] = [s for s in scenes if not late(s.id, s.collection)]
-        rejects[:] = [r for r in rejects if not late(r.item_id, r.collection)]
-
-
-_LATE = "another item with this collection/id is withheld; the stricter marking applies to both"
 
 
 def releasability_of(spec: Any) -> Releasability | None:
@@ -274,73 +180,6 @@ def discover(
     )
 
 
-def _withhold_acquisitions_of(
-    held_back: Sequence[ItemDoc],
-    scenes: list[Scene],
-    withheld: list[Reject] | None,
-    conflicts: list[MarkingConflict] | None,
-) -> list[Scene]:
-    """Scenes that are not another publication of a withheld item's acquisition. The same
-    acquisition published twice is one scene (pipeline/catalog/dedupe.py); when one copy is
-    withheld, every copy is (``marking_conflict``). Judged on the withheld item's JSON alone
-    (time, platform, footprint: its assets are never touched), conservatively: a missing
-    platform on either side counts as the same platform. O((n + w) log w)."""
-    if not held_back or not scenes:
-        return scenes
-    from bisect import bisect_left, bisect_right
-
-    from pipeline.catalog.dedupe import MAX_SECONDS_APART, MIN_OVERLAP
-    from pipeline.catalog.footprint import footprint_from_geojson
-
-    shapes = []
-    for doc in held_back:
-        when = doc.when()
-        try:
-            shape = footprint_from_geojson(doc.geometry) if doc.geometry else None
-        except ValueError:
-            shape = None
-        if when is not None and shape is not None:
-            shapes.append((when.timestamp(), doc, shape))
-    shapes.sort(key=lambda t: t[0])
-    times = [t for t, _, _ in shapes]
-    kept: list[Scene] = []
-    for scene in scenes:
-        t = scene.datetime.timestamp()
-        lo = bisect_left(times, t - MAX_SECONDS_APART)
-        hi = bisect_right(times, t + MAX_SECONDS_APART)
-        twin = next(
-            (doc for _, doc, shape in shapes[lo:hi]
-             if _same_platform(scene.platform, doc.properties.get("platform"))
-             and _overlap(scene.footprint, shape) >= MIN_OVERLAP),
-            None,
-        )
-        if twin is None:
-            kept.append(scene)
-            continue
-        if withheld is not None:
-            withheld.append(Reject(scene.id, scene.collection, "marking_conflict",
-                                   f"the same acquisition as withheld item {twin.collection}/"
-                                   f"{twin.id}: one copy withheld withholds every copy"))
-        if conflicts is not None:
-            conflicts.append(MarkingConflict(
-                "same_acquisition", scene.key, ((twin.collection or "", twin.id),), (), None,
-                True,
-            ))
-    return kept
-
-
-def _same_platform(a: Any, b: Any) -> bool:
-    def norm(v: Any) -> str:
-        return "".join(ch for ch in str(v or "").lower() if ch.isalnum())
-
-    return not a or not b or norm(a) == norm(b)
-
-
-def _overlap(a: Any, b: Any) -> float:
-    union = a.union(b).area
-    return a.intersection(b).area / union if union > 0 else 0.0
-
-
 def _audience_text(a: Audience) -> str:
     return a.name or "[" + ", ".join(sorted(a.members)) + "]"
 
@@ -371,7 +210,7 @@ def collect(
     rejects: list[Reject] = []
     found = 0
     seen: set[SceneKey] = set()
-    book = _Copies(releasability) if releasability is not None else None
+    book = Copies(releasability) if releasability is not None else None
     held_back: list[ItemDoc] = []  # withheld items: what they look like, to compare scenes to
     for entry in entries:
         found += 1
@@ -406,7 +245,7 @@ def collect(
             rejects.append(Reject(entry.id, entry.collection, exc.reason, exc.message))
     if book is not None:
         book.withhold_late(scenes, rejects, withheld if withheld is not None else [])
-        scenes = _withhold_acquisitions_of(held_back, scenes, withheld, conflicts)
+        scenes = withhold_acquisitions_of(held_back, scenes, withheld, conflicts)
         if markings is not None:
             markings.update(book.markings())
         if conflicts is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from shapely import box, contains, prepare
 from shapely.affinity import translate
+from shapely.errors import ShapelyError
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
@@ -40,8 +41,10 @@ def footprint_from_geojson(geometry: Mapping[str, Any]) -> BaseGeometry:
             geom = shape(geometry)
     except ValueError:
         raise
-    except Exception as exc:  # noqa: BLE001 - shapely raises many kinds for bad GeoJSON
-        raise ValueError(f"geometry is not valid GeoJSON: {exc}") from None
+    # what shapely and the ring arithmetic raise for a mapping that is not GeoJSON (coordinates
+    # that are not numbers or not nested as they should be; measured by fuzzing)
+    except (ShapelyError, AttributeError, IndexError, KeyError, TypeError) as exc:
+        raise ValueError(f"geometry is not valid GeoJSON: {type(exc).__name__}: {exc}") from exc
     if geom.is_empty:
         raise ValueError("geometry is empty")
     if not geom.is_valid:

@@ -16,10 +16,11 @@ from typing import Any
 
 from pipeline.catalog.dedupe import Duplicate, drop_duplicates
 from pipeline.catalog.discover import collect
-from pipeline.catalog.normalise import NormaliseOptions
+from pipeline.catalog.items.options import NormaliseOptions
+from pipeline.catalog.query import SearchQuery
 from pipeline.catalog.scene import Reject, Scene
 from pipeline.catalog.sensors.profiles import load_profiles
-from pipeline.catalog.source import SearchQuery, iter_docs
+from pipeline.catalog.source import iter_docs
 from pipeline.io.hrefs import HrefPolicy
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir")
@@ -38,6 +39,9 @@ class BandUse:
     nodata: float | None
     calibration: str
     items: int
+
+
+_Use = tuple[str, str, int, str, float, float, float | None, str]  # a BandUse's key
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def _summaries(kept, scenes, rejects, duplicates, found_by) -> tuple[CollectionS
     out = []
     for name in sorted(set(found_by) | set(by_collection) | set(rejects_by)):
         mine = by_collection.get(name, [])
-        uses: Counter[tuple] = Counter()
+        uses: Counter[_Use] = Counter()
         for s in mine:
             calibration = dict(s.extra).get("calibration", "")
             for b in s.bands:
@@ -237,20 +241,21 @@ def inspect_command(
     as_json: bool = False,
 ) -> str:
     """The CLI's loose strings → one inspection → text (or JSON). Raises InputError on bad input."""
-    from pipeline.catalog.interval import parse_datetime_range
+    from pipeline.catalog.query import parse_datetime_range
     from pipeline.errors import InputError
 
     def split(text: str | None) -> tuple[str, ...] | None:
         return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
 
-    box = None
+    box: tuple[float, float, float, float] | None = None
     if bbox:
         try:
-            box = tuple(float(v) for v in bbox.split(","))
+            values = [float(v) for v in bbox.split(",")]
         except ValueError:
-            box = ()
-        if len(box) != 4:
+            values = []
+        if len(values) != 4:
             raise InputError(f"--bbox {bbox!r}: give west,south,east,north in degrees")
+        box = (values[0], values[1], values[2], values[3])
     try:
         window = parse_datetime_range(datetime) if datetime else None
     except ValueError as exc:
@@ -264,7 +269,7 @@ def inspect_command(
     query = SearchQuery(
         collections=split(collections),
         bbox=box,
-        datetime=window,  # type: ignore[arg-type]
+        datetime=window,
         filter=cql2_filter,
     )
     report = inspect_sources(

@@ -9,6 +9,7 @@ an item's properties, and optionally on an asset, under ``aquila:marking``::
 Parsing is strict (:func:`parse_marking` raises :class:`MarkingError` with a reason); a scene is
 used only if its marking admits the whole audience (:func:`admits`); a product carries the
 combined, high-water-mark :class:`Label` of the scenes it used (:func:`high_water_mark`).
+:class:`Releasability` is a workflow's audience rule, applied to items.
 Everything here is pure: no I/O, no globals.
 """
 
@@ -17,7 +18,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.catalog.stacdoc import ItemDoc
 
 MARKING_KEY = "aquila:marking"
 EXTENSION_URL = "https://aquila.example/stac/marking/v1.0.0/schema.json"
@@ -266,3 +270,28 @@ def audience_from(
     if clearance is not None and clearance not in scale.levels:
         raise ValueError(f"clearance {clearance!r} is not one of {list(scale.levels)}")
     return Audience(members, clearance=clearance, name=group)
+
+
+@dataclass(frozen=True)
+class Releasability:
+    """The workflow's audience rule, resolved once in the driver."""
+
+    audience: Audience
+    scale: Scale = Scale()
+    allow_unmarked: bool = False
+
+    def read(self, doc: ItemDoc) -> Marking:
+        """The item's marking (the open-data one for an unmarked item, when allowed); raise
+        MarkingError (``unmarked``, ``bad_marking``) when it cannot be known."""
+        item = {"properties": doc.properties, "assets": doc.assets}
+        unmarked = unmarked_open_data(self.audience, scale=self.scale)
+        return parse_marking(  # an asset's own marking still raises an unmarked item's
+            item, scale=self.scale, unmarked=unmarked if self.allow_unmarked else None
+        )
+
+    def decide(self, doc: ItemDoc) -> Marking:
+        """The item's marking if it admits the audience; raise MarkingError (withheld) if not."""
+        marking = self.read(doc)
+        if not admits(marking, self.audience, scale=self.scale):
+            raise MarkingError("not_releasable", "its marking does not admit the audience")
+        return marking

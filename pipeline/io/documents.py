@@ -91,7 +91,7 @@ def _open_regular(path: str):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise HrefNotAllowed(f"{path} is not a regular file; catalog documents must be files")
         fh = os.fdopen(fd, "rb", buffering=_LINE_CHUNK)
-    except BaseException:
+    except BaseException:  # cleanup, then re-raised as is (KeyboardInterrupt too)
         os.close(fd)
         raise
     return fh

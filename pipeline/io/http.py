@@ -94,7 +94,7 @@ def request(
             if reused and not fresh:
                 continue  # an idle keep-alive connection the server had closed: once more
             raise
-        except BaseException:
+        except BaseException:  # cleanup, then re-raised as is (KeyboardInterrupt too)
             _drop(key)
             raise
         if response.will_close or not response.isclosed():

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog.normalise import mirror_href, normalise_item
+from pipeline.catalog.items.links import mirror_href
+from pipeline.catalog.items.normalise import normalise_item
+from pipeline.catalog.query import SearchQuery
 from pipeline.catalog.scene import Reject
-from pipeline.catalog.source import SearchQuery, iter_docs
+from pipeline.catalog.source import iter_docs
 from pipeline.errors import HrefNotAllowed, ReadError, SceneRejected
 from pipeline.io.hrefs import HrefPolicy, refused_host, relative_to
 from pipeline.io.reader import RasterReader, ReaderSettings
