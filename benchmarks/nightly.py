@@ -46,7 +46,7 @@ TARGET = 0.15
 def build_archive(folder: Path, *, tiles: int, spp: int, seed: int) -> list[tuple[str, Path]]:
     """``tiles``² tiles of the synthetic generator side by side; item ids made unique per
     tile. Returns (acquisition time, item file) for every item."""
-    from pipeline.demo.synthetic import generate_catalog
+    from pipeline.demo import generate_catalog
 
     items = []
     for ty in range(tiles):

@@ -4,7 +4,7 @@
 
 1. Generates (or reuses, see ``--fresh-catalog``) the synthetic catalog of ``--preset``
    (``medium``: 3 providers, 36 scenes, 20 km x 20 km -> a 2000 x 2000 grid at 10 m, 4 bands)
-   with :func:`pipeline.demo.synthetic.generate_catalog`. Not timed.
+   with :func:`pipeline.demo.generate_catalog`. Not timed.
 2. Warms up Aquila once on the ``tiny`` catalog (median and latest), untimed, so that the
    numba kernels' on-disk cache (``cache=True``) is filled and JIT compilation is not timed.
 3. Runs, each as a child process whose whole process tree (driver + scheduler + workers) is
@@ -21,8 +21,9 @@
    start-up and shutdown included, for both. The compute-only time each job reports is shown too.
 4. Compares the two medians (and, for information, the two latest mosaics) per band, and
    explains any disagreement with an exact oracle built from the generator
-   (:meth:`SyntheticCatalog.pixel_reflectance`, ``valid``, ``qa_clear``: pixel centres
-   transformed exactly with pyproj).
+   (``tests/synthetic_oracle.py``: :meth:`CatalogOracle.pixel_reflectance`, ``valid``,
+   ``qa_clear``, evaluating the generator's pixel model; pixel centres transformed exactly with
+   pyproj).
 5. Prints a table and the verdict against the targets (>= 3x faster, lower peak memory,
    medians equal within 1e-4 on >= 99.5 % of pixels). Exits 0 whatever the verdict (it is a
    measurement); non-zero only if a job failed.
@@ -47,6 +48,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))  # the exact oracle is the tests' (tests/synthetic_oracle.py)
 BANDS = ("blue", "green", "red", "nir")
 TOL = 1e-4
 TARGET_SPEEDUP = 3.0
@@ -164,16 +166,19 @@ def run_measured(label: str, argv: list[str], log: Path, env: dict | None = None
 def _generator_fingerprint(preset: str, seed: int) -> str:
     import hashlib
 
-    import pipeline.demo.synthetic as synthetic
+    import pipeline.demo as demo
 
-    src = Path(synthetic.__file__).read_bytes()
-    return f"{preset} {seed} {hashlib.sha256(src).hexdigest()}"
+    digest = hashlib.sha256()
+    for path in sorted(Path(demo.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"{preset} {seed} {digest.hexdigest()}"
 
 
 def ensure_catalog(root: Path, preset: str, seed: int, fresh: bool):
     """The synthetic catalog under ``root``: reused when generated with the same preset, seed
     and generator source (generation is deterministic), else (re)generated."""
-    from pipeline.demo.synthetic import generate_catalog
+    from pipeline.demo import generate_catalog
+    from tests.synthetic_oracle import oracle
 
     stamp = root / ".peers-generator"
     want = _generator_fingerprint(preset, seed)
@@ -182,24 +187,25 @@ def ensure_catalog(root: Path, preset: str, seed: int, fresh: bool):
         return _catalog_without_rendering(root, preset, seed), False
     t = time.perf_counter()
     stamp.unlink(missing_ok=True)
-    cat = generate_catalog(root, preset=preset, seed=seed)
+    cat = oracle(generate_catalog(root, preset=preset, seed=seed))
     stamp.write_text(want + "\n")
     print(f"  generated {len(cat.scenes)} scenes in {time.perf_counter() - t:.0f} s -> {root}")
     return cat, True
 
 
 def _catalog_without_rendering(root: Path, preset: str, seed: int):
-    """The SyntheticCatalog oracle of an existing catalog, rebuilt from the (deterministic) scene
-    plan; cloud fractions are not needed by the oracles, so no pixel is rendered."""
-    from pipeline.demo.synthetic import PRESETS, PROVIDERS, SyntheticCatalog, _plan_provider
+    """The exact oracle of an existing catalog, rebuilt from the (deterministic) scene plan;
+    cloud fractions are not needed by the oracles, so no pixel is rendered."""
+    from pipeline.demo import PRESETS, PROVIDERS, plan_provider
+    from tests.synthetic_oracle import CatalogOracle
 
     p = PRESETS[preset]
     scenes = []
     for pi, spec in enumerate(PROVIDERS.values()):
-        scenes.extend(_plan_provider(spec, pi, p.area_bounds, p.scenes_per_provider, seed))
-    return SyntheticCatalog(root=root.resolve(), catalog_href=(root / "catalog.json").resolve(),
-                            area_crs="EPSG:32632", area_bounds=p.area_bounds,
-                            scenes=tuple(scenes), preset=preset, seed=seed)
+        scenes.extend(plan_provider(spec, pi, p.area_bounds, p.scenes_per_provider, seed))
+    return CatalogOracle(root=root.resolve(), catalog_href=(root / "catalog.json").resolve(),
+                         area_crs="EPSG:32632", area_bounds=p.area_bounds,
+                         scenes=tuple(scenes), preset=preset, seed=seed)
 
 
 def aquila_spec(path: Path, name: str, catalog: Path, bounds, stores: dict[str, Path],
@@ -227,7 +233,7 @@ def aquila_spec(path: Path, name: str, catalog: Path, bounds, stores: dict[str, 
 
 def aquila_one_run() -> bool:
     """Whether this Aquila writes several mosaics from one read (``products.mosaics``)."""
-    from pipeline.spec.workflow import Products
+    from pipeline.spec.sections import Products
 
     return "mosaics" in Products.model_fields
 

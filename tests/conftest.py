@@ -15,7 +15,7 @@ SHARED_REAL = SHARED / "data" / "real"
 @pytest.fixture(scope="session")
 def tiny_catalog(tmp_path_factory):
     """The 'tiny' synthetic catalog (4 km × 4 km, three providers), generated once per session."""
-    from pipeline.demo.synthetic import generate_catalog
+    from pipeline.demo import generate_catalog
 
     root = tmp_path_factory.mktemp("tiny-catalog")
     return generate_catalog(root / "catalog", preset="tiny", seed=0)

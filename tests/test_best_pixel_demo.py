@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.demo.synthetic import truth_reflectance
+from pipeline.demo import truth_reflectance
 from tests.conftest import make_spec_dict
 from tests.test_run import BANDS, open_store, run
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def demo_mosaics(tmp_path_factory):
-    from pipeline.demo.synthetic import generate_catalog
+    from pipeline.demo import generate_catalog
 
     root = tmp_path_factory.mktemp("demo")
     cat = generate_catalog(root / "catalog", preset="demo", seed=0)

@@ -14,8 +14,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.kernels.toa_reference import dilate_reference
 from tests.conftest import make_spec_dict
+from tests.references.toa import dilate_reference
+from tests.synthetic_oracle import oracle
 from tests.test_run import BANDS, open_store, run
 
 # Half a DN step in reflectance: west 0.5e-4 / (MSI→OLI slope <= 1.0075 keeps it below 5.04e-5);
@@ -25,10 +26,12 @@ QUANTISATION = {"west": 5.04e-5 + 1e-7, "centre": 1.3e-5 + 1e-7}
 
 @pytest.fixture(scope="module")
 def toa_catalog(tmp_path_factory):
-    from pipeline.demo.synthetic import generate_catalog
+    from pipeline.demo import generate_catalog
 
     root = tmp_path_factory.mktemp("toa-catalog")
-    return generate_catalog(root / "catalog", preset="tiny", seed=1, providers=["west", "centre"])
+    return oracle(
+        generate_catalog(root / "catalog", preset="tiny", seed=1, providers=["west", "centre"])
+    )
 
 
 def _run_toa(cat, out, **radiometry):

@@ -16,7 +16,7 @@ import pytest
 import rioxarray  # noqa: F401  (.rio accessor)
 import xarray as xr
 
-from pipeline.demo.synthetic import truth_reflectance
+from pipeline.demo import truth_reflectance
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.run import RunOptions, run_workflow
 from pipeline.spec.workflow import spec_from_dict
@@ -158,7 +158,7 @@ def test_broken_item_missing_asset_and_corrupt_file_are_reported(catalog_copy, c
 def test_tasks_grow_with_chunks_not_scenes(tmp_path_factory, cluster):
     from distributed import get_task_stream
 
-    from pipeline.demo.synthetic import generate_catalog
+    from pipeline.demo import generate_catalog
 
     root = tmp_path_factory.mktemp("many") / "catalog"
     cat = generate_catalog(root, preset="tiny", scenes_per_provider=14)  # 42 scenes

@@ -15,22 +15,29 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import shape
 
-import pipeline.demo.synthetic as syn
-from pipeline.demo.synthetic import (
+import pipeline.demo as syn
+from pipeline.demo import (
     BANDS,
     PRESETS,
     PROVIDERS,
-    SyntheticCatalog,
     generate_catalog,
     truth_reflectance,
+)
+from pipeline.demo.assets import write_cog
+from pipeline.demo.truth import truth_grid
+from tests.synthetic_oracle import (
+    TRUTH_MAX_GRADIENT,
+    CatalogOracle,
+    oracle,
+    truth_gradient_bound,
 )
 
 
 @pytest.fixture(scope="module")
-def cat(tmp_path_factory) -> SyntheticCatalog:
+def cat(tmp_path_factory) -> CatalogOracle:
     root = tmp_path_factory.mktemp("synthetic") / "tiny"
     t0 = time.perf_counter()
-    c = generate_catalog(root, preset="tiny", seed=0)
+    c = oracle(generate_catalog(root, preset="tiny", seed=0))
     print(f"tiny catalog generated in {time.perf_counter() - t0:.2f} s")
     return c
 
@@ -229,9 +236,9 @@ def test_large_cogs_get_overviews_and_qa_overviews_stay_categorical(tmp_path):
     res = 10.0
     transform = rasterio.Affine(res, 0, 500000, 0, -res, 5015000)
     data = np.full((1500, 1500), 1234, np.uint16)
-    syn._write_cog(tmp_path / "b.tif", data, transform, "EPSG:32632", 0)
+    write_cog(tmp_path / "b.tif", data, transform, "EPSG:32632", 0)
     qa = np.where(np.add.outer(np.arange(1500), np.arange(1500)) % 7 < 3, 4, 9).astype(np.uint8)
-    syn._write_cog(tmp_path / "q.tif", qa, transform, "EPSG:32632", 0, categorical=True)
+    write_cog(tmp_path / "q.tif", qa, transform, "EPSG:32632", 0, categorical=True)
     for name in ("b.tif", "q.tif"):
         with rasterio.open(tmp_path / name) as ds:
             ovr = ds.overviews(1)
@@ -546,7 +553,7 @@ def test_truth_range_and_gradient_bound():
     ys = np.arange(y0 - 2000, y1 + 2000, h)
     X, Y = np.meshgrid(xs, ys)
     for band in BANDS:
-        assert syn.truth_gradient_bound(band) <= syn.TRUTH_MAX_GRADIENT
+        assert truth_gradient_bound(band) <= TRUTH_MAX_GRADIENT
         v = truth_reflectance(band, X, Y)
         assert v.dtype == np.float64 and v.shape == X.shape
         assert v.min() >= 0.01 and v.max() <= 0.6
@@ -554,6 +561,6 @@ def test_truth_range_and_gradient_bound():
         gy = np.diff(v, axis=0)[:, :-1] / h
         assert np.hypot(gx, gy).max() <= 3e-4, band
         # the separable evaluation used for 32632-aligned rasters is the same function
-        np.testing.assert_allclose(syn._truth_grid(band, xs, ys[::-1]), v[::-1], rtol=0, atol=1e-13)
+        np.testing.assert_allclose(truth_grid(band, xs, ys[::-1]), v[::-1], rtol=0, atol=1e-13)
     # the bands are different fields, constant in time (no time argument at all)
     assert not np.allclose(truth_reflectance("red", X, Y), truth_reflectance("nir", X, Y))

@@ -34,7 +34,7 @@ def test_a_folder_that_is_not_a_generated_catalog_is_refused_untouched(tmp_path,
 
 
 def test_a_generated_catalog_is_regenerated_and_other_files_kept(tmp_path):
-    from pipeline.demo.synthetic import generate_catalog
+    from pipeline.demo import generate_catalog
 
     generate_catalog(tmp_path, preset="tiny")
     (tmp_path / "README.md").write_text("mine")

@@ -1,4 +1,4 @@
-"""Catalogs that grow night by night, for nightly-run tests and benchmarks.
+"""Catalogs that grow night by night, for the nightly-run tests.
 
 :func:`publish` makes a "live" static catalog hold exactly a chosen set of the items of a full
 generated catalog (item folders hard-linked, collection links rewritten), as a provider's
