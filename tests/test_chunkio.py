@@ -159,3 +159,17 @@ def test_metadata_cache_serves_only_unchanged_snapshots(tmp_path):
     (mem,) = chunkio.open_arrays(plain_store, ["red"], mode="r", cache=cache)
     assert repr(mem.metadata) == repr(zarr.open_array(plain_store, path="red").metadata)
     assert len(cache._meta) == 1
+
+
+@pytest.mark.parametrize("version", ["3.0.8", "3.1.5", "3.2.0", "4.0.0"])
+def test_an_untested_zarr_is_refused_with_the_fix(version):
+    from pipeline.products.chunkio import require_zarr
+
+    with pytest.raises(ImportError, match=r"zarr >=3\.1\.6,<3\.2.*make install"):
+        require_zarr(version)
+
+
+def test_the_installed_zarr_is_in_the_tested_range():
+    from pipeline.products.chunkio import require_zarr
+
+    require_zarr()  # the constraints file pins one inside it

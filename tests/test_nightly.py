@@ -14,12 +14,12 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.demo.arrivals import item_files, publish, reprocess
-from pipeline.demo.synthetic import generate_catalog
+from pipeline.demo import generate_catalog
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.nightly import NightOptions, run_nightly
 from pipeline.products.transaction import NightlyStore
 from pipeline.spec.workflow import spec_from_dict
+from tests.arrivals import item_files, publish, reprocess
 from tests.nightly_helpers import (
     assert_same,
     current,

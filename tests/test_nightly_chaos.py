@@ -21,11 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.demo.arrivals import publish
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.nightly import NightOptions, run_nightly
 from pipeline.products.transaction import NightlyStore
 from pipeline.spec.workflow import spec_from_dict
+from tests.arrivals import publish
 from tests.nightly_helpers import (
     assert_same,
     current,
@@ -33,6 +33,7 @@ from tests.nightly_helpers import (
     night_spec,
     time_strictly_increasing,
 )
+from tests.pausing import child_env
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,8 @@ def nights(tiny_catalog, tmp_path_factory):
     return root, spec, base, clean
 
 
-def _job(root: Path, store: Path, *extra: str) -> subprocess.Popen:
+def _job(root: Path, store: Path, *extra: str, pause: tuple[str, Path]) -> subprocess.Popen:
+    """``aquila nightly`` in its own process group, pausing at ``pause`` (tests/pausing.py)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -86,6 +88,7 @@ def _job(root: Path, store: Path, *extra: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env=child_env(*pause),
     )
 
 
@@ -124,7 +127,7 @@ def test_killed_at_any_point_then_rerun_equals_the_undisturbed_night(nights, tmp
     before = NightlyStore.open(store, create=False).tip()
     marks = tmp_path / "marks"
     marks.mkdir()
-    job = _job(root, store, "--pause-at", f"{point}:{marks}")
+    job = _job(root, store, pause=(point, marks))
     _wait_for(marks / f"paused-{point}", job)
     if point != "published":  # a reader during the run sees the last complete night
         assert NightlyStore.open(store, create=False).tip() == before
@@ -194,7 +197,7 @@ def test_two_runs_at_once_exactly_one_writes(nights, tmp_path):
     shutil.copytree(base, store)
     marks = tmp_path / "marks"
     marks.mkdir()
-    first = _job(root, store, "--pause-at", f"merged:{marks}")
+    first = _job(root, store, pause=("merged", marks))
     _wait_for(marks / "paused-merged", first)
     second = subprocess.run(
         [

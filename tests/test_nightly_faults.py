@@ -11,13 +11,13 @@ import shutil
 
 import pytest
 
-from pipeline.demo.arrivals import item_files, publish
-from pipeline.demo.synthetic import generate_catalog
+from pipeline.demo import generate_catalog
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.nightly import NightOptions, run_nightly
 from pipeline.io.reader import ReaderSettings
 from pipeline.io.retry import RetryPolicy
 from pipeline.spec.workflow import spec_from_dict
+from tests.arrivals import item_files, publish
 from tests.asset_server import serve
 from tests.nightly_helpers import assert_same, current, full_run, load, night_spec
 

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_OK
         if args.command == "demo-catalog":
-            from pipeline.demo.synthetic import generate_catalog
+            from pipeline.demo import generate_catalog
 
             providers = args.providers.split(",") if args.providers else None
             cat = generate_catalog(args.root, preset=args.preset, seed=args.seed,

@@ -100,7 +100,6 @@ def add_commands(sub) -> None:
     )
     night.add_argument("--no-progress", action="store_true")
     night.add_argument("--json", action="store_true", help="print the run report as JSON")
-    night.add_argument("--pause-at", metavar="POINT:DIR", help=argparse.SUPPRESS)  # tests
 
     hist = sub.add_parser(
         "history",
@@ -123,7 +122,6 @@ def _nightly(args, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from pipeline.engine.cluster import cluster_from_cli
-    from pipeline.engine.night_chunk import Pause
     from pipeline.engine.nightly import NightOptions, run_nightly
     from pipeline.io.reader import ReaderSettings
     from pipeline.io.retry import RetryPolicy
@@ -131,10 +129,6 @@ def _nightly(args, console) -> int:
 
     spec = load_spec(args.spec)
     cluster = cluster_from_cli(args)
-    pause = None
-    if args.pause_at:
-        point, _, folder = args.pause_at.partition(":")
-        pause = Pause(point, Path(folder))
     options = NightOptions(
         store=args.store,
         cluster=cluster,
@@ -146,7 +140,6 @@ def _nightly(args, console) -> int:
         ),
         report_path=args.report,
         rebuild=args.rebuild,
-        pause=pause,
     )
     bar = Progress(
         "[progress.description]{task.description}",

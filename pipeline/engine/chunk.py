@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from pipeline.catalog.scene import BandSource, Scene
 from pipeline.engine.compose import StreamState, composite_method
 from pipeline.engine.warp import nearest_window
+from pipeline.engine.writer import ChunkWriter
 from pipeline.errors import ReadError
 from pipeline.io.reader import RasterReader
 from pipeline.kernels.calibrate import gather_calibrate, gather_mask
@@ -25,7 +27,8 @@ from pipeline.kernels.median import merge_first_valid
 from pipeline.plan.calibration import Masking, group_factor, grow, quality_luts
 from pipeline.plan.chunks import ChunkTask, MosaicOutput, Outputs, SlotScenes, can_stream
 from pipeline.plan.grid import ChunkGrid
-from pipeline.spec.methods import mosaic_layers
+from pipeline.plan.methods import mosaic_layers
+from pipeline.products.chunkio import Write
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def compute_chunk(
     elif streaming:
         mosaics = tuple(_cropped(state.result(), crop) for state in states)
     else:
+        assert stack is not None  # not streaming: every slot is kept
         mosaics = tuple(
             _cropped(composite_method(m, stack, task.slots, bands=outputs.bands,
                                       qa_masked=qa_stack), crop)
@@ -336,26 +340,7 @@ def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, rea
 # --------------------------------------------------------------------------- write
 
 
-class CubeWriter:
-    """Writes each finished slot's chunk of the cube as soon as it is complete (whole store
-    chunks: (1, chunk, chunk)), so the task never holds finished slots."""
-
-    def __init__(self, outputs: Outputs, chunk: ChunkGrid) -> None:
-        import zarr
-
-        group = zarr.open_group(str(outputs.cube_store), mode="r+")
-        self.arrays = [_array(group, name) for name in outputs.bands]
-        self.region = (slice(chunk.y0, chunk.y0 + chunk.height),
-                       slice(chunk.x0, chunk.x0 + chunk.width))
-        self.written = 0
-
-    def __call__(self, slot_index: int, values: np.ndarray) -> None:
-        for b, zarray in enumerate(self.arrays):
-            zarray[(slot_index, *self.region)] = values[b]
-        self.written += values.shape[1] * values.shape[2]
-
-
-def _array(group, name: str):
+def _array(group: Any, name: str) -> Any:
     import zarr
 
     node = group[name]
@@ -363,36 +348,38 @@ def _array(group, name: str):
     return node
 
 
-def write_chunk(out: ChunkOutput, *, outputs: Outputs) -> int:
-    """Write the chunk's region of each product. Each call owns whole store chunks, so running
-    it twice writes the same bytes. Returns the number of pixels written (per band)."""
-    import zarr
-
+def mosaic_writes(out: ChunkOutput, outputs: Outputs, groups: Sequence[Any]) -> list[Write]:
+    """Each mosaic's bands and layers over the chunk's region, ``groups`` the mosaics' zarr
+    groups in ``outputs.mosaics`` order."""
     c = out.chunk
-    ys, xs = slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width)
-    written = 0
-    if outputs.cube_store is not None and out.slots:  # slots kept by compute_chunk
-        cube = CubeWriter(outputs, c)
-        for slot_index, values in out.slots:
-            cube(slot_index, values)
-        written += cube.written
-    for spec, mosaic in zip(outputs.mosaics, out.mosaics, strict=True):
-        group = zarr.open_group(str(spec.store), mode="r+")
+    region = (slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width))
+    writes: list[Write] = []
+    for spec, mosaic, group in zip(outputs.mosaics, out.mosaics, groups, strict=True):
         for b, name in enumerate(outputs.bands):
-            _array(group, name)[ys, xs] = mosaic["bands"][b]
+            writes.append((_array(group, name), region, mosaic["bands"][b]))
         for layer in ("count", *mosaic_layers(spec.method, blend_width=spec.blend_width)):
-            _array(group, layer)[ys, xs] = mosaic[layer]
-        written += c.height * c.width
-    return written
+            writes.append((_array(group, layer), region, mosaic[layer]))
+    return writes
 
 
 def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) -> ChunkSummary:
-    """compute + write one chunk; returns only a small summary."""
+    """A run's chunk task: compute one chunk, writing cube slots as they finish and the mosaics
+    at the end (:class:`~pipeline.engine.writer.ChunkWriter`); returns only a small summary."""
+    import zarr
+
     t0 = time.perf_counter()
-    cube = CubeWriter(outputs, task.chunk) if outputs.cube_store is not None else None
-    out = compute_chunk(task, outputs=outputs, reader=reader, on_slot=cube)
+    c = task.chunk
+    region = (slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width))
+    cube = []
+    if outputs.cube_store is not None:
+        group = zarr.open_group(str(outputs.cube_store), mode="r+")
+        cube = [_array(group, name) for name in outputs.bands]
+    writer = ChunkWriter(cube, region)
+    out = compute_chunk(task, outputs=outputs, reader=reader,
+                        on_slot=writer if cube else None)
     t1 = time.perf_counter()
-    written = write_chunk(out, outputs=outputs) + (cube.written if cube else 0)
+    groups = [zarr.open_group(str(m.store), mode="r+") for m in outputs.mosaics]
+    writer.finish(mosaic_writes(out, outputs, groups), mosaics=len(groups))
     t2 = time.perf_counter()
     valid = (
         int((out.mosaics[0]["count"] > 0).sum())
@@ -405,6 +392,11 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
         used=out.used,
         failures=out.failures,
         valid_pixels=valid,
-        pixels_written=written,
+        pixels_written=writer.pixels,
         seconds={"compute": t1 - t0, "write": t2 - t1},
     )
+
+
+def chunk_job(reader: RasterReader, task: ChunkTask, outputs: Outputs) -> ChunkSummary:
+    """:func:`process_chunk` as the executor calls it."""
+    return process_chunk(task, outputs=outputs, reader=reader)

@@ -14,10 +14,12 @@ import numpy as np
 
 import pipeline.kernels.reduce as km
 from pipeline.kernels import blend as kblend
+from pipeline.kernels import order as korder
+from pipeline.kernels import scored as kscored
 from pipeline.kernels import stream as ks
 from pipeline.kernels.median import composite_latest, composite_median
 from pipeline.plan.chunks import MosaicOutput, SlotScenes
-from pipeline.spec.methods import SINGLE_SOURCE_METHODS
+from pipeline.plan.methods import SINGLE_SOURCE_METHODS
 
 SUN_ELEVATION_UNKNOWN = 45.0  # degrees: a neutral value where a provider publishes none
 OFF_NADIR_UNKNOWN = 0.0
@@ -63,12 +65,12 @@ def composite_method(
     elif m in ("mean", "min", "max"):
         out, count = getattr(km, f"composite_{m}")(stack)
     elif m == "percentile":
-        out, count = km.composite_percentile(stack, float(spec.q))  # type: ignore[arg-type]
+        out, count = korder.composite_percentile(stack, float(spec.q))  # type: ignore[arg-type]
     elif m == "quality":
-        out, local, count = km.composite_quality(stack, quality_key(spec, stack, bands),
+        out, local, count = kscored.composite_quality(stack, quality_key(spec, stack, bands),
                                                  time=time)
     elif m == "medoid":
-        out, local, count = km.composite_medoid(stack, time=time)
+        out, local, count = korder.composite_medoid(stack, time=time)
     elif m == "best-pixel":
         out, local, count, score = _best_pixel(spec, stack, slots, qa_masked, time)
         extra["score"] = score
@@ -88,7 +90,7 @@ def composite_method(
 
 def quality_key(spec: MosaicOutput, stack: np.ndarray, bands: Sequence[str]) -> np.ndarray:
     if spec.key == "ndvi":
-        return km.ndvi(stack, bands.index("red"), bands.index("nir"))
+        return kscored.ndvi(stack, bands.index("red"), bands.index("nir"))
     return np.ascontiguousarray(stack[:, bands.index(str(spec.key))])
 
 
@@ -112,12 +114,12 @@ def _best_pixel_metadata(spec: MosaicOutput, slots: Sequence[SlotScenes]):
 
 def _best_pixel(spec, stack, slots, qa_masked, time):
     w = dict(spec.weights)
-    weights = km.BestPixelWeights(**w) if w else km.BestPixelWeights()
+    weights = kscored.BestPixelWeights(**w) if w else kscored.BestPixelWeights()
     masked = qa_masked if qa_masked is not None else np.zeros(
         (stack.shape[0], *stack.shape[2:]), dtype=bool)
-    distance = km.cloud_distance(masked)
+    distance = kblend.cloud_distance(masked)
     sun, view, days, ranks = _best_pixel_metadata(spec, slots)
-    return km.composite_best_pixel(stack, distance, weights, sun, view, days, ranks, time=time)
+    return kscored.composite_best_pixel(stack, distance, weights, sun, view, days, ranks, time=time)
 
 
 def _known(value: float | None, default: float) -> float:
@@ -150,6 +152,7 @@ class StreamState:
         m = self.spec.method
         if m in ("mean", "min", "max"):
             if m == "mean":
+                assert self.acc is not None  # made for 'mean'
                 ks.stream_sum(slot, self.acc, self.count)
             else:
                 ks.stream_extreme(slot, self.out, self.count, m == "max")
@@ -165,13 +168,14 @@ class StreamState:
             key[:] = quality_key(self.spec, slot[None], self.bands)[0]
         elif m == "best-pixel":
             masked = qa_masked if qa_masked is not None else np.zeros(slot.shape[1:], bool)
-            distance = km.cloud_distance(np.ascontiguousarray(masked[None]))[0]
+            distance = kblend.cloud_distance(np.ascontiguousarray(masked[None]))[0]
             ks.best_pixel_key(distance, self.w_cloud, self.d_max, float(self.obs[k]), key)
         ks.stream_pick(slot, key, k, self.out, self.source, self.count, self.best)
 
     def result(self) -> dict[str, np.ndarray]:
         m = self.spec.method
         if m == "mean":
+            assert self.acc is not None  # made for 'mean'
             ks.finish_mean(self.acc, self.count, self.out)
         result: dict[str, np.ndarray] = {"bands": self.out, "count": self.count}
         if m == "best-pixel":
@@ -186,7 +190,7 @@ class StreamState:
 def _best_pixel_terms(spec: MosaicOutput, slots: Sequence[SlotScenes]):
     """Per-slot part of the best-pixel score, and the cloud weight and distance cap."""
     w = dict(spec.weights)
-    weights = km.BestPixelWeights(**w) if w else km.BestPixelWeights()
+    weights = kscored.BestPixelWeights(**w) if w else kscored.BestPixelWeights()
     sun, view, days, ranks = _best_pixel_metadata(spec, slots)
-    obs = km._best_pixel_observation_score(weights, sun, view, days, ranks)
+    obs = kscored._best_pixel_observation_score(weights, sun, view, days, ranks)
     return obs, float(weights.cloud), float(weights.cloud_distance_max)

@@ -11,51 +11,22 @@ mosaics. Running it twice writes the same bytes; the driver merges one fork per 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.engine.chunk import _empty, compute_chunk
-from pipeline.io.reader import RasterReader, ReaderSettings
+from pipeline.engine.writer import ChunkWriter
+from pipeline.io.reader import RasterReader
 from pipeline.plan.chunks import Outputs, SlotScenes
 from pipeline.plan.increment import ChunkOrder
-from pipeline.products.chunkio import MetadataCache, open_arrays, resize_all, write_all
+from pipeline.plan.methods import mosaic_layers
+from pipeline.products.chunkio import MetadataCache, open_arrays, resize_all
 from pipeline.products.slots import CubeSlots
-from pipeline.spec.methods import mosaic_layers
-
-CUBE = "cube"
-
-
-@dataclass(frozen=True)
-class Pause:
-    """Test-only: stop at a named point until released (the crash tests SIGKILL the job there).
-
-    The first process to reach point ``name`` creates ``folder/paused-<name>`` and waits for
-    ``folder/resume-<name>``; other processes pass. Points: ``read`` (in a chunk task, after its
-    first slot is read, before it is written), ``write`` (after a task's first cube write),
-    ``merged`` (driver: forks merged, nothing committed), ``committed`` (driver: the night is
-    committed on its branch, not published), ``published`` (driver: published, the report and
-    branch cleanup not done)."""
-
-    name: str
-    folder: Path
-
-    def at(self, point: str) -> None:
-        if point != self.name:
-            return
-        try:
-            fd = os.open(self.folder / f"paused-{point}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        while not (self.folder / f"resume-{point}").exists():
-            time.sleep(0.05)
+from pipeline.products.store import NIGHTLY_CUBE as CUBE
 
 
 @dataclass
@@ -73,39 +44,20 @@ class NightChunkResult:
     fork: Any = None
 
 
-_READERS: dict[ReaderSettings, RasterReader] = {}
 _METADATA = MetadataCache()  # per worker process: every task of a night opens the same arrays
 
 
-def reader_for(settings: ReaderSettings) -> RasterReader:
-    """One reader per worker process and run (settings carry the run id)."""
-    reader = _READERS.get(settings)
-    if reader is None:
-        while len(_READERS) >= 4:
-            _READERS.pop(next(iter(_READERS))).close()
-        reader = _READERS[settings] = RasterReader(settings)
-    return reader
-
-
-def night_chunk_task(
+def night_job(
+    reader: RasterReader,
     order: ChunkOrder,
     outputs: Outputs,
     groups: Sequence[str],
-    settings: ReaderSettings,
     fork: Any,
     base: Any,
-    pause: Pause | None = None,
 ) -> NightChunkResult:
-    """The Dask task (``groups``: the mosaic group names, in ``outputs.mosaics`` order)."""
-    return run_order(
-        order,
-        outputs=outputs,
-        groups=groups,
-        reader=reader_for(settings),
-        fork=fork,
-        base=base,
-        pause=pause,
-    )
+    """:func:`run_order` as the executor calls it (``groups``: the mosaic group names, in
+    ``outputs.mosaics`` order)."""
+    return run_order(order, outputs=outputs, groups=groups, reader=reader, fork=fork, base=base)
 
 
 def run_order(
@@ -116,7 +68,6 @@ def run_order(
     reader: RasterReader,
     fork: Any,
     base: Any,
-    pause: Pause | None = None,
 ) -> NightChunkResult:
     t0 = time.perf_counter()
     c = order.chunk
@@ -150,12 +101,13 @@ def run_order(
     t_open = time.perf_counter() - t0
     by_slot = {s.slot: s for s in order.slots}
     result = NightChunkResult(chunk=c.name)
-    blocks = Blocks(order, cube, region, len(outputs.bands), pause)
+    writer = ChunkWriter(cube, region, block=order.block, n_slots=order.n_slots,
+                         blocks=order.blocks)
     reuse_s = [0.0]  # seconds spent reading committed slots back
 
     def write_slot(slot: int, values: np.ndarray) -> None:
         if by_slot[slot].write:
-            blocks.put(slot, values)
+            writer(slot, values)
 
     def from_cube(ss: SlotScenes, plane: np.ndarray) -> bool | None:
         o = by_slot[ss.slot]
@@ -195,7 +147,7 @@ def run_order(
                 )
                 final.append((arrays[f"{name}/{layer}"], region, values))
         result.mosaic_written = 1
-    blocks.finish(final)
+    writer.finish(final)
     result.retries = reader.take_retries()
     if result.failures:
         result.attempts = {href: e.attempts for href, e in reader.failed().items()}
@@ -207,60 +159,3 @@ def run_order(
     }
     result.fork = fork
     return result
-
-
-class Blocks:
-    """Tonight's cube blocks of one chunk, filled slot by slot (in increasing order) and
-    written whole as soon as a later block starts: at most one block is held, ``block`` × bands
-    × chunk² float32. Slots without data stay NaN; an all-NaN block equals the fill value, so
-    zarr deletes its chunk."""
-
-    def __init__(self, order: ChunkOrder, cube, region, nb: int, pause: Pause | None) -> None:
-        self.order, self.cube, self.region, self.nb, self.pause = order, cube, region, nb, pause
-        self.todo = set(order.blocks)
-        self.current: tuple[int, np.ndarray] | None = None
-        self.paused = False
-
-    def _buffer(self, b: int) -> np.ndarray:
-        t = min(self.order.block, self.order.n_slots - b * self.order.block)
-        h, w = (s.stop - s.start for s in self.region)
-        return np.full((self.nb, t, h, w), np.nan, np.float32)
-
-    def put(self, slot: int, values: np.ndarray) -> None:
-        b = slot // self.order.block
-        if self.current is None or self.current[0] != b:
-            if self.current is not None:  # the previous block is complete
-                self._emit(self._held(), cube=True)
-            self.current = (b, self._buffer(b))
-        self.current[1][:, slot - b * self.order.block] = values
-
-    def finish(self, more: list) -> None:
-        """Write the block in hand, every block still to write (empty ones: NaN) and ``more``
-        (the task's mosaic writes), in one call."""
-        writes = self._held()
-        for b in sorted(self.todo):
-            writes += self._writes(b, self._buffer(b))
-        self.todo.clear()
-        self._emit(writes + more, cube=bool(writes))
-
-    def _held(self) -> list:
-        if self.current is None:
-            return []
-        b, data = self.current
-        self.todo.discard(b)
-        self.current = None
-        return self._writes(b, data)
-
-    def _writes(self, b: int, data: np.ndarray) -> list:
-        t0 = b * self.order.block
-        sel = (slice(t0, t0 + data.shape[1]), *self.region)
-        return [(array, sel, data[k]) for k, array in enumerate(self.cube)]
-
-    def _emit(self, writes: list, *, cube: bool) -> None:
-        first = cube and self.pause is not None and not self.paused
-        if first:
-            self.pause.at("read")  # type: ignore[union-attr]  # slots read, no block written
-        write_all(writes)
-        if first:
-            self.paused = True
-            self.pause.at("write")  # type: ignore[union-attr]  # this task's first block written

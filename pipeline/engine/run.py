@@ -7,44 +7,46 @@ never travel: each task reads, computes and writes its own chunk, and returns a 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.catalog.discover import Discovery, href_policy, releasability_of
-from pipeline.catalog.discover import discover as discover_items
+from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.markings import Marking, Scale
-from pipeline.catalog.scene import Scene
-from pipeline.engine.chunk import ChunkSummary, process_chunk
-from pipeline.engine.cluster import ClusterOptions, open_client
+from pipeline.engine.chunk import ChunkSummary, chunk_job
+from pipeline.engine.cluster import ClusterOptions
+from pipeline.engine.executor import Executor, Job, chunks_failed
+from pipeline.engine.steps import (
+    audience_dict,
+    discover,
+    grid_record,
+    new_run_id,
+    outputs_of,
+    product_attrs,
+    record_failure,
+    record_withheld,
+    target_grid,
+    write_operator,
+)
 from pipeline.errors import (
-    AquilaError,
-    InputError,
     NoScenesError,
     RunError,
-    SpecError,
     StoreBusy,
     StoreNotOurs,
-    StoreUnwritable,
 )
-from pipeline.io.reader import RasterReader, ReaderSettings
-from pipeline.plan.calibration import radiometry_outputs
-from pipeline.plan.chunks import ChunkTask, MosaicOutput, Outputs, Plan, make_plan
-from pipeline.plan.grid import TargetGrid
+from pipeline.io.reader import ReaderSettings
+from pipeline.plan.chunks import Outputs, Plan, make_plan
+from pipeline.plan.methods import mosaic_layers
 from pipeline.products.lineage import lineage
 from pipeline.products.lock import canonical, store_locks
 from pipeline.products.publish import Publication, check_target, recover_stale
-from pipeline.products.report import OperatorReport, RunReport
+from pipeline.products.report import OperatorReport, RunReport, write_finished
 from pipeline.products.stac import product_stac_text
 from pipeline.products.store import create_cube, create_mosaic, write_attrs
-from pipeline.spec.methods import mosaic_layers
-from pipeline.spec.workflow import BestPixelSpec, MosaicProduct, WorkflowSpec
+from pipeline.spec.workflow import WorkflowSpec
 
 Progress = Callable[[int, int], None]
 
@@ -61,90 +63,6 @@ class RunOptions:
 # --------------------------------------------------------------------------- steps
 
 
-def discover(spec: WorkflowSpec) -> Discovery:
-    """Search the catalog, normalise every item, drop duplicate publications (rule in
-    pipeline/catalog/dedupe.py); every reject and duplicate keeps its reason."""
-    return discover_items(spec)
-
-
-def target_grid(spec: WorkflowSpec, scenes: Sequence[Scene]) -> TargetGrid:
-    """The spec's grid: its bounds kept exactly (or snapped by grid.anchor), else the scenes'
-    footprints snapped outward; refused beyond spec.limits before anything grid-sized is built.
-    """
-    g = spec.grid
-    limits = spec.limits.plan_limits()
-    if g.bounds is not None:
-        return TargetGrid.from_bounds(
-            g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk, anchor=g.anchor,
-            limits=limits,
-        )
-    return TargetGrid.covering(
-        (s.footprint for s in scenes),
-        crs=g.crs,
-        resolution=g.resolution,
-        chunk=g.chunk,
-        bbox=spec.bbox,
-        anchor=g.anchor,
-        limits=limits,
-    )
-
-
-def grid_record(spec: WorkflowSpec, grid: TargetGrid) -> dict[str, Any]:
-    """The run report's ``grid``: the grid written, its final bounds and where they came from
-    (a grid that moved from what the spec says says so here)."""
-    g = spec.grid
-    if g.bounds is None:
-        origin = f"the scenes' footprints, snapped outward (anchor {g.anchor or 'edge'})"
-    elif g.anchor is not None:
-        origin = f"grid.bounds, snapped outward (grid.anchor {g.anchor})"
-    else:
-        origin = "grid.bounds, exactly"
-    return {
-        "crs": grid.crs,
-        "transform": list(grid.transform),
-        "shape": list(grid.shape),
-        "chunk": grid.chunk,
-        "bounds": list(grid.bounds),
-        "bounds_from": origin,
-    }
-
-
-def outputs_of(spec: WorkflowSpec) -> Outputs:
-    p = spec.products
-    return Outputs(
-        bands=spec.bands,
-        resampling=spec.grid.resampling,
-        cube_store=p.cube.store if p.cube else None,
-        mosaics=tuple(mosaic_output(m, spec) for m in p.all_mosaics),
-        **radiometry_outputs(spec.radiometry),
-    )
-
-
-def mosaic_output(m: MosaicProduct, spec: WorkflowSpec) -> MosaicOutput:
-    """The plan's view of one mosaic product; checks what needs the spec's bands."""
-    if m.key is not None:
-        need = ("red", "nir") if m.key == "ndvi" else (m.key,)
-        missing = [b for b in need if b not in spec.bands]
-        if missing:
-            raise SpecError(
-                f"mosaic {m.store.name}: key {m.key!r} needs band(s) {missing} in 'bands' "
-                f"(it has {list(spec.bands)})"
-            )
-    weights: tuple[tuple[str, float], ...] = ()
-    target = None
-    if m.method == "best-pixel":
-        bp = m.best_pixel or BestPixelSpec()
-        weights = tuple(bp.model_dump(exclude={"target_date"}).items())
-        if bp.target_date is not None:
-            target = dt.datetime.combine(bp.target_date, dt.time(12), tzinfo=dt.UTC)
-        elif spec.datetime and spec.datetime[0] and spec.datetime[1]:
-            target = spec.datetime[0] + (spec.datetime[1] - spec.datetime[0]) / 2
-    return MosaicOutput(
-        store=m.store, method=m.method, q=m.q, priority=tuple(m.priority or ()), key=m.key,
-        weights=weights, target=target, blend_width=m.blend.width if m.blend else 0,
-    )
-
-
 def create_stores(plan: Plan, attrs: dict[str, Any]) -> None:
     o = plan.outputs
     if o.cube_store is not None:
@@ -152,90 +70,6 @@ def create_stores(plan: Plan, attrs: dict[str, Any]) -> None:
     for m in o.mosaics:
         layers = mosaic_layers(m.method, blend_width=m.blend_width)
         create_mosaic(m.store, plan.grid, o.bands, method=m.method, layers=layers, attrs=attrs)
-
-
-def task_key(task: ChunkTask, outputs: Outputs) -> str:
-    """Readable task name: the chunk and a hash of its inputs and outputs (no scene ids). The
-    outputs are the run's build directories, so two runs never share a task key."""
-    ident = repr(
-        (
-            task.chunk,
-            [
-                (s.slot, [(sc.id, [b.href for b in sc.bands]) for sc in s.scenes])
-                for s in task.slots
-            ],
-            outputs,
-        )
-    )
-    return f"chunk-{task.chunk.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
-
-
-_PROCESS_READERS: dict[ReaderSettings, RasterReader] = {}
-
-
-def _chunk_task(task: ChunkTask, outputs: Outputs, settings: ReaderSettings) -> ChunkSummary:
-    """The Dask task: one reader per worker process and settings (which carry the run's href
-    policy), so a run's tasks share open files and cache, and never another run's policy."""
-    reader = _PROCESS_READERS.get(settings)  # per-process state on purpose: datasets stay open
-    if reader is None:
-        while len(_PROCESS_READERS) >= 4:  # a long-lived worker serving many runs
-            _PROCESS_READERS.pop(next(iter(_PROCESS_READERS)))
-        reader = _PROCESS_READERS[settings] = RasterReader(settings)
-    return process_chunk(task, outputs=outputs, reader=reader)
-
-
-def execute_direct(
-    plan: Plan, settings: ReaderSettings, progress: Progress | None = None
-) -> list[ChunkSummary]:
-    """The same chunk function, in this process, no Dask."""
-    reader = RasterReader(settings)
-    out = []
-    try:
-        for i, task in enumerate(plan.tasks, 1):
-            out.append(process_chunk(task, outputs=plan.outputs, reader=reader))
-            if progress:
-                progress(i, len(plan.tasks))
-    finally:
-        reader.close()
-    return out
-
-
-def execute_dask(
-    client, plan: Plan, settings: ReaderSettings, progress: Progress | None = None
-) -> tuple[list[ChunkSummary], list[dict]]:
-    """Submit one task per chunk and gather the summaries as they complete."""
-    from distributed import as_completed
-
-    futures = {
-        client.submit(
-            _chunk_task,
-            task,
-            plan.outputs,
-            settings,
-            key=task_key(task, plan.outputs),
-            pure=False,
-            retries=1,
-        ): task
-        for task in plan.tasks
-    }
-    summaries: list[ChunkSummary] = []
-    failed: list[dict] = []
-    try:
-        for done, fut in enumerate(as_completed(futures), 1):
-            task = futures[fut]
-            try:
-                summaries.append(fut.result())
-            except Exception as exc:  # noqa: BLE001 - reported per chunk, the run goes on
-                failed.append({"chunk": task.chunk.name, "error": f"{type(exc).__name__}: {exc}"})
-            if progress:
-                progress(done, len(futures))
-    except KeyboardInterrupt:
-        # a shared cluster must not start this run's queued tasks once its build directories
-        # are gone (tasks already running cannot be stopped); the interrupt is what matters
-        with contextlib.suppress(Exception):
-            client.cancel(list(futures))
-        raise
-    return summaries, failed
 
 
 # --------------------------------------------------------------------------- the run
@@ -253,8 +87,7 @@ def run_workflow(
     options = options or RunOptions()
     emit = on_event or (lambda kind, value: None)
     t0 = time.perf_counter()
-    started = dt.datetime.now(dt.UTC)
-    run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    run_id, started = new_run_id()
     report = RunReport(
         run_id=run_id, workflow=spec.name, spec=spec_path, started=started.isoformat()
     )
@@ -262,7 +95,7 @@ def run_workflow(
     rule = releasability_of(spec)
     operator: OperatorReport | None = None
     if rule is not None:
-        report.audience = _audience_dict(rule.audience)
+        report.audience = audience_dict(rule.audience)
         operator = OperatorReport(run_id, spec.name, report.audience)
     operator_path = options.operator_report_path or report_path.with_name(
         f"{spec.name}.operator-report.json"
@@ -279,10 +112,7 @@ def run_workflow(
         scenes, rejects = list(found.scenes), list(found.rejects)
         report.withheld = len(found.withheld)
         if operator is not None:
-            operator.withheld = [w.as_dict() for w in found.withheld]
-            operator.conflicts = [c.as_dict() for c in found.conflicts]
-            operator.write(operator_path)  # before any pixel is read
-            emit("withheld", (len(found.withheld), operator_path))
+            record_withheld(operator, operator_path, found.withheld, found.conflicts, emit)
         report.scenes_found = found.items_found
         report.rejected = [r.as_dict() for r in rejects]
         report.duplicates = [d.as_dict() for d in found.duplicates]
@@ -305,20 +135,16 @@ def run_workflow(
         report.time_slots = len(plan.slots)
         emit("planned", plan)
         markings = dict(found.markings)
-        attrs = _product_attrs(spec, plan, run_id)
+        attrs = product_attrs(spec, run_id)
         work = replace(plan, outputs=_in_builds(plan.outputs, pub))  # written beside, swapped in
         pub.start()
         create_stores(work, attrs)
         t1 = time.perf_counter()
-        failed: list[dict] = []
-        if options.direct:
-            summaries = execute_direct(work, reader, progress)
-        else:
-            with _client(options.cluster) as client:
-                report.seconds["cluster_start"] = time.perf_counter() - t1
-                report.dashboard = client.dashboard_link
-                emit("dashboard", client.dashboard_link)
-                summaries, failed = execute_dask(client, work, reader, progress)
+        with Executor(options.cluster, direct=options.direct, seconds=report.seconds,
+                      on_event=emit) as executor:
+            summaries, failed = executor.map(chunk_job, chunk_jobs(work), reader,
+                                             progress=progress)
+            report.dashboard = executor.dashboard
         report.seconds["compute"] = time.perf_counter() - t1
         _collect(report, plan, summaries, failed)
         _check_publishable(report, stores=pub.stores)
@@ -328,7 +154,7 @@ def run_workflow(
         _published(report, plan)
         report.status = "partial" if (report.read_failures or failed) else "success"
     except BaseException as exc:  # noqa: BLE001 - every end is reported; see _record_failure
-        reraise = exc if _record_failure(report, exc, stores=product_stores(spec)) else None
+        reraise = exc if record_failure(report, exc, stores=product_stores(spec)) else None
         if pub is not None and pub.published:  # failed part-way through publishing: say so
             report.products.update({f"published before the failure: {s.name}": str(s)
                                     for s in pub.published})
@@ -339,9 +165,9 @@ def run_workflow(
     held.close()  # unpublished builds removed (the old products untouched), locks released
     if refused:  # before it started (busy, a path not Aquila's): it writes nothing at all
         return report
-    _finish(report, t0, report_path)
+    write_finished(report, t0, report_path)
     if operator is not None:
-        _write_operator(report, operator, operator_path)
+        write_operator(report, operator, operator_path)
     if reraise is not None:
         raise reraise
     return report
@@ -385,21 +211,22 @@ def _final_of(pub: Publication) -> Callable[[Path], Path]:
     return finals.__getitem__
 
 
-@contextlib.contextmanager
-def _client(cluster: ClusterOptions):
-    """:func:`open_client`, with a scheduler that cannot be reached said in one line."""
-    stack = contextlib.ExitStack()
-    try:
-        client = stack.enter_context(open_client(cluster))
-    except OSError as exc:  # distributed: OSError("Timed out trying to connect ...")
-        where = f"the scheduler {cluster.scheduler}" if cluster.scheduler else "a local cluster"
-        raise RunError(
-            f"could not connect to {where}: {exc}; check --scheduler (or run without it "
-            "for a local cluster). Nothing was published",
-            reason="cluster_unreachable",
-        ) from exc
-    with stack:
-        yield client
+def chunk_jobs(plan: Plan) -> list[Job]:
+    """One job per chunk task. Its key names the product and the chunk, with a hash of its
+    inputs and outputs (never a scene id); the outputs are the run's build directories, so two
+    runs never share a task key."""
+    jobs = []
+    for task in plan.tasks:
+        ident = repr((
+            task.chunk,
+            [(s.slot, [(sc.id, [b.href for b in sc.bands]) for sc in s.scenes])
+             for s in task.slots],
+            plan.outputs,
+        ))
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+        jobs.append(Job(f"chunk-{task.chunk.name}-{digest}", task.chunk.name,
+                        (task, plan.outputs)))
+    return jobs
 
 
 def _check_publishable(report: RunReport, *, stores: Sequence[Path]) -> None:
@@ -408,12 +235,7 @@ def _check_publishable(report: RunReport, *, stores: Sequence[Path]) -> None:
     Scenes that failed to read (the rest read fine) give a ``partial`` product, published."""
     kept = f"nothing was published ({', '.join(map(str, stores))} unchanged)"
     if report.chunk_failures:
-        first = report.chunk_failures[0]
-        raise RunError(
-            f"{len(report.chunk_failures)} of {report.tasks} chunk tasks failed (first: chunk "
-            f"{first['chunk']}: {first['error']}); {kept}: fix the cause and run again",
-            reason="chunks_failed",
-        )
+        raise chunks_failed(report.chunk_failures, report.tasks, kept)
     if report.read_failures and not report.scenes_used:  # (all masked, all read: a result)
         raise RunError(
             f"no scene could be used: {len(report.read_failures)} failed to read and the rest "
@@ -422,64 +244,10 @@ def _check_publishable(report: RunReport, *, stores: Sequence[Path]) -> None:
         )
 
 
-def _record_failure(report: RunReport, exc: BaseException, *, stores: Sequence[Path]) -> bool:
-    """Put how the run ended into the report; True if ``exc`` must be raised again (Ctrl-C, and
-    errors that are not Aquila's or the storage's: bugs keep their traceback)."""
-    if isinstance(exc, OSError) and exc.errno in StoreUnwritable.ERRNOS:
-        doing = f"writing {', '.join(map(str, stores))}"
-        exc = StoreUnwritable.from_os_error(exc, doing=doing)
-    if isinstance(exc, StoreBusy):
-        report.status = "busy"
-    elif isinstance(exc, InputError):
-        report.status = "bad_input"
-    elif isinstance(exc, AquilaError):
-        report.status = "failed"
-    elif isinstance(exc, KeyboardInterrupt):
-        report.status = "interrupted"
-        report.error = ("[interrupted] stopped by Ctrl-C; nothing was published, the previous "
-                        "products are unchanged")
-        return True
-    else:
-        report.status = "failed"
-        report.error = f"{type(exc).__name__}: {exc}"
-        return True
-    report.error = f"[{exc.reason}] {exc.message}"
-    return False
-
-
-def _write_operator(report: RunReport, operator: OperatorReport, path: Path) -> None:
-    try:
-        operator.write(path)
-    except OSError as exc:
-        report.report_error = f"operator report not written to {path}: {exc.strerror}"
-        return
-    report.products.setdefault("operator report", str(path))
-
-
 def default_report_path(spec: WorkflowSpec) -> Path:
     p = spec.products
     store = p.all_mosaics[0].store if p.all_mosaics else p.cube.store  # type: ignore[union-attr]
     return store.parent / f"{spec.name}.run-report.json"
-
-
-def _finish(report: RunReport, t0: float, path: Path) -> None:
-    """Write the report; where its folder refuses (full, read-only), write it to the temporary
-    folder instead and say so in ``report_error`` (the CLI prints it)."""
-    report.finished = dt.datetime.now(dt.UTC).isoformat()
-    report.seconds["total"] = time.perf_counter() - t0
-    try:
-        report.write(path)
-    except OSError as exc:
-        report.report_error = f"run report not written to {path}: {exc.strerror}"
-        try:  # gettempdir itself probes by writing, so it may fail too
-            fallback = Path(tempfile.gettempdir()) / f"aquila-{report.run_id}.run-report.json"
-            report.write(fallback)
-        except OSError as again:
-            report.report_error += f", nor to a temporary folder: {again.strerror}"
-            return
-        report.report_error += f"; written to {fallback} instead"
-        path = fallback
-    report.products.setdefault("report", str(path))
 
 
 def _collect(
@@ -510,20 +278,6 @@ def _published(report: RunReport, plan: Plan) -> None:
         report.products["cube"] = str(o.cube_store)
     for m in o.mosaics:
         report.products[f"mosaic ({m.method})"] = str(m.store)
-
-
-def _product_attrs(spec: WorkflowSpec, plan: Plan, run_id: str) -> dict[str, Any]:
-    return {
-        "title": f"Aquila {spec.name}",
-        "aquila:run_id": run_id,
-        "aquila:workflow": spec.model_dump(mode="json"),
-        "aquila:status": "incomplete",  # set to "complete" by the commit step
-    }
-
-
-def _audience_dict(audience) -> dict[str, Any]:
-    return {"releasable_to": sorted(audience.members), "group": audience.name,
-            "clearance": audience.clearance}
 
 
 def _commit(

@@ -73,17 +73,18 @@ class ReaderSettings:
 
 
 def configure_gdal(settings: ReaderSettings) -> None:
-    """Set GDAL's process-wide options (cache cap, no directory listing, GeoTIFF only).
+    """Set GDAL's options for this process, through rasterio's public ``set_gdal_config``.
 
-    Process-wide on purpose: the block cache is shared by all threads of a worker. Must run
-    before the first read in the process for the cache cap to take effect.
+    Process-wide, and not a per-read ``rasterio.Env``, because none of them can be per read:
+    GDAL has one raster block cache per process, shared by every thread of a worker, whose cap
+    (``GDAL_CACHEMAX``) is read when the cache is first used; the others (:data:`GDAL_OPTIONS`)
+    are the same for every run of this version, so a worker serving several runs sees no
+    difference. (HTTP timeouts are not GDAL's: URLs are read by :mod:`pipeline.io.remote`,
+    which applies ``http_timeout_s`` itself.) Must run before the first read in the process.
     """
     set_gdal_config("GDAL_CACHEMAX", int(settings.gdal_cache_mb))  # MB
     for key, value in GDAL_OPTIONS.items():
         set_gdal_config(key, value)
-    timeout = str(max(1, math.ceil(settings.http_timeout_s)))  # GDAL takes whole seconds
-    set_gdal_config("GDAL_HTTP_TIMEOUT", timeout)
-    set_gdal_config("GDAL_HTTP_CONNECTTIMEOUT", timeout)
 
 
 class RasterReader:

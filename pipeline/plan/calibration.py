@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pyproj import Transformer
 
-from pipeline.catalog.scene import QualitySource, Scene
+from pipeline.catalog.scene import BandSource, QualitySource, Scene
 from pipeline.kernels.qa import DEFAULT_MASK, DILATABLE, MASK_CLASSES, dilate, lut_from_rules
 from pipeline.kernels.toa import solar_zenith
 from pipeline.plan.grid import ChunkGrid
@@ -95,7 +95,8 @@ def cos_solar_zenith(chunk: ChunkGrid, when: dt.datetime) -> np.ndarray:
     ix = np.minimum(tx.astype(np.int64), len(node_x) - 2)
     fy, fx = (ty - iy)[:, None], tx - ix
     along_x = cos_nodes[:, ix] * (1 - fx) + cos_nodes[:, ix + 1] * fx
-    return along_x[iy] * (1 - fy) + along_x[iy + 1] * fy
+    cos: np.ndarray = along_x[iy] * (1 - fy) + along_x[iy + 1] * fy
+    return cos
 
 
 def sun_factor(chunk: ChunkGrid, when: dt.datetime, power: int) -> np.ndarray:
@@ -152,7 +153,9 @@ def radiometry_attrs(outputs: Any, scenes: Iterable[Scene]) -> dict[str, Any]:
     }
 
 
-def group_factor(bands: Sequence, chunk: ChunkGrid, when: dt.datetime, cache: dict):
+def group_factor(
+    bands: Sequence[BandSource], chunk: ChunkGrid, when: dt.datetime, cache: dict[Any, Any]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(factor (y, x), post offsets) for a band group whose bands need the per-pixel sun term;
     (None, None) for the usual folded case. Memoised per (chunk, time, power) in ``cache``."""
     powers = {b.sun_power for b in bands}

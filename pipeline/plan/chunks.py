@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -150,7 +150,7 @@ def time_slots(scenes: Sequence[Scene]) -> tuple[TimeSlot, ...]:
     return tuple(slots)
 
 
-def _mean(values) -> float:
+def _mean(values: Iterable[float | None]) -> float:
     known = [v for v in values if v is not None]
     return sum(known) / len(known) if known else float("nan")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from odc.geo import geom
 from odc.geo.geobox import GeoBox, GeoboxTiles
@@ -17,7 +18,11 @@ from shapely.ops import unary_union
 from pipeline.errors import NoScenesError
 from pipeline.plan.extent import Bounds, PlanLimits, grid_shape
 
-Anchor = str | tuple[float, float]
+if TYPE_CHECKING:
+    import numpy as np
+    from odc.geo import XY
+
+Anchor = Literal["edge", "center"] | tuple[float, float]
 """odc-geo's snapping anchor: 'edge' (pixel edges on multiples of the resolution), 'center'
 (pixel centres there), or (fx, fy) pixel fractions; None keeps the given bounds exactly."""
 
@@ -175,7 +180,7 @@ class TargetGrid:
         g = g.buffer(pad_pixels * abs(self.transform[0]))
         return sorted(self.tiles.tiles(g))
 
-    def coords(self) -> tuple:
+    def coords(self) -> tuple[np.ndarray, np.ndarray]:
         """Pixel-centre coordinates (y, x) as 1-D numpy arrays."""
         a, _, c, _, e, f = self.transform
         import numpy as np
@@ -186,7 +191,7 @@ class TargetGrid:
         return y, x
 
 
-def _odc_anchor(anchor: Anchor):
+def _odc_anchor(anchor: Anchor) -> Literal["edge", "center"] | XY[float]:
     """Our anchor in odc-geo's terms: a name as is, a pixel-fraction pair as an ``XY``."""
     if isinstance(anchor, str):
         return anchor

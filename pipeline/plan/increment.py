@@ -138,7 +138,9 @@ def contents(
     }
 
 
-def mosaic_signature(plan: Plan, chunk: Mapping[int, Content]) -> tuple:
+def mosaic_signature(
+    plan: Plan, chunk: Mapping[int, Content]
+) -> tuple[tuple[tuple[int, tuple[str, ...], Content], ...], str]:
     return (
         tuple((j, slot_meta(plan.slots[j]), chunk[j]) for j in sorted(chunk)),
         repr(plan.outputs.mosaics),

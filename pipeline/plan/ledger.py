@@ -185,7 +185,8 @@ def scene_to_dict(s: Scene) -> dict[str, Any]:
 
 
 def scene_from_dict(d: Mapping[str, Any]) -> Scene:
-    return _decoder(Scene)(d)
+    scene: Scene = _decoder(Scene)(d)  # the decoder of the Scene type hint builds a Scene
+    return scene
 
 
 def _encode(v: Any) -> Any:
@@ -214,12 +215,12 @@ def _decoder(hint: Any) -> Decoder:
         (inner,) = [a for a in args if a is not type(None)]
         dec = _decoder(inner)
         return lambda v: None if v is None else dec(v)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a dataclass, not one's value
         hints = typing.get_type_hints(hint)
-        fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(hint)]  # type: ignore[arg-type]
+        fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(hint)]
 
         def record(v: Mapping[str, Any]) -> Any:  # a field the entry predates keeps its default
-            return hint(**{name: dec(v[name]) for name, dec in fields if name in v})  # type: ignore[operator]
+            return hint(**{name: dec(v[name]) for name, dec in fields if name in v})
 
         return record
     if origin is tuple:

@@ -20,8 +20,30 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import zarr
+from packaging.version import Version
 
 Write = tuple[Any, tuple, np.ndarray]  # (zarr array, selection, values)
+
+# The zarr-python internals used here (zarr.core.buffer, zarr.core.sync, parse_array_metadata,
+# AsyncArray.setitem/resize) are private API; they were checked against these versions, which
+# pyproject.toml also bounds. Another version fails at import with the fix, not mid-run.
+ZARR_TESTED = (Version("3.1.6"), Version("3.2"))
+
+
+def require_zarr(version: str | None = None) -> None:
+    """Refuse a zarr-python outside :data:`ZARR_TESTED`, saying how to install the tested set."""
+    found = Version(version or zarr.__version__)
+    low, high = ZARR_TESTED
+    if not low <= found < high:
+        raise ImportError(
+            f"Aquila's whole-chunk I/O (pipeline/products/chunkio.py) uses zarr-python internals "
+            f"checked with zarr >={low},<{high}, and this environment has zarr {found}. Install "
+            "the tested set: `make install` (pip install -c constraints.txt -e .)"
+        )
+
+
+require_zarr()
 
 
 def plain(array) -> bool:

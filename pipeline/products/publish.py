@@ -16,6 +16,11 @@ symbolic link is refused untouched.
 A reader that opened the old product's metadata just before the exchange and reads a chunk just
 after it reads the new product's chunk (paths, not snapshots): nightly Icechunk stores, whose
 sessions are snapshots, do not have that limit (README "Why Icechunk").
+
+Why one module of ~440 lines: what may be replaced, the build, the swap and the recovery of
+killed runs' builds are one protocol whose invariants (never touch what is not ours, keep the
+last good product until the new one is complete) are checked against each other; apart, each
+half would be unsafe to change.
 """
 
 from __future__ import annotations
@@ -247,7 +252,7 @@ class Publication:
             if os.path.lexists(sidecar):
                 os.unlink(sidecar)
             replaced = _swap(build, store, aside=_aside_of(store, self.run_id))
-        except BaseException:
+        except BaseException:  # cleanup, then re-raised as is (KeyboardInterrupt too)
             if staged is not None:
                 staged.unlink(missing_ok=True)  # our staging file (see stage_text)
             raise
@@ -296,7 +301,7 @@ def stage_text(path: Path, text: str, *, mode: int = 0o644) -> Path:
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    except BaseException:
+    except BaseException:  # cleanup, then re-raised as is (KeyboardInterrupt too)
         os.close(fd)
         tmp.unlink(missing_ok=True)  # created just above with O_EXCL: ours
         raise
@@ -310,7 +315,7 @@ def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> Path:
     tmp = stage_text(path, text, mode=mode)
     try:
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # cleanup, then re-raised as is (KeyboardInterrupt too)
         tmp.unlink(missing_ok=True)  # our staging file (see stage_text)
         raise
     return path
@@ -336,7 +341,7 @@ def _swap(build: Path, store: Path, *, aside: Path) -> Path | None:
     os.rename(store, aside)
     try:
         os.rename(build, store)
-    except BaseException:
+    except BaseException:  # cleanup, then re-raised as is (KeyboardInterrupt too)
         os.rename(aside, store)
         raise
     return aside
@@ -384,6 +389,11 @@ def recover_stale(store: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- renameat2
+# Python's os module has no renameat2 (nor RENAME_EXCHANGE / RENAME_NOREPLACE), and no library
+# this project depends on wraps it; libc's symbol is called through ctypes, and where it is
+# missing (not Linux, old glibc) or the file system refuses the flag, the publish falls back to
+# two renames (see publish()). ctypes here reaches libc's documented system call wrapper, not
+# any library's internals.
 
 
 def _renameat2(src: Path, dst: Path, flags: int) -> bool:

@@ -177,18 +177,38 @@ class Transaction:
 
     def publish(self, snapshot: str) -> None:
         """Move ``main`` to ``snapshot``, only if it still points at this night's base."""
+        ic = _icechunk()
         try:
             self.repo.reset_branch(MAIN, snapshot, from_snapshot_id=self.base)
-        except Exception as exc:  # noqa: BLE001 - icechunk raises its own kinds
+        except ic.IcechunkError as exc:  # what icechunk raises, a moved branch included
             raise RunError(
                 f"could not publish the night: {self.store.path} moved under us ({exc}); "
                 "nothing was published, rerun",
                 reason="publish_conflict",
-            ) from None
+            ) from exc
 
     def close(self) -> None:
         if self.branch in self.repo.list_branches():
             self.repo.delete_branch(self.branch)
+
+
+def write_state(zstore: Any, state: StoreState) -> None:
+    """Put the night's ledger and layout (:class:`StoreState`) into the transaction's store,
+    as the uint8 array :data:`STATE_ARRAY` that :meth:`NightlyStore.state` reads back."""
+    import zarr
+
+    blob = np.frombuffer(state.to_bytes(), dtype=np.uint8)
+    array = zarr.create_array(
+        zstore,
+        name=STATE_ARRAY,
+        shape=blob.shape,
+        dtype="uint8",
+        chunks=(max(1, min(blob.size, 1 << 22)),),
+        compressors=None,
+        fill_value=0,
+        overwrite=True,
+    )
+    array[:] = blob
 
 
 def json_safe(value: Any) -> Any:

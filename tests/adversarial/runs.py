@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.demo.arrivals import item_files
+from tests.arrivals import item_files
 from tests.conftest import make_spec_dict
 
 AQUILA = str(Path(sys.executable).parent / "aquila")

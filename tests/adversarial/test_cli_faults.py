@@ -33,6 +33,7 @@ from tests.adversarial.runs import (
 )
 from tests.asset_server import serve
 from tests.conftest import make_spec_dict
+from tests.pausing import child_env
 
 
 def product_digest(out: Path) -> dict[str, str]:
@@ -196,10 +197,9 @@ def test_ctrl_c_mid_night_exits_130_writes_the_report_and_publishes_nothing(tiny
                                                   bounds=BOUNDS)))
     store, pauses = tmp_path / "night.icechunk", tmp_path / "pauses"
     pauses.mkdir()
-    args = [AQUILA, "nightly", str(spec), "--store", str(store), "--direct", "--no-progress",
-            "--pause-at", f"merged:{pauses}"]
+    args = [AQUILA, "nightly", str(spec), "--store", str(store), "--direct", "--no-progress"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=child_env("merged", pauses))
     try:
         end = time.monotonic() + 120
         while not (pauses / "paused-merged").exists():

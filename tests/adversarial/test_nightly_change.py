@@ -32,15 +32,15 @@ import orjson
 import pytest
 import rasterio
 
-from pipeline.demo.arrivals import item_files
-from pipeline.engine.night_chunk import Pause
 from pipeline.engine.nightly import NightOptions, run_nightly
 from pipeline.io.hrefs import HrefPolicy
 from pipeline.io.identity import IdentityProbe, compare, identities
 from pipeline.products.transaction import STATE_ARRAY, NightlyStore
 from pipeline.spec.workflow import spec_from_dict
+from tests.arrivals import item_files
 from tests.asset_server import serve
 from tests.nightly_helpers import assert_same, current, load, night_spec
+from tests.pausing import paused
 
 
 @dataclass(frozen=True)
@@ -250,16 +250,16 @@ def test_a_file_rewritten_after_the_read_is_read_again_the_next_night(catalog_co
     spec = night_spec(root, tmp_path / "out", store=store) | {"_store": str(store)}
     _night(spec, tmp_path)
     _rewrite_scene(root, victim, how="replace", checksum=False)  # night 2 reads this one...
-    pause = Pause("merged", tmp_path)
     done: list = []
-    night2 = threading.Thread(target=lambda: done.append(_night(spec, tmp_path, pause=pause)))
-    night2.start()
-    while not (tmp_path / "paused-merged").exists():
-        assert night2.is_alive(), "night 2 ended before its reads were merged"
-        night2.join(0.05)
-    _rewrite_scene(root, victim, how="replace", checksum=False)  # ...and this one lands after
-    (tmp_path / "resume-merged").touch()
-    night2.join(120)
+    with paused("merged", tmp_path):
+        night2 = threading.Thread(target=lambda: done.append(_night(spec, tmp_path)))
+        night2.start()
+        while not (tmp_path / "paused-merged").exists():
+            assert night2.is_alive(), "night 2 ended before its reads were merged"
+            night2.join(0.05)
+        _rewrite_scene(root, victim, how="replace", checksum=False)  # ...and this lands after
+        (tmp_path / "resume-merged").touch()
+        night2.join(120)
     assert done, "night 2 did not finish"
     r3 = _night(spec, tmp_path)
     assert_same(current(store), _full_run(spec, tmp_path / "full"))
