@@ -161,3 +161,21 @@ def median_store_for_cli(tmp_path, tiny_catalog):
     path.write_text(yaml.safe_dump(spec))
     assert aquila("run", str(path), "--direct", "--no-progress").returncode == 0
     return tmp_path / "mosaic.zarr"
+
+
+def test_chunk_bar_starts_on_the_first_chunk_and_counts():
+    """The progress bar of run and nightly: nothing is drawn before the first progress call (a run
+    that fails early prints no empty bar), then done/total."""
+    import io
+
+    from rich.console import Console
+
+    from pipeline.cli.progress import ChunkBar
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=80)
+    bar = ChunkBar(console, disable=False)
+    assert console.file.getvalue() == ""
+    bar(1, 4)
+    bar(4, 4)
+    bar.stop()
+    assert "4/4" in console.file.getvalue()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.markup import escape as esc
 
+from pipeline.cli.progress import ChunkBar
 from pipeline.engine.cluster import positive_int
 from pipeline.products.report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
@@ -257,7 +258,6 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, console) -> int:
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from pipeline.engine.cluster import cluster_from_cli
     from pipeline.engine.run import RunOptions, default_report_path, run_workflow
@@ -272,15 +272,7 @@ def _run(args, console) -> int:
         reader=ReaderSettings(gdal_cache_mb=args.gdal_cache_mb),
         report_path=args.report,
     )
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=args.no_progress,
-    )
-    state: dict = {}
+    bar = ChunkBar(console, disable=args.no_progress)
 
     def on_event(kind: str, value) -> None:
         if kind == "discovered":
@@ -299,15 +291,9 @@ def _run(args, console) -> int:
         elif kind == "dashboard":
             console.print(f"dashboard: [link={value}]{value}[/link]")
 
-    def progress(done: int, total: int) -> None:
-        if "task" not in state:
-            bar.start()
-            state["task"] = bar.add_task("chunks", total=total)
-        bar.update(state["task"], completed=done)
-
     try:
         report = run_workflow(
-            spec, spec_path=str(args.spec), options=options, progress=progress, on_event=on_event
+            spec, spec_path=str(args.spec), options=options, progress=bar, on_event=on_event
         )
     except KeyboardInterrupt:  # run_workflow removed its builds and wrote the report first
         bar.stop()

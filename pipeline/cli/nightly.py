@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.markup import escape as esc
 
+from pipeline.cli.progress import ChunkBar
 from pipeline.engine.cluster import positive_int
 from pipeline.products.report import EXIT_OK
 
@@ -119,8 +120,6 @@ def main(args, console) -> int:
 
 def _nightly(args, console) -> int:
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from pipeline.engine.cluster import cluster_from_cli
     from pipeline.engine.nightly import NightOptions, run_nightly
     from pipeline.io.reader import ReaderSettings
@@ -141,15 +140,7 @@ def _nightly(args, console) -> int:
         report_path=args.report,
         rebuild=args.rebuild,
     )
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=args.no_progress or args.json,
-    )
-    state: dict = {}
+    bar = ChunkBar(console, disable=args.no_progress or args.json)
 
     def on_event(kind: str, value) -> None:
         if args.json:
@@ -175,15 +166,9 @@ def _nightly(args, console) -> int:
         elif kind == "dashboard":
             console.print(f"dashboard: [link={value}]{value}[/link]")
 
-    def progress(done: int, total: int) -> None:
-        if "task" not in state:
-            bar.start()
-            state["task"] = bar.add_task("chunks", total=total)
-        bar.update(state["task"], completed=done)
-
     try:
         report = run_nightly(
-            spec, spec_path=str(args.spec), options=options, progress=progress, on_event=on_event
+            spec, spec_path=str(args.spec), options=options, progress=bar, on_event=on_event
         )
     finally:
         bar.stop()

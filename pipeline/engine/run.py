@@ -153,7 +153,7 @@ def run_workflow(
         report.notes += pub.publish(sidecars)
         _published(report, plan)
         report.status = "partial" if (report.read_failures or failed) else "success"
-    except BaseException as exc:  # noqa: BLE001 - every end is reported; see _record_failure
+    except BaseException as exc:  # noqa: BLE001 - every end is reported; see record_failure
         reraise = exc if record_failure(report, exc, stores=product_stores(spec)) else None
         if pub is not None and pub.published:  # failed part-way through publishing: say so
             report.products.update({f"published before the failure: {s.name}": str(s)
