@@ -47,9 +47,10 @@ bench-nightly: $(STAMP)  # scenes on local disk, then from an object store answe
 lock: $(STAMP)  # re-pin the tested set after changing dependencies (then run make test)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^aquila' > constraints.txt
 
-lint: $(STAMP)
+lint: $(STAMP)  # what CI runs first (.ci/run): style, types (strict for kernels, plan, spec), layers
 	$(BIN)/ruff check pipeline tests benchmarks
 	$(BIN)/mypy pipeline
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf out benchmarks/_work .pytest_cache .hypothesis

@@ -49,3 +49,33 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
         pytest.skip("lint-imports could not import the copy")
     assert result.returncode != 0
     assert "pipeline.kernels.upward -> pipeline.engine" in result.stdout
+
+
+# distribution name where it differs from the import name
+_DISTRIBUTION = {"yaml": "pyyaml", "odc": "odc-geo", "pystac_client": "pystac-client"}
+
+
+def test_every_import_of_the_package_is_a_declared_dependency():
+    """A module the package imports but pyproject.toml does not declare works here by accident
+    (another package pulled it in) and breaks a fresh install later."""
+    import ast
+    import re
+    import tomllib
+
+    declared = {
+        re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].strip().lower()
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    imported: dict[str, str] = {}
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level
+                     and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top != "pipeline" and top not in sys.stdlib_module_names:
+                    imported.setdefault(top, str(path.relative_to(ROOT)))
+    missing = {m: where for m, where in imported.items()
+               if _DISTRIBUTION.get(m, m).replace("_", "-").lower() not in declared}
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
