@@ -2,13 +2,16 @@
 
 Per collection: how many items were found and how many normalise, the sensor profile(s) that
 applied, what each requested band resolves to (asset, band index, dtype, scale, offset, nodata
-and where that calibration came from), every reject with its reason and message, and every
-duplicate publication with the rule that chose between them. No pixel is read.
+and where that band's own calibration came from), the pixel grids (sizes in their CRS's unit),
+the quality asset each item is masked with (and the classes it masks), the formats of items that
+hold no raster Aquila reads, every reject with its reason and message, and every duplicate
+publication with the rule that chose between them. No pixel is read.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,12 +19,16 @@ from typing import Any
 
 from pipeline.catalog.dedupe import Duplicate, drop_duplicates
 from pipeline.catalog.discover import collect
+from pipeline.catalog.items.formats import READS, asset_format, has_readable_asset
+from pipeline.catalog.items.grid import pixel_size_text
 from pipeline.catalog.items.options import NormaliseOptions
 from pipeline.catalog.query import SearchQuery
 from pipeline.catalog.scene import Reject, Scene
 from pipeline.catalog.sensors.profiles import load_profiles
 from pipeline.catalog.source import iter_docs
+from pipeline.catalog.stacdoc import ItemDoc
 from pipeline.io.hrefs import HrefPolicy
+from pipeline.kernels.qa import DEFAULT_MASK, MASK_CLASSES
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir")
 
@@ -45,6 +52,37 @@ _Use = tuple[str, str, int, str, float, float, float | None, str]  # a BandUse's
 
 
 @dataclass(frozen=True)
+class GridUse:
+    """How many items have bands on rasters of one CRS and pixel size (in the CRS's unit)."""
+
+    crs: str
+    pixel: str  # e.g. "10 m", "0.00025°"
+    items: int
+
+
+@dataclass(frozen=True)
+class QualityUse:
+    """How many items are masked with one quality asset, and what it masks. ``asset`` is
+    ``"(none)"`` for items with no quality asset (only nodata is masked)."""
+
+    asset: str
+    dtype: str
+    masks: tuple[str, ...]  # classes a run masks by default (DEFAULT_MASK)
+    also: tuple[str, ...]  # classes it knows, masked only if the workflow's radiometry.mask asks
+    items: int
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Items that hold no raster Aquila reads: how many, and the formats they hold instead
+    (format (media type or suffix) → items holding it)."""
+
+    items: int
+    formats: tuple[tuple[str, int], ...]
+    reads: str = READS
+
+
+@dataclass(frozen=True)
 class CollectionSummary:
     collection: str
     providers: tuple[str, ...]
@@ -54,6 +92,9 @@ class CollectionSummary:
     bands: tuple[BandUse, ...]
     rejects: tuple[Reject, ...]
     duplicates: tuple[Duplicate, ...]
+    grids: tuple[GridUse, ...] = ()
+    quality: tuple[QualityUse, ...] = ()
+    unreadable: Unreadable | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +121,9 @@ class Inspection:
                     "found": c.found,
                     "normalised": c.normalised,
                     "bands": [asdict(b) for b in c.bands],
+                    "grids": [asdict(g) for g in c.grids],
+                    "quality": [asdict(q) for q in c.quality],
+                    "unreadable": asdict(c.unreadable) if c.unreadable else None,
                     "rejects": [r.as_dict() for r in c.rejects],
                     "duplicates": [d.as_dict() for d in c.duplicates],
                 }
@@ -104,6 +148,7 @@ def inspect_sources(
     scenes: list[Scene] = []
     rejects: list[Reject] = []
     found_by: Counter[str] = Counter()
+    unreadable: dict[str, Counter[str]] = defaultdict(Counter)
     total = 0
     profiles = load_profiles()
     if profile:
@@ -121,7 +166,9 @@ def inspect_sources(
             mirrors=tuple(mirrors),
             check_files=check_files,
         )
-        counted = _counting(iter_docs(source, query, notify=notes.append, policy=policy), found_by)
+        counted = _counting(
+            iter_docs(source, query, notify=notes.append, policy=policy), found_by, unreadable
+        )
         s, r, n = collect(counted, bands=bands, options=options)
         scenes += s
         rejects += r
@@ -131,14 +178,21 @@ def inspect_sources(
         tuple(sources),
         tuple(bands),
         total,
-        _summaries(kept, scenes, rejects, duplicates, found_by),
+        _summaries(kept, scenes, rejects, duplicates, found_by, unreadable),
         tuple(notes),
     )
 
 
-def _counting(entries, found_by: Counter[str]):
+def _counting(entries, found_by: Counter[str], unreadable: dict[str, Counter[str]]):
+    """The entries, counted per collection; an item holding no raster Aquila reads is tallied
+    by the formats it holds (the key ``""`` counts such items)."""
     for entry in entries:
         found_by[_collection_of(entry)] += 1
+        if isinstance(entry, ItemDoc) and not has_readable_asset(entry.assets):
+            tally = unreadable[_collection_of(entry)]
+            tally[""] += 1
+            formats = {asset_format(a) for a in entry.assets.values() if isinstance(a, dict)}
+            tally.update({f"{f.name} ({f.evidence})" for f in formats})
         yield entry
 
 
@@ -146,7 +200,9 @@ def _collection_of(entry) -> str:
     return str(getattr(entry, "collection", None) or "(no collection)")
 
 
-def _summaries(kept, scenes, rejects, duplicates, found_by) -> tuple[CollectionSummary, ...]:
+def _summaries(
+    kept, scenes, rejects, duplicates, found_by, unreadable
+) -> tuple[CollectionSummary, ...]:
     by_collection: dict[str, list[Scene]] = defaultdict(list)
     for s in scenes:
         by_collection[s.collection or "(no collection)"].append(s)
@@ -161,8 +217,10 @@ def _summaries(kept, scenes, rejects, duplicates, found_by) -> tuple[CollectionS
         mine = by_collection.get(name, [])
         uses: Counter[_Use] = Counter()
         for s in mine:
-            calibration = dict(s.extra).get("calibration", "")
+            extra = dict(s.extra)
             for b in s.bands:
+                # each band's own note (bands.py keeps "calibration[band]" where it differs)
+                calibration = extra.get(f"calibration[{b.band}]", extra.get("calibration", ""))
                 uses[
                     (b.band, b.asset, b.index, b.dtype, b.scale, b.offset, b.nodata, calibration)
                 ] += 1
@@ -183,9 +241,56 @@ def _summaries(kept, scenes, rejects, duplicates, found_by) -> tuple[CollectionS
                 ),
                 rejects=tuple(rejects_by.get(name, [])),
                 duplicates=tuple(dups_by.get(name, [])),
+                grids=_grid_uses(mine),
+                quality=_quality_uses(mine),
+                unreadable=_unreadable(unreadable.get(name)),
             )
         )
     return tuple(out)
+
+
+def _grid_uses(scenes: Sequence[Scene]) -> tuple[GridUse, ...]:
+    """Distinct (CRS, pixel size) of the scenes' bands, most items first."""
+    count: Counter[tuple[str, str]] = Counter()
+    for s in scenes:
+        seen = set()
+        for b in s.bands:
+            a, bb, _, d, e, _ = b.grid.transform
+            x, y = math.hypot(a, d), math.hypot(bb, e)
+            size = pixel_size_text(b.grid.crs, x)
+            if not math.isclose(x, y, rel_tol=1e-9):
+                size = f"{size} × {pixel_size_text(b.grid.crs, y)}"
+            seen.add((b.grid.crs, size))
+        count.update(seen)
+    return tuple(GridUse(crs, px, n) for (crs, px), n in _most_first(count))
+
+
+def _quality_uses(scenes: Sequence[Scene]) -> tuple[QualityUse, ...]:
+    """Each quality asset the scenes are masked with, and the classes it masks by default."""
+    count: Counter[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = Counter()
+    for s in scenes:
+        if not s.quality:
+            count[("(none)", "", (), ())] += 1
+        for q in s.quality:
+            known = {rule[0] for rule in q.rules}
+            masks = tuple(c for c in MASK_CLASSES if c in known and c in DEFAULT_MASK)
+            also = tuple(c for c in MASK_CLASSES if c in known and c not in DEFAULT_MASK)
+            count[(q.asset, q.dtype, masks, also)] += 1
+    return tuple(
+        QualityUse(asset, dtype, masks, also, n)
+        for (asset, dtype, masks, also), n in _most_first(count)
+    )
+
+
+def _most_first(count: Counter) -> list:
+    return sorted(count.items(), key=lambda kv: (-kv[1], str(kv[0])))
+
+
+def _unreadable(tally: Counter[str] | None) -> Unreadable | None:
+    if not tally:
+        return None
+    formats = tuple((f, n) for f, n in _most_first(tally) if f)
+    return Unreadable(tally[""], formats)
 
 
 def format_inspection(report: Inspection) -> str:
@@ -214,6 +319,7 @@ def format_inspection(report: Inspection) -> str:
                 f" {'+' if b.offset >= 0 else '-'} {abs(b.offset):.6g}  nodata {nodata}  "
                 f"({b.calibration}; {b.items} item{'s' if b.items != 1 else ''})"
             )
+        lines += _detail_lines(c)
         for r in c.rejects:
             lines.append(f"  rejected {r.item_id} [{r.reason}] {r.message}")
         for d in c.duplicates:
@@ -221,6 +327,39 @@ def format_inspection(report: Inspection) -> str:
                 f"  duplicate {d.dropped} dropped, {d.kept_collection}/{d.kept} kept: {d.rule}"
             )
     return "\n".join(lines)
+
+
+def _detail_lines(c: CollectionSummary) -> list[str]:
+    """The grid, quality and unreadable-format lines of one collection."""
+    lines = []
+    for g in c.grids:
+        lines.append(f"  {'grid':<8} {g.crs[:60]}, {g.pixel} pixels ({_items(g.items)})")
+    for q in c.quality:
+        if q.asset == "(none)":
+            lines.append(f"  {'quality':<8} none: only nodata is masked ({_items(q.items)})")
+            continue
+        masks = ", ".join(q.masks) or "nothing by default"
+        also = (
+            f"; also knows {', '.join(q.also)} (masked if the workflow's radiometry.mask "
+            "names them)"
+            if q.also
+            else ""
+        )
+        lines.append(
+            f"  {'quality':<8} <- {q.asset} {q.dtype}: masks {masks}{also} ({_items(q.items)})"
+        )
+    u = c.unreadable
+    if u is not None:
+        held = ", ".join(f"{f} in {_items(n)}" for f, n in u.formats)
+        lines.append(
+            f"  {_items(u.items)} {'holds' if u.items == 1 else 'hold'} no raster Aquila reads: "
+            f"{held}; Aquila reads {u.reads}"
+        )
+    return lines
+
+
+def _items(n: int) -> str:
+    return f"{n} item{'s' if n != 1 else ''}"
 
 
 def format_json(report: Inspection) -> str:

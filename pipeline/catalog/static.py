@@ -1,7 +1,7 @@
 """Static sources of STAC items, read as plain documents: a catalog or collection (local path or
 http(s) ``.json``, children followed), an item collection (GeoJSON FeatureCollection), an NDJSON
-file of items (``.ndjson``/``.jsonl``, streamed line by line), a single item file, or a folder of
-item files.
+file of items (``.ndjson``/``.jsonl``, streamed line by line; a file of another name whose content
+is one JSON object per line is NDJSON too), a single item file, or a folder of item files.
 
 A broken item is yielded as a :class:`Reject` and the walk goes on; only a source that cannot be
 opened at all raises :class:`CatalogError`. Every document the source leads to is checked by the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from itertools import chain
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,13 +50,16 @@ def iter_static(href: str, query: SearchQuery, links: HrefPolicy) -> Iterator[Do
         yield from _iter_folder(Path(href), links)
         return
     try:
-        root = _read_json(href, links, trusted=True)
+        root, lines = _json_or_lines(href, links, trusted=True)
     except READ_ERRORS as exc:
         raise CatalogError(
             f"cannot open the catalog {href}: {exc}. Point 'catalog:' at a catalog.json, "
             "collection.json, an item collection, an NDJSON file of items, or an http(s) STAC "
             "API root"
         ) from exc
+    if lines is not None:
+        yield from _iter_ndjson(href, links, trusted=True, lines=lines)
+        return
     if not isinstance(root, Mapping):
         raise CatalogError(f"{href} is not a STAC document (a JSON object)")
     kind = root.get("type")
@@ -90,9 +94,12 @@ def _iter_folder(folder: Path, links: HrefPolicy) -> Iterator[DocOrReject]:
             yield from _iter_ndjson(str(path), links)
             continue
         try:
-            doc = _read_json(str(path), links)
+            doc, lines = _json_or_lines(str(path), links)
         except READ_ERRORS as exc:
             yield Reject(path.stem, None, _reason(exc, "item_unreadable"), f"{path}: {exc}")
+            continue
+        if lines is not None:
+            yield from _iter_ndjson(str(path), links, lines=lines)
             continue
         if isinstance(doc, Mapping) and doc.get("type") == "Feature":
             yield _doc_or_reject(doc, self_href=str(path), fallback_id=path.stem)
@@ -101,8 +108,53 @@ def _iter_folder(folder: Path, links: HrefPolicy) -> Iterator[DocOrReject]:
                 yield _doc_or_reject(feature, self_href=str(path), fallback_id=f"{path.stem}[{i}]")
 
 
-def _iter_ndjson(href: str, links: HrefPolicy, *, trusted: bool = False) -> Iterator[DocOrReject]:
-    lines = read_lines(href, policy=links, trusted=trusted)
+def _json_or_lines(
+    href: str, links: HrefPolicy, *, trusted: bool = False
+) -> tuple[Any, Iterator[bytes] | None]:
+    """(the JSON document, None), or (None, its lines) when the file is NDJSON whatever its name:
+    not one JSON document, but its first non-blank line is a JSON object. A local file too large
+    for one document is looked at the same way and then streamed line by line."""
+    try:
+        data = read_document(href, policy=links, trusted=trusted)
+    except DocumentTooLarge:
+        if is_remote(href):
+            raise
+        lines = _ndjson_start(read_lines(href, policy=links, trusted=trusted))
+        if lines is None:
+            raise
+        return None, lines
+    try:
+        return json_loads(data), None
+    except ValueError:
+        lines = _ndjson_start(iter(data.splitlines()))
+        if lines is None:
+            raise
+        return None, lines
+
+
+def _ndjson_start(lines: Iterator[bytes]) -> Iterator[bytes] | None:
+    """The lines again if the first non-blank one is a JSON object, else None."""
+    seen: list[bytes] = []
+    for line in lines:
+        seen.append(line)
+        if line.strip():
+            try:
+                first = json_loads(line)
+            except ValueError:
+                return None
+            return chain(seen, lines) if isinstance(first, Mapping) else None
+    return None
+
+
+def _iter_ndjson(
+    href: str,
+    links: HrefPolicy,
+    *,
+    trusted: bool = False,
+    lines: Iterator[bytes] | None = None,
+) -> Iterator[DocOrReject]:
+    if lines is None:
+        lines = read_lines(href, policy=links, trusted=trusted)
     n = 0
     try:
         for n, line in enumerate(lines, 1):  # noqa: B007 - n names a line that fails

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pipeline.catalog.items.grid import pixel_size_text
 from pipeline.catalog.scene import Scene
 from pipeline.errors import PlanTooLarge
 from pipeline.plan.calibration import Masking
@@ -115,9 +116,10 @@ class Plan:
     def summary(self) -> str:
         ny, nx = self.grid.shape
         cy, cx = self.grid.chunk_counts
+        pixel = pixel_size_text(str(self.grid.crs), abs(self.grid.transform[0]))  # ° or m
         return (
             f"{len(self.scenes)} scenes in {len(self.slots)} time slots → grid {ny}×{nx} px "
-            f"({self.grid.crs}, {abs(self.grid.transform[0]):g} m, bounds "
+            f"({self.grid.crs}, {pixel}, bounds "
             f"{fmt_bounds(self.grid.bounds)}), {cy * cx} chunks of "
             f"{self.grid.chunk} px, {len(self.tasks)} tasks"
         )

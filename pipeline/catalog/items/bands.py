@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.catalog.items.formats import READS, asset_format, format_account
 from pipeline.catalog.items.grid import asset_grid, file_header
 from pipeline.catalog.items.links import can_read_header, check_exists, checked_href, is_local
 from pipeline.catalog.items.locate import Choice
@@ -73,7 +74,10 @@ def band_source(
     except Unresolved as exc:
         raise reject(doc, exc.reason, str(exc)) from None
     applied.append(used)
-    notes.setdefault("calibration", folded.how)
+    # "calibration": the first band's note; "calibration[band]": a band whose note differs
+    # (per-band vendor coefficients), so every band's own note is kept
+    if notes.setdefault("calibration", folded.how) != folded.how:
+        notes[f"calibration[{name}]"] = folded.how
     grid = asset_grid(doc, chosen.key, asset, href, mirrored, options, notes)
     if mirrored:
         notes["mirror"] = (
@@ -151,6 +155,13 @@ def _allowed(
         hint = (
             "; s3:// links are not read directly: map the bucket to an https endpoint or a "
             "local copy with the workflow's href_mirrors"
+        )
+    keys = list(dict.fromkeys(c.key for c in choices))
+    if keys and all(asset_format(doc.assets[k]).readable is False for k in keys):
+        hint += (
+            f"; the band's asset(s) are {format_account(doc.assets, keys)}, and Aquila reads "
+            f"{READS} only: use the provider's COG product, or convert the files to COG "
+            "(gdal_translate -of COG) and publish items that link to the copies"
         )
     raise reject(doc, "href_not_allowed", f"{first_error}{hint}")
 

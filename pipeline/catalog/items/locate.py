@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.catalog.items.formats import READS, asset_format, format_account, has_readable_asset
 from pipeline.catalog.items.options import reject
 from pipeline.catalog.sensors.profiles import BandHint, SensorProfile
 from pipeline.catalog.stacdoc import ItemDoc, common_name
@@ -164,6 +165,7 @@ def locate_bands(
                 display_only[name] = display[0][0]
     if not missing:
         return choices
+    _refuse_unreadable_formats(doc, missing, whole_item=False)
     if display_only and len(display_only) == len(missing):
         keys = sorted(set(display_only.values()))
         raise reject(
@@ -191,6 +193,7 @@ def locate_bands(
             f"not radiometric data; role 'visual' or display_assets of profile {profile.name!r}); "
             "use the provider's analytic/reflectance product instead",
         )
+    _refuse_unreadable_formats(doc, missing, whole_item=True)
     if not offered and not any(
         k in doc.assets for hint in profile.bands.values() for k in hint.assets
     ):
@@ -210,3 +213,39 @@ def locate_bands(
         f"has no asset for band(s) {missing} (by eo:bands common_name or profile "
         f"{profile.name!r}); it offers {offered or 'no named bands'}",
     )
+
+
+def _refuse_unreadable_formats(doc: ItemDoc, missing: Sequence[str], *, whole_item: bool) -> None:
+    """``no_readable_raster``: the missing bands are named only by assets of a format Aquila does
+    not read (NetCDF, HDF, Zarr...), or (``whole_item``) the item holds no asset Aquila could
+    read at all."""
+    holders: dict[str, list[str]] = {}
+    for key, asset in doc.assets.items():
+        if not isinstance(asset, dict) or asset_format(asset).readable is not False:
+            continue
+        roles = set(asset.get("roles") or ())
+        if roles & _DISPLAY_ROLES and not roles & {"data", "reflectance"}:
+            continue  # a preview names its colours, it never holds the band
+        names = {common_name(i) for i in doc.band_infos(asset)}
+        for band in missing:
+            if names & {band, *FALLBACK_NAMES.get(band, ())}:
+                holders.setdefault(band, []).append(key)
+    fix = (
+        f"Aquila reads {READS} only: use the provider's COG product, or convert the files to COG "
+        "(gdal_translate -of COG) and publish items that link to the copies"
+    )
+    if holders:
+        keys = sorted({k for ks in holders.values() for k in ks})
+        raise reject(
+            doc,
+            "no_readable_raster",
+            f"band(s) {sorted(holders)} are only in asset(s) of a format Aquila does not read "
+            f"({format_account(doc.assets, keys)}); {fix}",
+        )
+    if whole_item and not has_readable_asset(doc.assets):
+        raise reject(
+            doc,
+            "no_readable_raster",
+            f"has no raster asset Aquila can read; its assets are {format_account(doc.assets)}; "
+            f"{fix}",
+        )

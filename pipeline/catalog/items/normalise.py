@@ -8,7 +8,8 @@ in the order the reject reasons are checked (the first failing step names the re
 2. which sensor: a profile is picked (or forced); SAR items → ``sar_not_optical``;
 3. which asset holds each band: ``eo:bands``/``bands`` common name first, then the profile's
    asset-key map; 8-bit display renderings (role ``visual``, profile ``display_assets``) never
-   count → ``missing_band`` / ``no_usable_band`` / ``no_calibration`` (display only);
+   count → ``missing_band`` / ``no_usable_band`` / ``no_calibration`` (display only) /
+   ``no_readable_raster`` (the bands only in NetCDF, HDF, Zarr... or no readable format at all);
 4. may we read it: href resolved, mirrored, checked → ``href_not_allowed``;
 5. what it stores: ``unknown_dtype`` / ``unsupported_dtype``;
 6. where its pixels are: grid from ``proj:*`` (asset, then item; ``proj:code``/``proj:epsg``/
@@ -20,7 +21,8 @@ in the order the reject reasons are checked (the first failing step names the re
    metadata file (Landsat MTL, Sentinel-2 MTD, Planet XML), else the profile (rules on facts
    such as the Sentinel-2 baseline); see :mod:`pipeline.catalog.sensors.constants` →
    ``no_calibration`` / ``no_harmonisation`` / ``nodata_mask_grid``;
-8. do the files exist (local only): ``asset_missing`` / ``asset_unreadable``.
+8. do the files exist (local only): ``asset_missing`` / ``asset_unreadable``; the quality assets
+   (classification extension, else the profile) → ``bad_classification``.
 
 The steps live beside this module: 3 in :mod:`~pipeline.catalog.items.locate`, 4 in
 :mod:`~pipeline.catalog.items.links`, 4-7 per band in :mod:`~pipeline.catalog.items.bands`, 6 in

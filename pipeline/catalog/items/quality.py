@@ -1,6 +1,12 @@
-"""The quality (QA) sources of an item: assets whose ``classification:*`` fields the rules of
-:mod:`pipeline.kernels.qa` can read, else the profile's QA asset; each checked like a band
-(href, existence, grid).
+"""The quality (QA) sources of an item: assets whose classification extension fields
+(``classification:classes`` / ``classification:bitfields``, on the asset or in its first
+``raster:bands``/``bands`` entry; see :mod:`~pipeline.catalog.items.classification`) say what
+their values mean, else the profile's QA asset; each checked like a band (href, existence, grid).
+
+An asset with role ``data`` is a quality source only if it names no spectral band (no
+``eo:bands`` common name): a quality raster some providers publish as data, never a band.
+Two assets that state the same rules (one map at two resolutions, e.g. ``scl`` and ``scl_60m``)
+are read once: the first.
 """
 
 from __future__ import annotations
@@ -8,31 +14,41 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.catalog.items.classification import classification_rules, has_classification
 from pipeline.catalog.items.grid import asset_grid, file_header
 from pipeline.catalog.items.links import check_exists, checked_href, is_local
 from pipeline.catalog.items.options import reject, shared
 from pipeline.catalog.scene import QualitySource
 from pipeline.catalog.sensors.profiles import SensorProfile
-from pipeline.catalog.stacdoc import ItemDoc, raster_band
+from pipeline.catalog.stacdoc import ItemDoc, common_name, raster_band
 from pipeline.errors import HrefNotAllowed
-from pipeline.kernels.qa import rules_from_classification
 
-_QA_ROLES = frozenset({"data-mask", "cloud", "cloud-shadow", "snow-ice", "water", "water-mask"})
+_QA_ROLES = frozenset(
+    {"data-mask", "cloud", "cloud-shadow", "snow-ice", "water", "water-mask", "quality"}
+)
 
 
 def quality_sources(doc: ItemDoc, profile: SensorProfile, options) -> tuple[QualitySource, ...]:
     out: list[QualitySource] = []
+    seen: set = set()
     for key, asset in doc.assets.items():
-        if not isinstance(asset, dict) or not _may_classify(asset):
-            continue
-        classes, bitfields = _classification(asset)
-        if classes is None and bitfields is None:
+        if not isinstance(asset, dict) or not has_classification(asset):
             continue
         roles = set(asset.get("roles") or ())
-        if "data" in roles and not roles & _QA_ROLES:
+        if "data" in roles and not roles & _QA_ROLES and _names_a_band(doc, asset):
             continue
-        rules = rules_from_classification(classes, bitfields)
-        if rules:
+        try:
+            rules = classification_rules(asset)
+        except ValueError as exc:
+            raise reject(
+                doc,
+                "bad_classification",
+                f"asset {key!r}: its classification extension cannot be read as a quality mask: "
+                f"{exc}; fix the asset's classification:classes/bitfields, or set "
+                "quality_mask: false in the workflow to use the item unmasked",
+            ) from None
+        if rules and rules not in seen:
+            seen.add(rules)
             out.append(_quality_source(doc, key, asset, rules, options))
     if out:
         return tuple(out)
@@ -42,6 +58,11 @@ def quality_sources(doc: ItemDoc, profile: SensorProfile, options) -> tuple[Qual
             if isinstance(known, dict):
                 return (_quality_source(doc, key, known, hint.rules, options),)
     return ()
+
+
+def _names_a_band(doc: ItemDoc, asset: Mapping[str, Any]) -> bool:
+    """The asset holds a spectral band (its eo:bands/bands name one): a band, not a QA map."""
+    return any(common_name(info) for info in doc.band_infos(asset))
 
 
 def _quality_source(doc, key, asset, rules, options) -> QualitySource:
@@ -57,27 +78,3 @@ def _quality_source(doc, key, asset, rules, options) -> QualitySource:
     if not dtype and options.check_files and is_local(href):
         dtype = file_header(doc, key, href)[1]
     return QualitySource(shared(key), href, 1, shared(str(dtype or "uint16")), grid, shared(rules))
-
-
-def _may_classify(asset: Mapping[str, Any]) -> bool:
-    if "classification:classes" in asset or "classification:bitfields" in asset:
-        return True
-    for key in ("raster:bands", "bands"):
-        first = asset.get(key)
-        if (
-            isinstance(first, list)
-            and first
-            and isinstance(first[0], dict)
-            and ("classification:classes" in first[0] or "classification:bitfields" in first[0])
-        ):
-            return True
-    return False
-
-
-def _classification(fields: Mapping[str, Any]):
-    classes = fields.get("classification:classes")
-    bits = fields.get("classification:bitfields")
-    rb = raster_band(fields, 0)
-    classes = classes if classes is not None else rb.get("classification:classes")
-    bits = bits if bits is not None else rb.get("classification:bitfields")
-    return classes, bits
