@@ -55,7 +55,8 @@ def _task(fn: Callable[..., R], settings: ReaderSettings, *args: Any) -> R:
 class Executor:
     """Where a run's chunk jobs execute: ``direct`` (this process, no Dask) or on the cluster
     ``cluster`` names. ``seconds`` receives ``cluster_start``; ``on_event('dashboard', link)``
-    is called once the client is up."""
+    is called once the client is up. A caller's ``client`` (a connected
+    ``distributed.Client``) is used instead of opening one from ``cluster``; it stays open."""
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class Executor:
         direct: bool = False,
         seconds: dict[str, float] | None = None,
         on_event: Callable[[str, Any], None] | None = None,
+        client: Any = None,
     ) -> None:
         self.cluster, self.direct = cluster, direct
         self.seconds = seconds if seconds is not None else {}
@@ -71,6 +73,7 @@ class Executor:
         self.dashboard: str | None = None
         self._stack = contextlib.ExitStack()
         self._client: Any = None
+        self._given = client  # the caller's client: used instead of opening one, never closed
 
     def __enter__(self) -> Executor:
         return self
@@ -82,6 +85,10 @@ class Executor:
     def client(self) -> Any:
         """The Dask client, opened on first use; a scheduler that cannot be reached is one
         :class:`RunError` line (``cluster_unreachable``)."""
+        if self._client is None and self._given is not None:
+            self._client = self._given  # not entered into the stack: the caller closes it
+            self.dashboard = getattr(self._given, "dashboard_link", None)
+            self.emit("dashboard", self.dashboard)
         if self._client is None:
             t = time.perf_counter()
             try:

@@ -58,6 +58,9 @@ class RunOptions:
     reader: ReaderSettings = field(default_factory=ReaderSettings)
     report_path: Path | None = None
     operator_report_path: Path | None = None  # default: beside the run report
+    # a connected distributed.Client to run the chunk tasks on instead of opening a cluster
+    # (``cluster`` is then ignored); the run never closes it
+    client: Any = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------- steps
@@ -141,7 +144,7 @@ def run_workflow(
         create_stores(work, attrs)
         t1 = time.perf_counter()
         with Executor(options.cluster, direct=options.direct, seconds=report.seconds,
-                      on_event=emit) as executor:
+                      on_event=emit, client=options.client) as executor:
             summaries, failed = executor.map(chunk_job, chunk_jobs(work), reader,
                                              progress=progress)
             report.dashboard = executor.dashboard

@@ -68,14 +68,14 @@ class Listing:
 
 def ingest_fingerprint(spec: Any) -> str:
     """What normalisation depends on besides the item: a change re-normalises every item."""
-    import pipeline
+    from pipeline._version import __version__
     from pipeline.catalog.sensors.profiles import DEFAULT_PROFILE_DIR
 
     o = normalise_options(spec, check_files=True)
     h = hashlib.sha256(
         repr(
             (
-                pipeline.__version__,
+                __version__,
                 tuple(spec.bands),
                 o.policy,
                 o.profile,
