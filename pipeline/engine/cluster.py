@@ -1,77 +1,38 @@
-"""Open a Dask client: a LocalCluster of worker processes by default, or an existing scheduler.
+"""Open a Dask client: the one entry point (:func:`open_client`) for every cluster Aquila uses.
 
-Only this module knows how clusters are made; nothing else reaches for a global client.
-A cluster profile (YAML, e.g. ``cluster/tls-local.yaml``) may ask for TLS: every connection
-(client, scheduler, workers) then uses distributed's ``Security`` with the given certificates
-and ``require_encryption``, so a plain-TCP peer is refused. The dashboard binds to loopback
-unless a profile says otherwise.
+A LocalCluster of worker processes by default, an existing scheduler (``--scheduler``), or a
+cluster profile (YAML, ``--cluster-profile``) whose ``kind:`` says where workers come from:
+``local``, ``address``, ``ssh``, ``slurm``, ``pbs``, ``kubernetes`` or ``gateway``
+(docs/clusters.md). The per-kind models and how each starts live in
+:mod:`pipeline.engine.clusters`; nothing else in the package makes clusters or reaches for a
+global client. A local or address profile may ask for TLS: every connection (client, scheduler,
+workers) then uses distributed's ``Security`` with ``require_encryption``, so a plain-TCP peer
+is refused. Dashboards bind to loopback unless a profile says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pipeline.engine.clusters.options import ClusterOptions, TLSFiles, count_problem
 
 if TYPE_CHECKING:  # dask is imported where a cluster is made: the CLI parser imports this module
     from distributed import Client
 
-
-@dataclass(frozen=True)
-class TLSFiles:
-    """PEM files for mutual TLS: the CA that signs every peer, and this peer's cert and key."""
-
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-    def security(self):
-        from distributed.security import Security
-
-        return Security(
-            tls_ca_file=str(self.ca_file),
-            tls_client_cert=str(self.cert_file),
-            tls_client_key=str(self.key_file),
-            tls_scheduler_cert=str(self.cert_file),
-            tls_scheduler_key=str(self.key_file),
-            tls_worker_cert=str(self.cert_file),
-            tls_worker_key=str(self.key_file),
-            require_encryption=True,
-        )
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    """How to get workers. ``scheduler`` wins over the local-cluster sizes when given."""
-
-    scheduler: str | None = None
-    n_workers: int = 2
-    threads_per_worker: int = 1
-    memory_limit: str = "auto"
-    dashboard_address: str = "127.0.0.1:8787"  # loopback by default: the dashboard is not public
-    tls: TLSFiles | None = None  # mutual TLS for every connection; plain TCP refused
-
-    def __post_init__(self) -> None:
-        for name in ("n_workers", "threads_per_worker"):
-            problem = count_problem(getattr(self, name))
-            if problem:
-                from pipeline.errors import SpecError
-
-                raise SpecError(f"cluster {name}: {problem}")
-
-
-def count_problem(value: object) -> str | None:
-    """Why ``value`` is not a usable count (workers, threads, cache MB), or None. Zero or a
-    negative number of workers starts a cluster that never runs a task: the run would hang."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"{value!r} is not a whole number"
-    if value < 1:
-        return f"{value} is too small: give a whole number of at least 1"
-    return None
+__all__ = [
+    "ClusterOptions",
+    "TLSFiles",
+    "cluster_from_cli",
+    "count_problem",
+    "load_cluster_profile",
+    "open_client",
+    "positive_int",
+]
 
 
 def positive_int(text: str) -> int:
@@ -87,10 +48,22 @@ def positive_int(text: str) -> int:
 
 
 def cluster_from_cli(args: Any) -> ClusterOptions:
-    """The cluster a CLI command asked for: a profile (``--scheduler`` still picks the scheduler)
-    or the sizing flags (``--workers``, ``--threads``, ``--memory-limit``, ``--dashboard``)."""
+    """The cluster a CLI command asked for: a profile (``--scheduler`` still picks the scheduler
+    of a local or address one) or the sizing flags (``--workers``, ``--threads``,
+    ``--memory-limit``, ``--dashboard``). A profile whose cluster library is missing is refused
+    here, before any work, with the ``pip install`` to run."""
     if args.cluster_profile:
         cluster = load_cluster_profile(args.cluster_profile)
+        if cluster.backend is not None:
+            if args.scheduler:
+                from pipeline.errors import SpecError
+
+                raise SpecError(
+                    f"--scheduler {args.scheduler} and the '{cluster.kind}' cluster profile "
+                    f"{args.cluster_profile} both say where the scheduler is; give one of them"
+                )
+            cluster.backend.require_library()
+            return cluster
         return replace(cluster, scheduler=args.scheduler) if args.scheduler else cluster
     return ClusterOptions(
         scheduler=args.scheduler,
@@ -102,70 +75,34 @@ def cluster_from_cli(args: Any) -> ClusterOptions:
 
 
 def load_cluster_profile(path: str | Path) -> ClusterOptions:
-    """A cluster profile: YAML with the ClusterOptions fields; ``tls: {ca_file, cert_file,
-    key_file}`` paths are relative to the profile. Safe loader, size-capped, unknown keys refused.
-    """
-    from pipeline.errors import SpecError
-    from pipeline.io.yamlfile import load_yaml_file
+    """A cluster profile file (any kind), validated strictly; see
+    :func:`pipeline.engine.clusters.profile.load_profile`."""
+    from pipeline.engine.clusters.profile import load_profile
 
-    path = Path(path)
-    data: Any = load_yaml_file(path, limit=64 * 1024, what="cluster profile")
-    if not isinstance(data, dict | None):
-        raise SpecError(f"{path}: a cluster profile is a mapping of ClusterOptions keys")
-    data = dict(data or {})
-    allowed = set(ClusterOptions.__dataclass_fields__)
-    unknown = set(data) - allowed
-    if unknown:
-        raise SpecError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    tls = data.pop("tls", None)
-    if tls is not None:
-        if not isinstance(tls, dict) or set(tls) != {"ca_file", "cert_file", "key_file"}:
-            raise SpecError(f"{path}: tls needs exactly ca_file, cert_file and key_file")
-        data["tls"] = TLSFiles(**{k: (path.parent / v).resolve() for k, v in tls.items()})
-    return ClusterOptions(**data)
-
-
-def worker_malloc_environ() -> dict[str, str]:
-    """glibc settings for worker processes. The nanny's default (MALLOC_TRIM_THRESHOLD_=65536)
-    switches off glibc's adaptive mmap threshold, so every array >= 128 KiB is freshly mapped
-    and page-faulted. Measured on the peer benchmark (36 scenes, 2000^2 x 4 bands, 2 workers):
-    compute 11.9 s -> 8.7 s, system CPU 7.3 s -> 1.5 s, peak memory 1.26 -> 1.33 GiB."""
-    import dask
-
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-    env.update({"MALLOC_MMAP_THRESHOLD_": str(2**26), "MALLOC_TRIM_THRESHOLD_": str(2**28)})
-    return env
+    return load_profile(path)
 
 
 @contextlib.contextmanager
 def open_client(options: ClusterOptions) -> Iterator[Client]:
-    """Yield a connected client; closes what it started (never a cluster it did not start)."""
-    import dask
-    from distributed import Client, LocalCluster
+    """Yield a connected client; closes what it started (never a cluster it did not start).
+    A profile's cluster that cannot be started is one :class:`RunError` line
+    (``cluster_unreachable``) naming it."""
+    from pipeline.engine.clusters import local
 
-    security = options.tls.security() if options.tls else None
-    if options.scheduler:
-        client = Client(options.scheduler, timeout="30s", security=security)
-        try:
+    if options.backend is None:
+        opener = local.connect_address if options.scheduler else local.start_local
+        with opener(options) as client:
             yield client
-        finally:
-            client.close()
         return
-    # distributed logs a warning when 8787 is taken and picks another port: that is fine
-    logging.getLogger("distributed.node").setLevel(logging.ERROR)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_malloc_environ()}):
-        cluster = LocalCluster(
-            n_workers=options.n_workers,
-            threads_per_worker=options.threads_per_worker,
-            processes=True,
-            memory_limit=options.memory_limit,
-            dashboard_address=options.dashboard_address,
-            host="127.0.0.1",
-            **({"protocol": "tls://", "security": security} if security else {}),
-        )
-    client = Client(cluster, security=security)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(options.backend.start())
+        except (OSError, TimeoutError) as exc:
+            from pipeline.errors import RunError
+
+            raise RunError(
+                f"could not start {options.backend.describe()}: {exc}; check the cluster "
+                "profile (docs/clusters.md). Nothing was published",
+                reason="cluster_unreachable",
+            ) from exc
         yield client
-    finally:
-        client.close()
-        cluster.close()

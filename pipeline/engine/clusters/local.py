@@ -1,0 +1,138 @@
+"""``kind: local`` (a LocalCluster of worker processes on this machine, the default) and
+``kind: address`` (an existing scheduler), both with optional mutual TLS; how each opens."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import StrictStr, field_validator, model_validator
+
+from pipeline.engine.clusters.model import Count, HostPort, MemoryOrAuto, StrictModel
+from pipeline.engine.clusters.options import ClusterOptions, TLSFiles
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+class TLSPaths(StrictModel):
+    """``tls: {ca_file, cert_file, key_file}``: PEM paths, relative to the profile."""
+
+    ca_file: StrictStr
+    cert_file: StrictStr
+    key_file: StrictStr
+
+    def files(self, base: Path) -> TLSFiles:
+        return TLSFiles(*((base / p).resolve() for p in (self.ca_file, self.cert_file,
+                                                          self.key_file)))
+
+
+class LocalProfile(StrictModel):
+    """Worker processes on this machine; the dashboard on loopback unless said otherwise."""
+
+    kind: Literal["local"] = "local"
+    n_workers: Count = 2
+    threads_per_worker: Count = 1
+    memory_limit: MemoryOrAuto = "auto"
+    dashboard_address: HostPort = "127.0.0.1:8787"
+    tls: TLSPaths | None = None
+
+    def options(self, base: Path) -> ClusterOptions:
+        return ClusterOptions(
+            n_workers=self.n_workers,
+            threads_per_worker=self.threads_per_worker,
+            memory_limit=self.memory_limit,
+            dashboard_address=self.dashboard_address,
+            tls=self.tls.files(base) if self.tls else None,
+        )
+
+
+class AddressProfile(StrictModel):
+    """A scheduler somebody else started (``dask scheduler``, a site's shared cluster)."""
+
+    kind: Literal["address"] = "address"
+    scheduler: StrictStr
+    tls: TLSPaths | None = None
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            scheme, rest = "tcp", value
+        if scheme not in SCHEMES or not rest or any(c.isspace() for c in value):
+            raise ValueError(
+                f"must look like tcp://host:8786 or tls://host:8786 (got {value!r})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_tls_scheme(self) -> AddressProfile:
+        if self.tls and not self.scheduler.startswith("tls://"):
+            raise ValueError(
+                f"scheduler: {self.scheduler!r} is not a tls:// address but the profile "
+                "gives tls files; write tls://host:port (or drop tls)"
+            )
+        return self
+
+    def options(self, base: Path) -> ClusterOptions:
+        return ClusterOptions(
+            scheduler=self.scheduler, tls=self.tls.files(base) if self.tls else None
+        )
+
+
+def worker_malloc_environ() -> dict[str, str]:
+    """glibc settings for worker processes. The nanny's default (MALLOC_TRIM_THRESHOLD_=65536)
+    switches off glibc's adaptive mmap threshold, so every array >= 128 KiB is freshly mapped
+    and page-faulted. Measured on the peer benchmark (36 scenes, 2000^2 x 4 bands, 2 workers):
+    compute 11.9 s -> 8.7 s, system CPU 7.3 s -> 1.5 s, peak memory 1.26 -> 1.33 GiB."""
+    import dask
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    env.update({"MALLOC_MMAP_THRESHOLD_": str(2**26), "MALLOC_TRIM_THRESHOLD_": str(2**28)})
+    return env
+
+
+@contextlib.contextmanager
+def connect_address(options: ClusterOptions) -> Iterator[Client]:
+    """A client of an existing scheduler; the scheduler is left running."""
+    from distributed import Client
+
+    security = options.tls.security() if options.tls else None
+    client = Client(options.scheduler, timeout="30s", security=security)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def start_local(options: ClusterOptions) -> Iterator[Client]:
+    """A LocalCluster of worker processes on loopback, closed with its client."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    security = options.tls.security() if options.tls else None
+    # distributed logs a warning when 8787 is taken and picks another port: that is fine
+    logging.getLogger("distributed.node").setLevel(logging.ERROR)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_malloc_environ()}):
+        cluster = LocalCluster(
+            n_workers=options.n_workers,
+            threads_per_worker=options.threads_per_worker,
+            processes=True,
+            memory_limit=options.memory_limit,
+            dashboard_address=options.dashboard_address,
+            host="127.0.0.1",
+            **({"protocol": "tls://", "security": security} if security else {}),
+        )
+    client = Client(cluster, security=security)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
