@@ -3,32 +3,60 @@
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape as esc
 
+from pipeline.cli.common import (
+    NO_PUBLISH,
+    Output,
+    add_cluster_flags,
+    add_reader_flags,
+    exit_codes,
+    reader_settings,
+)
 from pipeline.cli.progress import ChunkBar
-from pipeline.engine.cluster import positive_int
-from pipeline.products.report import EXIT_OK
+from pipeline.products.report import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+)
+
+log = logging.getLogger("pipeline.cli")
 
 NIGHTLY_HELP = """\
 Append the scenes the catalog gained since the last night to an Icechunk store (cube + mosaics),
 recompute the mosaic chunks they touch, and publish it all in one atomic commit. Idempotent and
 crash-safe: a night with nothing new commits nothing; a killed run, rerun, gives the same store.
 One run per store at a time: a second one exits at once with code 75.
+"""
 
-exit codes: 0 success or nothing new · 1 failure (nothing published) · 2 bad input ·
-3 partial (published without the scenes that could not be read: see the report) ·
-75 busy (another run holds the store's lock; try again later)
+NIGHTLY_EPILOG = exit_codes(**{
+    f"c{EXIT_OK}": "success or nothing new",
+    f"c{EXIT_FAILED}": "failure (nothing published)",
+    f"c{EXIT_PARTIAL}": "partial (published without the scenes that could not be read: see "
+    "the report)",
+    f"c{EXIT_BUSY}": "busy (another run holds the store's lock; try again later)",
+    f"c{EXIT_INTERRUPTED}": "interrupted (Ctrl-C; nothing published, the next run removes its "
+    "branch)",
+}) + """
+With --json, stdout holds the night report (as written beside the store, with exit_code); the
+progress bar and messages go to stderr.
 """
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     night = sub.add_parser(
         "nightly",
+        parents=parents,
         help="incremental run: append tonight's new scenes to a nightly store, atomically",
         description=NIGHTLY_HELP,
+        epilog=NIGHTLY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     night.add_argument("spec", type=Path, help="workflow spec (needs grid.bounds and a cube)")
@@ -38,56 +66,8 @@ def add_commands(sub) -> None:
         metavar="DIR",
         help="the Icechunk store (default: <cube store folder>/<workflow name>.icechunk)",
     )
-    where = night.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask scheduler")
-    where.add_argument("--direct", action="store_true", help="no Dask: run in this process")
-    night.add_argument(
-        "--workers",
-        type=positive_int,
-        default=2,
-        metavar="N",
-        help="local cluster: worker processes (default 2)",
-    )
-    night.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        metavar="N",
-        help="local cluster: threads per worker (default 1)",
-    )
-    night.add_argument(
-        "--memory-limit", default="auto", metavar="SIZE", help="local cluster: memory per worker"
-    )
-    night.add_argument(
-        "--dashboard",
-        default="127.0.0.1:8787",
-        metavar="HOST:PORT",
-        help="local cluster: dashboard address (default loopback)",
-    )
-    night.add_argument(
-        "--cluster-profile", type=Path, metavar="FILE", help="cluster profile YAML (sizes, TLS)"
-    )
-    night.add_argument(
-        "--gdal-cache-mb",
-        type=positive_int,
-        default=256,
-        metavar="MB",
-        help="GDAL block cache per worker process (default 256)",
-    )
-    night.add_argument(
-        "--retries",
-        type=int,
-        default=5,
-        metavar="N",
-        help="tries per asset read for transient errors (default 5)",
-    )
-    night.add_argument(
-        "--http-timeout",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="seconds per HTTP request (default 30)",
-    )
+    add_cluster_flags(night)
+    add_reader_flags(night)
     night.add_argument(
         "--rebuild",
         action="store_true",
@@ -99,90 +79,87 @@ def add_commands(sub) -> None:
         metavar="FILE",
         help="run report path (default <store>.night-report.json)",
     )
-    night.add_argument("--no-progress", action="store_true")
-    night.add_argument("--json", action="store_true", help="print the run report as JSON")
+    night.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     hist = sub.add_parser(
         "history",
+        parents=parents,
         help="list the nights published to a nightly store (from the store itself)",
         description="List the published nights of a nightly store, newest first: run id, "
-        "snapshot id (open it with 'open_night(store, run=...)'), time, and what it did.",
+        "snapshot id (open it with 'open_night(store, run=...)'), time, and what it did. "
+        "With --json: a JSON list of the nights (empty when none is published yet).",
+        epilog=exit_codes(**(NO_PUBLISH | {
+            f"c{EXIT_OK}": "listed (also when no night is published yet)",
+            f"c{EXIT_FAILED}": "failure (the store could not be read; a bug)",
+            f"c{EXIT_BAD_INPUT}": "bad input (no nightly store there) or a usage error",
+        })),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     hist.add_argument("store", type=Path, help="a nightly store (an .icechunk folder)")
-    hist.add_argument("--json", action="store_true", help="print JSON")
 
 
-def main(args, console) -> int:
+def main(args: argparse.Namespace, out: Output) -> int:
     if args.command == "history":
-        return _history(args, console)
-    return _nightly(args, console)
+        return _history(args, out)
+    return _nightly(args, out)
 
 
-def _nightly(args, console) -> int:
-
+def _nightly(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.cli.run import report_document, say_failure
     from pipeline.engine.cluster import cluster_from_cli
     from pipeline.engine.nightly import NightOptions, run_nightly
-    from pipeline.io.reader import ReaderSettings
-    from pipeline.io.retry import RetryPolicy
     from pipeline.spec.workflow import load_spec
 
     spec = load_spec(args.spec)
-    cluster = cluster_from_cli(args)
     options = NightOptions(
         store=args.store,
-        cluster=cluster,
+        cluster=cluster_from_cli(args),
         direct=args.direct,
-        reader=ReaderSettings(
-            gdal_cache_mb=args.gdal_cache_mb,
-            retry=RetryPolicy(attempts=max(1, args.retries)),
-            http_timeout_s=args.http_timeout,
-        ),
+        reader=reader_settings(args),
         report_path=args.report,
         rebuild=args.rebuild,
     )
-    bar = ChunkBar(console, disable=args.no_progress or args.json)
-
-    def on_event(kind: str, value) -> None:
-        if args.json:
-            return
-        if kind == "discovered":
-            n, listing = value
-            console.print(
-                f"catalog: {listing.items_found} items, {n} usable "
-                f"({listing.reused} known unchanged), {len(listing.rejects)} rejected"
-            )
-        elif kind == "withheld":
-            count, path = value  # ids are never printed: they are for the operator only
-            console.print(
-                f"releasability: {count} item(s) withheld from the audience "
-                f"(operator report: {esc(str(path))})"
-            )
-        elif kind == "planned":
-            plan, inc = value
-            console.print(
-                f"plan: {esc(plan.summary())}; tonight {len(inc.orders)} chunk "
-                f"orders ({inc.cube_writes} cube, {inc.mosaic_writes} mosaic chunks)"
-            )
-        elif kind == "dashboard":
-            console.print(f"dashboard: [link={value}]{value}[/link]")
-
+    log.debug("nightly %s: %s", args.spec, options)
+    bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
     try:
-        report = run_nightly(
-            spec, spec_path=str(args.spec), options=options, progress=bar, on_event=on_event
-        )
+        report = run_nightly(spec, spec_path=str(args.spec), options=options, progress=bar,
+                             on_event=lambda kind, value: _event(out.human, kind, value))
     finally:
         bar.stop()
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2, default=str))
+    if out.json:
+        out.document(report_document(report))
     else:
-        _summary(console, report)
-    from pipeline.cli.main import say_failure
-
-    say_failure(report)  # last, on stderr: what went wrong, what to do
-    return report.exit_code
+        _summary(out.human, report)
+    say_failure(report, out)  # last, on stderr: what went wrong, what to do
+    return int(report.exit_code)
 
 
-def _summary(console, r) -> None:
+def _event(console: Any, kind: str, value: Any) -> None:
+    """The night's running commentary (ids of withheld items are never shown)."""
+    log.debug("event: %s", kind)
+    if kind == "discovered":
+        n, listing = value
+        console.print(
+            f"catalog: {listing.items_found} items, {n} usable "
+            f"({listing.reused} known unchanged), {len(listing.rejects)} rejected"
+        )
+    elif kind == "withheld":
+        count, path = value  # ids are never printed: they are for the operator only
+        console.print(
+            f"releasability: {count} item(s) withheld from the audience "
+            f"(operator report: {esc(str(path))})"
+        )
+    elif kind == "planned":
+        plan, inc = value
+        console.print(
+            f"plan: {esc(plan.summary())}; tonight {len(inc.orders)} chunk "
+            f"orders ({inc.cube_writes} cube, {inc.mosaic_writes} mosaic chunks)"
+        )
+    elif kind == "dashboard":
+        console.print(f"dashboard: [link={value}]{value}[/link]")
+
+
+def _summary(console: Any, r: Any) -> None:
     colour = {"success": "green", "nothing_new": "green", "partial": "yellow"}.get(r.status, "red")
     console.print(
         f"[{colour}]{r.status}[/{colour}] night {r.run_id} "
@@ -218,11 +195,12 @@ def _summary(console, r) -> None:
         console.print(f"  {name}: {esc(path)}")
 
 
-def _history(args, console) -> int:
+def _history(args: argparse.Namespace, out: Output) -> int:
     from pipeline.products.publish import check_nightly_store
     from pipeline.products.transaction import NightlyStore
 
     check_nightly_store(args.store)  # a file or a foreign folder: one line, not a panic
+    _require_store(args.store)
     nights = NightlyStore.open(args.store, create=False).nights()
     rows = [
         {
@@ -234,9 +212,10 @@ def _history(args, console) -> int:
         }
         for n in nights
     ]
-    if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+    if out.json:
+        out.document(rows)
         return EXIT_OK
+    console = out.human
     if not rows:
         console.print(f"{esc(str(args.store))}: no night published yet")
     for row in rows:
@@ -247,3 +226,15 @@ def _history(args, console) -> int:
             f"{row.get('cube_chunks', 0)} cube + {row.get('mosaic_chunks', 0)} mosaic chunks"
         )
     return EXIT_OK
+
+
+def _require_store(store: Path) -> None:
+    """History reads a store that exists: nothing there, or an empty folder, is one line (exit 2)
+    rather than Icechunk's "repository doesn't exist" traceback."""
+    from pipeline.errors import ProductNotFound
+
+    if not store.is_dir() or not any(store.iterdir()):
+        raise ProductNotFound(
+            f"no nightly store at {store} (nothing there, or an empty folder); give the folder "
+            "'aquila nightly' wrote, e.g. out/nightly/nightly.icechunk"
+        )

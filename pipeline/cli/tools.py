@@ -1,0 +1,184 @@
+"""The commands that publish no product: ``validate``, ``quicklook``, ``demo-catalog`` and
+``catalog inspect`` (parsers and handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape as esc
+
+from pipeline.cli.common import NO_PUBLISH, Output, exit_codes
+from pipeline.products.report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
+
+def _epilog(**codes: str) -> str:
+    return exit_codes(**(NO_PUBLISH | codes))
+
+
+def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    val = sub.add_parser(
+        "validate", parents=parents, formatter_class=raw,
+        help="check a workflow spec and exit",
+        description="Load and validate a workflow spec; print it resolved.",
+        epilog=_epilog(**{
+            f"c{EXIT_OK}": "the spec is valid",
+            f"c{EXIT_FAILED}": "failure (a bug: please report it)",
+            f"c{EXIT_BAD_INPUT}": "invalid spec (the message names the key and the fix) or a "
+            "usage error",
+        }),
+    )
+    val.add_argument("spec", type=Path, help="workflow spec file, e.g. workflows/demo.yaml")
+
+    ql = sub.add_parser(
+        "quicklook", parents=parents, formatter_class=raw,
+        help="render a mosaic (or a cube slot) as a true-colour PNG",
+        description="Write a PNG of a product: red/green/blue, reflectance 0..--max → 0..255.",
+        epilog=_epilog(**{
+            f"c{EXIT_OK}": "the PNG is written",
+            f"c{EXIT_FAILED}": "failure (the PNG could not be written: storage; a bug)",
+            f"c{EXIT_BAD_INPUT}": "bad input (not an Aquila product, a --time it does not hold) "
+            "or a usage error",
+        }),
+    )
+    ql.add_argument("store", type=Path, help="a mosaic.zarr or cube.zarr")
+    ql.add_argument("png", type=Path, help="output PNG path")
+    ql.add_argument("--max", type=float, default=0.3, help="reflectance shown as white (0.3)")
+    ql.add_argument("--step", type=int, default=1, help="keep every N-th pixel (default 1)")
+    ql.add_argument("--time", type=int, default=None, help="cube: time index (default: last)")
+
+    demo = sub.add_parser(
+        "demo-catalog", parents=parents, formatter_class=raw,
+        help="generate the synthetic multi-provider catalog",
+        description="Write a deterministic static STAC catalog of real COGs "
+        "from three synthetic providers (different CRS, resolution, nodata, "
+        "scale/offset, band layout), with known true reflectance.",
+        epilog=_epilog(**{
+            f"c{EXIT_OK}": "the catalog is written",
+            f"c{EXIT_FAILED}": "failure (storage; a bug)",
+            f"c{EXIT_BAD_INPUT}": "bad input (an unknown preset or provider, a folder holding "
+            "files Aquila did not generate) or a usage error",
+        }),
+    )
+    demo.add_argument("root", type=Path, help="output folder, e.g. catalogs/demo")
+    demo.add_argument("--preset", default="demo", help="tiny | demo | medium (default demo)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument(
+        "--providers", metavar="C,C", default=None,
+        help="collections to generate (default north,south,east; the DN-only west "
+        "(Sentinel-2-L1C-like + MTD_MSIL1C.xml) and centre (Landsat-L1-like + MTL.txt) "
+        "serve workflows/demo-toa.yaml)",
+    )
+    _add_catalog(sub, parents)
+
+
+def _add_catalog(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    cat = sub.add_parser(
+        "catalog", parents=parents,
+        help="look at a catalog before trusting it (catalog inspect SOURCE)",
+        description="Catalog tools. 'inspect' searches and normalises like a run, reads no pixel.",
+    )
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="SUBCOMMAND")
+    ins = cat_sub.add_parser(
+        "inspect", parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="per collection: items found, how many normalise, bands/calibration, every reject",
+        description="Search SOURCE(s) (static catalog, item collection, NDJSON, folder of item "
+        "files, or STAC API root), normalise every item as 'aquila run' would, and print per "
+        "collection: items found, how many normalise, the asset, dtype, scale, offset and "
+        "nodata each band resolves to (and where that calibration came from), every reject "
+        "with its reason, and duplicate publications with the rule that chose.",
+        epilog=_epilog(**{
+            f"c{EXIT_OK}": "inspected (rejected items are reported, not an error)",
+            f"c{EXIT_FAILED}": "failure (a bug: please report it)",
+            f"c{EXIT_BAD_INPUT}": "bad input (an unreadable source; a bad --bbox, --datetime, "
+            "--filter,\n       --mirror or --profile) or a usage error",
+        }),
+    )
+    ins.add_argument("sources", nargs="+", metavar="SOURCE", help="catalog path/URL or API root")
+    ins.add_argument("--bands", metavar="B,B", help="common names (default blue,green,red,nir)")
+    ins.add_argument("--collections", metavar="C,C", help="only these collections")
+    ins.add_argument("--bbox", metavar="W,S,E,N", help="lon/lat degrees")
+    ins.add_argument(
+        "--datetime", metavar="RANGE", help="e.g. 2020-01-01/2020-12-31 or 2020-01-01/.."
+    )
+    ins.add_argument(
+        "--filter", metavar="CQL2", help="CQL2-text filter, e.g. \"eo:cloud_cover < 20\""
+    )
+    ins.add_argument("--profile", metavar="NAME", help="force a sensor profile (catalogs/profiles)")
+    ins.add_argument(
+        "--allowed-root", action="append", default=[], metavar="ROOT",
+        help="folder or URL prefix asset links may point into (repeatable; default: the source's)",
+    )
+    ins.add_argument(
+        "--mirror", action="append", default=[], metavar="PREFIX=TARGET",
+        help="read asset links starting with PREFIX from TARGET (folder or URL); repeatable",
+    )
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def validate(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.spec.workflow import grid_summary, load_spec
+
+    spec = load_spec(args.spec)
+    grid = grid_summary(spec)
+    if out.json:
+        out.document({"command": "validate", "status": "valid", "exit_code": EXIT_OK,
+                      "spec": str(args.spec), "workflow": spec.name, "grid": grid,
+                      "resolved": spec.model_dump(mode="json")})
+        return EXIT_OK
+    out.human.print(f"[green]ok[/green] {esc(str(args.spec))}: workflow {spec.name!r}")
+    out.human.print(f"grid: {esc(grid)}")
+    out.human.print_json(spec.model_dump_json())
+    return EXIT_OK
+
+
+def quicklook(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.products.quicklook import quicklook as render
+
+    png = render(args.store, args.png, max_reflectance=args.max, step=args.step,
+                 time_index=args.time)
+    if out.json:
+        out.document({"command": "quicklook", "status": "success", "exit_code": EXIT_OK,
+                      "store": str(args.store), "png": str(png)})
+    else:
+        out.human.print(f"wrote {esc(str(png))}")
+    return EXIT_OK
+
+
+def demo_catalog(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.demo import generate_catalog
+
+    providers = args.providers.split(",") if args.providers else None
+    cat = generate_catalog(args.root, preset=args.preset, seed=args.seed, providers=providers)
+    if out.json:
+        out.document({
+            "command": "demo-catalog", "status": "success", "exit_code": EXIT_OK,
+            "root": str(cat.root), "catalog": str(cat.catalog_href), "preset": cat.preset,
+            "seed": cat.seed, "scenes": len(cat.scenes),
+            "collections": sorted({s.collection for s in cat.scenes}),
+            "area_crs": cat.area_crs, "area_bounds": list(cat.area_bounds),
+        })
+    else:
+        out.human.print(f"wrote {len(cat.scenes)} scenes to {esc(str(cat.catalog_href))}")
+    return EXIT_OK
+
+
+def catalog_inspect(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.catalog.inspect import inspect_command
+
+    text = inspect_command(
+        args.sources, bands=args.bands, collections=args.collections,
+        bbox=args.bbox, datetime=args.datetime, cql2_filter=args.filter,
+        profile=args.profile, allowed_roots=args.allowed_root,
+        mirrors=args.mirror, as_json=out.json,
+    )
+    if out.json:
+        out.document(json.loads(text))  # Inspection.as_dict(), as inspect renders it
+    else:
+        out.text(text)
+    return EXIT_OK
