@@ -261,3 +261,23 @@ def test_reader_flags_refuse_values_that_cannot_work(flag, value, capsys):
         _parser().parse_args(["run", "s.yaml", flag, value])
     assert stop.value.code == EXIT_BAD_INPUT
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_quiet_silences_every_command_that_succeeds(work, json_run, tiny_catalog, tmp_path):
+    """-q on every command but run (tested above): nothing on stdout or stderr on success;
+    the same commands without -q do say something (so the check can fail)."""
+    store = tmp_path / "q.icechunk"
+    commands = [
+        ["validate", str(work / "spec.yaml")],
+        ["quicklook", str(work / "mosaic.zarr"), str(tmp_path / "q.png"), "--step", "4"],
+        ["demo-catalog", str(tmp_path / "cat"), "--preset", "tiny"],
+        ["catalog", "inspect", str(tiny_catalog.catalog_href)],
+        ["nightly", str(work / "spec.yaml"), "--store", str(store), "--direct"],
+        ["history", str(store)],
+    ]
+    for argv in commands:
+        quiet = aquila("-q", *argv)
+        assert quiet.returncode == EXIT_OK, (argv, quiet.stderr)
+        assert (quiet.stdout, quiet.stderr) == ("", ""), argv
+    loud = aquila("history", str(store))
+    assert loud.returncode == EXIT_OK and loud.stdout.strip()

@@ -105,6 +105,8 @@ def test_submit_disconnect_then_status_from_a_new_process(tiny_catalog, schedule
                                                    "--json"))["lines"]]
     assert any(line.startswith("scenes: ") for line in lines)
     assert any(line.startswith("success: run ") for line in lines)
+    quiet = aquila("-q", "logs", sub["id"], "--scheduler", scheduler)
+    assert quiet.returncode == 0 and (quiet.stdout, quiet.stderr) == ("", "")
     ids = set(item_files(tiny_catalog.root))
     assert ids and not [line for line in lines if any(i in line for i in ids)]
 
