@@ -301,7 +301,7 @@ def test_run_on_a_callers_client_leaves_it_usable(tiny_catalog, tmp_path, writte
         assert client.submit(sum, [1, 2, 3]).result() == 6  # still usable after the run
         prefixes = client.run_on_scheduler(lambda dask_scheduler: list(
             dask_scheduler.task_prefixes))
-        assert any(p.startswith("chunk") for p in prefixes)  # the run's tasks went there
+        assert any(p.startswith("aquila-test-chunk") for p in prefixes)  # the run went there
     cube = result.open("cube").load()
     for b in BANDS:
         _same(cube[b].values, written["cube"][b].values)

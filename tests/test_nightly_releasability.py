@@ -72,7 +72,7 @@ def test_withheld_items_stay_out_of_everything_the_audience_sees(
             *(line for logs in cluster.get_worker_logs().values() for _, line in logs),
         ]
     )
-    assert any(t["key"].startswith("night-r") for t in ts.data)  # the grep has real targets
+    assert any(t["key"].startswith("aquila-leak-night-r") for t in ts.data)  # real targets
     assert all(i in seen for i in report["new"])
     for item in withheld:
         assert item not in seen, item

@@ -301,7 +301,7 @@ def test_no_withheld_id_or_href_leaks(marked, tmp_path, cluster, caplog, capsys)
         ):
             seen.append(path.read_text())
     seen = "\n".join(seen)
-    assert any(t["key"].startswith("chunk-") for t in ts.data)  # the grep has real targets
+    assert any(t["key"].startswith("aquila-leak-chunk-r") for t in ts.data)  # real targets
     assert all(i in seen for i in report["scenes_used"]) and "INFO" in caplog.text
     assert "operator report" in out.out  # the CLI points to it
     for item in withheld:

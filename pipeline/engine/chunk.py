@@ -4,12 +4,19 @@ inside Dask tasks, and tests compare the two.
 
 Memory per task: one (band, y, x) float32 array per time slot that has data in the chunk, plus
 one scene-sized scratch array. Heavy arrays never leave the task; only a small summary does.
+
+Where the time goes: every step is timed under one of :data:`PHASES` by :class:`Phases`, which
+feeds Dask's fine performance metrics (``distributed.metrics.context_meter``: on a worker the
+scheduler sums them per task prefix and span; elsewhere a no-op) and the chunk's summary, so a
+Dask run and a direct run report the same phases.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -29,6 +36,54 @@ from pipeline.plan.chunks import ChunkTask, MosaicOutput, Outputs, SlotScenes, c
 from pipeline.plan.grid import ChunkGrid
 from pipeline.plan.methods import mosaic_layers
 from pipeline.products.chunkio import Write
+
+#: The labels of a chunk task's fine metrics, in the order the work happens: ``read`` opens
+#: assets and fetches (and GDAL decompresses) pixel windows, also a night's committed cube slots;
+#: ``decode`` turns quality and nodata-mask bands into masks; ``warp`` maps source pixels to the
+#: chunk's grid; ``calibrate`` DN to reflectance; ``composite`` merges scenes into slots and
+#: reduces slots to mosaics; ``write`` opens the output arrays and writes whole chunks.
+PHASES = ("read", "decode", "warp", "calibrate", "composite", "write")
+
+
+class Phases(dict[str, float]):
+    """Seconds by phase. ``with phases("read"):`` adds the block's own time here (a phase nested
+    in another is subtracted from the outer one, so the phases add up, as
+    ``context_meter.meter`` counts them) and digests the same seconds as a Dask fine metric
+    when ``distributed`` is loaded (on a worker the task's metrics go to the scheduler;
+    elsewhere nothing listens). Not importing ``distributed`` here keeps a direct run light."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._open: list[float] = []  # per open phase: seconds of the phases nested in it
+
+    @contextmanager
+    def __call__(self, label: str) -> Iterator[None]:
+        t = time.perf_counter()
+        self._open.append(0.0)
+        try:
+            yield
+        finally:  # a failed step's time counts too
+            elapsed = time.perf_counter() - t
+            own = max(0.0, elapsed - self._open.pop())
+            if self._open:
+                self._open[-1] += elapsed
+            self[label] = self.get(label, 0.0) + own
+            _digest(label, own)
+
+    def add(self, other: dict[str, float]) -> None:
+        for label, sec in other.items():
+            self[label] = self.get(label, 0.0) + sec
+
+    def ordered(self) -> dict[str, float]:
+        """The phases in :data:`PHASES` order (every label, 0 for a phase that never ran)."""
+        extra = sorted(set(self) - set(PHASES))
+        return {label: self.get(label, 0.0) for label in (*PHASES, *extra)}
+
+
+def _digest(label: str, seconds: float) -> None:
+    metrics = sys.modules.get("distributed.metrics")
+    if metrics is not None:  # a Dask worker (or a process that imported distributed)
+        metrics.context_meter.digest_metric(label, seconds, "seconds")
 
 
 @dataclass(frozen=True)
@@ -53,6 +108,7 @@ class ChunkSummary:
     valid_pixels: int = 0
     pixels_written: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds by PHASES label
 
 
 # --------------------------------------------------------------------------- compute
@@ -65,6 +121,7 @@ def compute_chunk(
     reader: RasterReader,
     on_slot: Callable[[int, np.ndarray], None] | None = None,
     reuse: Callable[[SlotScenes, np.ndarray], bool | None] | None = None,
+    phases: Phases | None = None,
 ) -> ChunkOutput:
     """Read, calibrate, mask and merge every scene of the chunk, slot by slot; composite.
 
@@ -74,11 +131,13 @@ def compute_chunk(
 
     ``reuse(slot_scenes, plane)`` (nightly runs) may fill a slot's plane from the committed cube
     instead of reading its scenes: it returns whether any pixel was filled, or None to read.
+    ``phases`` receives the seconds of each step (:data:`PHASES`).
 
     Memory: when every mosaic can stream (see :func:`can_stream`) the task holds one slot
     buffer and O(B·Y·X) state per mosaic, whatever the number of slots; otherwise one
     (T, B, Y, X) float32 stack of the slots touching the chunk.
     """
+    phases = Phases() if phases is None else phases
     work = task.grid_read
     nb = len(outputs.bands)
     shape = (nb, work.height, work.width)
@@ -108,32 +167,40 @@ def compute_chunk(
         filled = reuse(slot_scenes, plane) if reuse is not None else None
         if filled is None:
             filled = _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used,
-                                 failures)
+                                 failures, phases)
         if not filled:
             continue
         any_filled = True
         cropped = plane[(slice(None), *crop)]  # type: ignore[index]
         if on_slot is not None:
-            on_slot(slot_scenes.slot, cropped)
+            with phases("write"):
+                on_slot(slot_scenes.slot, cropped)
         else:
             kept.append((slot_scenes.slot, cropped.copy() if streaming else cropped))
-        for state in states:
-            state.update(k, plane, qa)
-    if not any_filled:
-        mosaics = tuple(_empty(m, nb, task.chunk) for m in outputs.mosaics)
-    elif streaming:
-        mosaics = tuple(_cropped(state.result(), crop) for state in states)
-    else:
-        assert stack is not None  # not streaming: every slot is kept
-        mosaics = tuple(
-            _cropped(composite_method(m, stack, task.slots, bands=outputs.bands,
-                                      qa_masked=qa_stack), crop)
-            for m in outputs.mosaics
-        )
+        with phases("composite"):
+            for state in states:
+                state.update(k, plane, qa)
+    with phases("composite"):
+        mosaics = _mosaics(task, outputs, stack, qa_stack, states, crop, any_filled)
     return ChunkOutput(task.chunk, tuple(kept), mosaics, tuple(used), tuple(failures))
 
 
-def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, failures) -> bool:
+def _mosaics(task, outputs, stack, qa_stack, states, crop, any_filled) -> tuple[dict, ...]:
+    """Each mosaic of the chunk, cropped: empty without data, else streamed or reduced."""
+    nb = len(outputs.bands)
+    if not any_filled:
+        return tuple(_empty(m, nb, task.chunk) for m in outputs.mosaics)
+    if stack is None:  # streaming
+        return tuple(_cropped(state.result(), crop) for state in states)
+    return tuple(
+        _cropped(composite_method(m, stack, task.slots, bands=outputs.bands,
+                                  qa_masked=qa_stack), crop)
+        for m in outputs.mosaics
+    )
+
+
+def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, failures,
+                phases: Phases) -> bool:
     """Merge the slot's scenes into ``plane`` (first valid wins); OR their quality masks into
     ``qa`` where no scene filled the pixel. True if any pixel was filled."""
     filled = False
@@ -141,7 +208,7 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
         try:
             read = read_scene(
                 scene, work, resampling=outputs.resampling, reader=reader, windows=windows,
-                masking=outputs.masking,
+                masking=outputs.masking, phases=phases,
             )
         except ReadError as exc:
             failures.append((scene.id, exc.reason, exc.message))
@@ -149,13 +216,16 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
         if read is None:
             continue
         values, masked = read
-        if qa is not None:
-            qa |= masked
-        if merge_first_valid(values, masked, plane):
+        with phases("composite"):
+            if qa is not None:
+                qa |= masked
+            merged = merge_first_valid(values, masked, plane)
+        if merged:
             used.append(scene.id)
             filled = True
     if qa is not None:  # masked = a quality asset masked it and no scene filled it
-        qa &= ~np.isfinite(plane[0])
+        with phases("composite"):
+            qa &= ~np.isfinite(plane[0])
     return filled
 
 
@@ -189,17 +259,21 @@ def read_scene(
     reader: RasterReader,
     windows: dict | None = None,
     masking: Masking | None = None,
+    phases: Phases | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """One scene on the chunk's grid: reflectance (or radiance) (B, Y, X) float32 (NaN =
     nodata) and the quality mask (Y, X) bool of the ``masking`` classes (cloud and shadow
     dilated when asked). None when the scene's rasters do not reach the chunk. ``windows``
-    memoises index maps by source grid (and sun terms) within one chunk."""
+    memoises index maps by source grid (and sun terms) within one chunk; ``phases`` receives
+    the seconds of each step."""
     windows = {} if windows is None else windows
     masking = masking or Masking()
+    phases = Phases() if phases is None else phases
 
     def window(grid):
         if grid not in windows:
-            windows[grid] = nearest_window(chunk, grid)
+            with phases("warp"):
+                windows[grid] = nearest_window(chunk, grid)
         return windows[grid]
 
     nb = len(scene.bands)
@@ -212,44 +286,54 @@ def read_scene(
         offset = np.array([b.offset for _, b in group], dtype=np.float64)
         nodata = first.nodata
         method = first.resampling or resampling  # the sensor profile's choice wins
-        factor, post = group_factor([b for _, b in group], chunk, scene.datetime, windows)
+        with phases("calibrate"):
+            factor, post = group_factor([b for _, b in group], chunk, scene.datetime, windows)
         if method == "nearest":
             win = window(first.grid)
             if win is None:
                 continue
             box = (win.row0, win.col0, win.height, win.width)
-            dn = reader.read(first.href, [b.index for _, b in group], box)
-            mask, lut = _mask_band(first, box, reader)
-            gather_calibrate(
-                dn,
-                win.rows,
-                win.cols,
-                band_out,
-                np.nan if nodata is None else float(nodata),
-                nodata is not None,
-                scale,
-                offset,
-                values,
-                valid_range=first.valid_range,
-                mask=mask,
-                mask_lut=lut,
-                factor=factor,
-                post_offset=post,
-            )
+            with phases("read"):
+                dn = reader.read(first.href, [b.index for _, b in group], box)
+            with phases("decode"):
+                mask, lut = _mask_band(first, box, reader, phases)
+            with phases("calibrate"):  # the nearest-neighbour gather is fused in the kernel
+                gather_calibrate(
+                    dn,
+                    win.rows,
+                    win.cols,
+                    band_out,
+                    np.nan if nodata is None else float(nodata),
+                    nodata is not None,
+                    scale,
+                    offset,
+                    values,
+                    valid_range=first.valid_range,
+                    mask=mask,
+                    mask_lut=lut,
+                    factor=factor,
+                    post_offset=post,
+                )
         else:
-            warped = _warp_gdal(first, [b.index for _, b in group], chunk, method, reader)
+            with phases("warp"):
+                warped = _warp_gdal(first, [b.index for _, b in group], chunk, method, reader,
+                                    phases)
             if warped is None:
                 continue
             rows, cols = _identity_maps(chunk)
-            gather_calibrate(warped, rows, cols, band_out, np.nan, False, scale, offset, values,
-                             factor=factor, post_offset=post)
+            with phases("calibrate"):
+                gather_calibrate(warped, rows, cols, band_out, np.nan, False, scale, offset,
+                                 values, factor=factor, post_offset=post)
         any_read = True
     if not any_read:
         return None
-    return values, _quality_mask(scene.quality, chunk, window, reader, masking)
+    with phases("decode"):
+        masked = _quality_mask(scene.quality, chunk, window, reader, masking, phases)
+    return values, masked
 
 
-def _quality_mask(quality, chunk: ChunkGrid, window, reader, masking: Masking) -> np.ndarray:
+def _quality_mask(quality, chunk: ChunkGrid, window, reader, masking: Masking,
+                  phases: Phases) -> np.ndarray:
     """OR of every quality source's mask classes; the cloud/shadow part grown by ``dilate``."""
     masked = np.zeros((chunk.height, chunk.width), dtype=bool)
     grown = np.zeros_like(masked) if masking.grown else None
@@ -258,7 +342,8 @@ def _quality_mask(quality, chunk: ChunkGrid, window, reader, masking: Masking) -
         if win is None:
             masked[:] = True  # no quality information here: do not trust the pixels
             continue
-        qa = reader.read(q.href, [q.index], (win.row0, win.col0, win.height, win.width))[0]
+        with phases("read"):
+            qa = reader.read(q.href, [q.index], (win.row0, win.col0, win.height, win.width))[0]
         plain, dilatable = quality_luts(q, masking)
         gather_mask(qa, win.rows, win.cols, plain, masked)
         if grown is not None and dilatable is not None:
@@ -268,12 +353,13 @@ def _quality_mask(quality, chunk: ChunkGrid, window, reader, masking: Masking) -
     return masked
 
 
-def _mask_band(band: BandSource, box, reader):
+def _mask_band(band: BandSource, box, reader, phases: Phases):
     """(mask window, LUT) of the band's nodata mask band, or (None, None)."""
     if band.mask is None:
         return None, None
     href, index, nodata_values = band.mask
-    mask = reader.read(href, [index], box)[0]
+    with phases("read"):
+        mask = reader.read(href, [index], box)[0]
     return mask, _nodata_lut(nodata_values, 256 if mask.dtype.itemsize == 1 else 65536)
 
 
@@ -304,7 +390,8 @@ def _identity_maps(chunk: ChunkGrid) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(rows), np.ascontiguousarray(cols)
 
 
-def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, reader):
+def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, reader,
+               phases: Phases):
     """Non-nearest resampling goes through GDAL's warper on the needed window only."""
     from affine import Affine
     from rasterio.warp import Resampling, reproject
@@ -312,13 +399,15 @@ def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, rea
     win = nearest_window(chunk, band.grid, pad=3)
     if win is None:
         return None
-    dn = reader.read(band.href, indexes, (win.row0, win.col0, win.height, win.width))
+    with phases("read"):
+        dn = reader.read(band.href, indexes, (win.row0, win.col0, win.height, win.width))
     src = dn.astype(np.float32)
     if band.nodata is not None:
         src[dn == band.nodata] = np.nan
     if band.valid_range is not None:  # nodata before interpolating, as for nearest
         src[(dn < band.valid_range[0]) | (dn > band.valid_range[1])] = np.nan
-    mask, lut = _mask_band(band, (win.row0, win.col0, win.height, win.width), reader)
+    with phases("decode"):
+        mask, lut = _mask_band(band, (win.row0, win.col0, win.height, win.width), reader, phases)
     if mask is not None:
         src[:, lut[mask.astype(np.intp)]] = np.nan
     t = Affine(*band.grid.transform) * Affine.translation(win.col0, win.row0)
@@ -368,18 +457,21 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
     import zarr
 
     t0 = time.perf_counter()
+    phases = Phases()
     c = task.chunk
     region = (slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width))
     cube = []
     if outputs.cube_store is not None:
-        group = zarr.open_group(str(outputs.cube_store), mode="r+")
-        cube = [_array(group, name) for name in outputs.bands]
+        with phases("write"):
+            group = zarr.open_group(str(outputs.cube_store), mode="r+")
+            cube = [_array(group, name) for name in outputs.bands]
     writer = ChunkWriter(cube, region)
     out = compute_chunk(task, outputs=outputs, reader=reader,
-                        on_slot=writer if cube else None)
+                        on_slot=writer if cube else None, phases=phases)
     t1 = time.perf_counter()
-    groups = [zarr.open_group(str(m.store), mode="r+") for m in outputs.mosaics]
-    writer.finish(mosaic_writes(out, outputs, groups), mosaics=len(groups))
+    with phases("write"):
+        groups = [zarr.open_group(str(m.store), mode="r+") for m in outputs.mosaics]
+        writer.finish(mosaic_writes(out, outputs, groups), mosaics=len(groups))
     t2 = time.perf_counter()
     valid = (
         int((out.mosaics[0]["count"] > 0).sum())
@@ -394,6 +486,7 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
         valid_pixels=valid,
         pixels_written=writer.pixels,
         seconds={"compute": t1 - t0, "write": t2 - t1},
+        phases=dict(phases),
     )
 
 

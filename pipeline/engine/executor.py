@@ -1,26 +1,39 @@
 """The one executor: runs a run's (or a night's) chunk jobs, in this process or as one Dask task
 per job, and gathers their small results.
 
-A job is a key (its Dask task name: the product and chunk, never a scene id) and the arguments
+A job is a key (its Dask task name, :func:`task_key`: ``aquila-<product>-<phase>-r<row>-c<col>-
+<hash>``, never a scene id, so the dashboard groups a run's tasks as ``aquila-<product>-<phase>``)
+and the arguments
 of a worker function ``fn(reader, *args)``; the reader is the worker process's
 :class:`RasterReader` for the run's settings (one per process and run, so a run's tasks share
 open files and GDAL's cache, and never another run's href policy). A failed job is reported by
 chunk and error and the rest go on; Ctrl-C cancels the jobs still queued on a shared cluster.
 The Dask client is opened on first use only (a night with nothing to do never starts one).
+
+On Dask, a run's tasks are submitted inside one span, ``distributed.span(*Executor.span)``
+(``("aquila", <workflow>, <run id>)``): the dashboard's span views and the scheduler's
+``spans`` extension sum the tasks' fine metrics (the chunk phases) per run. With
+``performance_report``, the client's whole use is recorded into that HTML file
+(``distributed.performance_report``: task stream, worker profiles, bandwidth).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.engine.cluster import ClusterOptions, open_client
 from pipeline.errors import RunError
 from pipeline.io.reader import RasterReader, ReaderSettings
 
+log = logging.getLogger(__name__)
 R = TypeVar("R")
 Progress = Callable[[int, int], None]
 
@@ -30,6 +43,18 @@ class Job:
     key: str  # the Dask task name
     chunk: str  # the chunk's name, for failures
     args: tuple[Any, ...]
+
+
+def task_key(product: str, phase: str, chunk: str, ident: str) -> str:
+    """A chunk task's Dask key: ``aquila-<product>-<phase>-<chunk>-<hash of ident>``.
+
+    The product (a workflow name) keeps its letters only, as words (``demo_s2`` → ``demo-s``):
+    Dask's task prefix (``dask.utils.key_split``, the dashboard's groups) stops at the first
+    word that is not all letters, so the group is ``aquila-<product>-<phase>``. ``ident`` must
+    name the task's inputs and outputs; the key shows only its hash (never a scene id)."""
+    words = re.findall(r"[a-z]+", product.lower()) or ["run"]
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    return f"aquila-{'-'.join(words)}-{phase}-{chunk}-{digest}"
 
 
 _READERS: dict[ReaderSettings, RasterReader] = {}
@@ -56,7 +81,10 @@ class Executor:
     """Where a run's chunk jobs execute: ``direct`` (this process, no Dask) or on the cluster
     ``cluster`` names. ``seconds`` receives ``cluster_start``; ``on_event('dashboard', link)``
     is called once the client is up. A caller's ``client`` (a connected
-    ``distributed.Client``) is used instead of opening one from ``cluster``; it stays open."""
+    ``distributed.Client``) is used instead of opening one from ``cluster``; it stays open.
+    ``span``: the Dask span tags the tasks are submitted under (:attr:`span_ids` collects each
+    map's span id); ``performance_report``: an HTML file recording the client's use, written
+    when the executor closes (never with ``direct``: nothing runs on Dask)."""
 
     def __init__(
         self,
@@ -66,8 +94,15 @@ class Executor:
         seconds: dict[str, float] | None = None,
         on_event: Callable[[str, Any], None] | None = None,
         client: Any = None,
+        span: tuple[str, ...] = ("aquila",),
+        performance_report: Path | None = None,
     ) -> None:
         self.cluster, self.direct = cluster, direct
+        self.span = span
+        self.span_ids: list[str] = []
+        self.performance_report = performance_report
+        self.recording = False  # True once the performance report is started
+        self.report_error: str | None = None  # why the performance report was not written
         self.seconds = seconds if seconds is not None else {}
         self.emit = on_event or (lambda kind, value: None)
         self.dashboard: str | None = None
@@ -89,6 +124,7 @@ class Executor:
             self._client = self._given  # not entered into the stack: the caller closes it
             self.dashboard = getattr(self._given, "dashboard_link", None)
             self.emit("dashboard", self.dashboard)
+            self._record(self._client)
         if self._client is None:
             t = time.perf_counter()
             try:
@@ -104,7 +140,31 @@ class Executor:
             self.seconds["cluster_start"] = time.perf_counter() - t
             self.dashboard = self._client.dashboard_link
             self.emit("dashboard", self.dashboard)
+            self._record(self._client)
         return self._client
+
+    def _record(self, client: Any) -> None:
+        """Start the performance report, if asked: written when the executor closes (before
+        the client it opened, which the stack closes after)."""
+        if self.performance_report is None:
+            return
+        from distributed import performance_report
+
+        self._stack.enter_context(client.as_current())  # the report asks get_client()
+        recorder = performance_report(filename=str(self.performance_report))
+        recorder.__enter__()
+        self._stack.callback(self._write_report, recorder)
+        self.recording = True
+
+    def _write_report(self, recorder: Any) -> None:
+        """Write the performance report; a path that refuses it costs the report, not the
+        run (said in the run report's notes and logged)."""
+        try:
+            recorder.__exit__(None, None, None)
+        except OSError as exc:
+            self.report_error = f"{exc.strerror or exc}"
+            log.warning("performance report not written to %s: %s", self.performance_report,
+                        self.report_error)
 
     def map(
         self,
@@ -139,13 +199,16 @@ class Executor:
         self, fn: Callable[..., R], jobs: Sequence[Job], settings: ReaderSettings,
         progress: Progress | None,
     ) -> tuple[list[R], list[dict[str, str]]]:
-        from distributed import as_completed
+        from distributed import as_completed, span
 
         client = self.client
-        futures = {
-            client.submit(_task, fn, settings, *job.args, key=job.key, pure=False, retries=1): job
-            for job in jobs
-        }
+        with span(*self.span) as span_id:  # the tasks carry it: submitted inside
+            self.span_ids.append(span_id)
+            futures = {
+                client.submit(_task, fn, settings, *job.args, key=job.key, pure=False,
+                              retries=1): job
+                for job in jobs
+            }
         results: list[R] = []
         failed: list[dict[str, str]] = []
         try:
@@ -164,6 +227,21 @@ class Executor:
                 client.cancel(list(futures))
             raise
         return results, failed
+
+
+def performance_note(executor: Executor, report: Any) -> None:
+    """Once the executor is closed: list its performance report among the report's products, or
+    say in its notes why none was written (nothing ran on Dask)."""
+    if executor.performance_report is None:
+        return
+    if executor.report_error is not None:
+        report.notes.append(f"no performance report written to {executor.performance_report}: "
+                            f"{executor.report_error}")
+    elif executor.recording:
+        report.products["performance report"] = str(executor.performance_report)
+    else:
+        report.notes.append(f"no performance report written to {executor.performance_report}: "
+                            "no task ran on Dask")
 
 
 def chunks_failed(failed: Sequence[dict[str, str]], total: int, kept: str) -> RunError:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.engine.chunk import _empty, compute_chunk
+from pipeline.engine.chunk import Phases, _empty, compute_chunk
 from pipeline.engine.writer import ChunkWriter
 from pipeline.io.reader import RasterReader
 from pipeline.plan.chunks import Outputs, SlotScenes
@@ -41,6 +41,7 @@ class NightChunkResult:
     cube_written: int = 0
     mosaic_written: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds by chunk.PHASES label
     fork: Any = None
 
 
@@ -70,6 +71,7 @@ def run_order(
     base: Any,
 ) -> NightChunkResult:
     t0 = time.perf_counter()
+    phases = Phases()
     c = order.chunk
     region = (slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width))
     layers = [
@@ -82,22 +84,25 @@ def run_order(
         if writing_mosaics
         else []
     )
-    arrays = dict(
-        zip(paths, open_arrays(fork.store, paths, mode="r+", cache=_METADATA), strict=True)
-    )
+    with phases("write"):
+        arrays = dict(
+            zip(paths, open_arrays(fork.store, paths, mode="r+", cache=_METADATA), strict=True)
+        )
     cube = [arrays[f"{CUBE}/{b}"] for b in outputs.bands]
     if order.n_slots and cube[0].shape[0] != order.n_slots:
         # Tonight's time axis, set in every fork that writes (the same definition merges
         # cleanly): the night then needs one commit, with no intermediate snapshot to time-travel
         # to. The driver sets it again, with the coordinates, after the merge.
-        resize_all(cube, order.n_slots)
+        with phases("write"):
+            resize_all(cube, order.n_slots)
     old = None
     if base is not None and any(s.origin == "cube" for s in order.slots):
-        committed = open_arrays(
-            base.store, [f"{CUBE}/{b}" for b in outputs.bands], mode="r", cache=_METADATA
-        )
-        wanted = [s.cube_index for s in order.slots if s.cube_index is not None]
-        old = CubeSlots(committed, region, (c.iy, c.ix), wanted)
+        with phases("read"):
+            committed = open_arrays(
+                base.store, [f"{CUBE}/{b}" for b in outputs.bands], mode="r", cache=_METADATA
+            )
+            wanted = [s.cube_index for s in order.slots if s.cube_index is not None]
+            old = CubeSlots(committed, region, (c.iy, c.ix), wanted)
     t_open = time.perf_counter() - t0
     by_slot = {s.slot: s for s in order.slots}
     result = NightChunkResult(chunk=c.name)
@@ -116,7 +121,8 @@ def run_order(
         assert plane.shape[1:] == (c.height, c.width), "cube reuse needs a chunk without halo"
         t = time.perf_counter()
         assert o.cube_index is not None  # origin "cube" names the committed index
-        old.fill(o.cube_index, plane)
+        with phases("read"):
+            old.fill(o.cube_index, plane)
         reuse_s[0] += time.perf_counter() - t
         return bool(np.isfinite(plane[0]).any())
 
@@ -124,7 +130,8 @@ def run_order(
     if order.task is not None and order.task.slots:
         computed = outputs if order.mosaic else replace(outputs, mosaics=())
         out = compute_chunk(
-            order.task, outputs=computed, reader=reader, on_slot=write_slot, reuse=from_cube
+            order.task, outputs=computed, reader=reader, on_slot=write_slot, reuse=from_cube,
+            phases=phases,
         )
         result.used = out.used
         result.failures = out.failures
@@ -133,11 +140,12 @@ def run_order(
     result.cube_written = len(order.blocks)
     if writing_mosaics:
         nb = len(outputs.bands)
-        mosaics = (
-            out.mosaics
-            if (order.mosaic and out is not None)
-            else tuple(_empty(m, nb, c) for m in outputs.mosaics)
-        )
+        with phases("composite"):
+            mosaics = (
+                out.mosaics
+                if (order.mosaic and out is not None)
+                else tuple(_empty(m, nb, c) for m in outputs.mosaics)
+            )
         for name, names, mosaic in zip(groups, layers, mosaics, strict=True):
             for layer in names:
                 values = (
@@ -147,7 +155,8 @@ def run_order(
                 )
                 final.append((arrays[f"{name}/{layer}"], region, values))
         result.mosaic_written = 1
-    writer.finish(final)
+    with phases("write"):
+        writer.finish(final)
     result.retries = reader.take_retries()
     if result.failures:
         result.attempts = {href: e.attempts for href, e in reader.failed().items()}
@@ -157,5 +166,6 @@ def run_order(
         "reuse": reuse_s[0],
         "write": time.perf_counter() - t1,
     }
+    result.phases = dict(phases)
     result.fork = fork
     return result

@@ -37,8 +37,16 @@ from typing import Any
 from pipeline.catalog.dedupe import carry_markings
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.scene import Scene
+from pipeline.engine.chunk import Phases
 from pipeline.engine.cluster import ClusterOptions
-from pipeline.engine.executor import Executor, Job, chunks_failed, timed
+from pipeline.engine.executor import (
+    Executor,
+    Job,
+    chunks_failed,
+    performance_note,
+    task_key,
+    timed,
+)
 from pipeline.engine.night_chunk import night_job
 from pipeline.engine.steps import (
     audience_dict,
@@ -98,6 +106,8 @@ class NightOptions:
     operator_report_path: Path | None = None
     rebuild: bool = False  # ignore the committed state: rebuild every chunk (one commit still)
     time_block: int = 8  # cube slots per store chunk (a new store's layout; see cube/slots.py)
+    # an HTML file recording the night's use of Dask (distributed.performance_report); Dask only
+    performance_report: Path | None = None
 
 
 def store_path(spec: WorkflowSpec, store: Path | None = None) -> Path:
@@ -188,7 +198,10 @@ class _Night:
         self.chunks: dict[str, list[tuple[int, int]]] = {}  # scene token -> chunks it touches
         self.token = Tokens()  # scene tokens, each computed once this run
         self.executor = Executor(options.cluster, direct=options.direct,
-                                 seconds=report.seconds, on_event=self.emit)
+                                 seconds=report.seconds, on_event=self.emit,
+                                 span=("aquila", spec.name, self.run_id),
+                                 performance_report=options.performance_report)
+        self.phases = Phases()  # the chunk tasks' seconds by phase, over every pass
         self.published: StoreState | None = None  # the state of the night this run commits
         self.operator: tuple[OperatorReport, Path] | None = None  # with audience: report, path
 
@@ -244,6 +257,7 @@ class _Night:
                 finally:
                     txn.close()
                 break
+        performance_note(self.executor, self.report)
         self.write_sidecar()
 
     # ------------------------------------------------------------------ steps
@@ -387,8 +401,8 @@ class _Night:
         orders = inc.orders
         self.emit("executing", len(orders))
         jobs = [
-            Job(order_key(o, plan, self.token), o.chunk.name,
-                (o, plan.outputs, self.groups, session.fork(), base))
+            Job(task_key(self.spec.name, "night", o.chunk.name, order_key(o, plan, self.token)),
+                o.chunk.name, (o, plan.outputs, self.groups, session.fork(), base))
             for o in orders
         ]
         results, failed = self.executor.map(night_job, jobs, self.reader,
@@ -403,6 +417,8 @@ class _Night:
         for r in results:  # where worker time went, summed over tasks
             for step, sec in r.seconds.items():
                 self.add_seconds(f"tasks_{step}", sec)
+            self.phases.add(r.phases)
+        self.report.seconds_by_phase = self.phases.ordered()
         return session, results
 
     def read_failures(self, results, tonight: Tonight, excluded: set[str]) -> set[str]:

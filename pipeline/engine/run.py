@@ -7,7 +7,6 @@ never travel: each task reads, computes and writes its own chunk, and returns a 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,9 +15,15 @@ from typing import Any
 
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.markings import Marking, Scale
-from pipeline.engine.chunk import ChunkSummary, chunk_job
+from pipeline.engine.chunk import ChunkSummary, Phases, chunk_job
 from pipeline.engine.cluster import ClusterOptions
-from pipeline.engine.executor import Executor, Job, chunks_failed
+from pipeline.engine.executor import (
+    Executor,
+    Job,
+    chunks_failed,
+    performance_note,
+    task_key,
+)
 from pipeline.engine.steps import (
     audience_dict,
     discover,
@@ -61,6 +66,8 @@ class RunOptions:
     # a connected distributed.Client to run the chunk tasks on instead of opening a cluster
     # (``cluster`` is then ignored); the run never closes it
     client: Any = field(default=None, compare=False, repr=False)
+    # an HTML file recording the run's use of Dask (distributed.performance_report); Dask only
+    performance_report: Path | None = None
 
 
 # --------------------------------------------------------------------------- steps
@@ -144,10 +151,12 @@ def run_workflow(
         create_stores(work, attrs)
         t1 = time.perf_counter()
         with Executor(options.cluster, direct=options.direct, seconds=report.seconds,
-                      on_event=emit, client=options.client) as executor:
-            summaries, failed = executor.map(chunk_job, chunk_jobs(work), reader,
+                      on_event=emit, client=options.client, span=("aquila", spec.name, run_id),
+                      performance_report=options.performance_report) as executor:
+            summaries, failed = executor.map(chunk_job, chunk_jobs(work, spec.name), reader,
                                              progress=progress)
             report.dashboard = executor.dashboard
+        performance_note(executor, report)
         report.seconds["compute"] = time.perf_counter() - t1
         _collect(report, plan, summaries, failed)
         _check_publishable(report, stores=pub.stores)
@@ -214,10 +223,10 @@ def _final_of(pub: Publication) -> Callable[[Path], Path]:
     return finals.__getitem__
 
 
-def chunk_jobs(plan: Plan) -> list[Job]:
-    """One job per chunk task. Its key names the product and the chunk, with a hash of its
-    inputs and outputs (never a scene id); the outputs are the run's build directories, so two
-    runs never share a task key."""
+def chunk_jobs(plan: Plan, product: str) -> list[Job]:
+    """One job per chunk task. Its key (:func:`task_key`: ``aquila-<product>-chunk-r<row>-c<col>-
+    <hash>``) names the product and the chunk, with a hash of its inputs and outputs (never a
+    scene id); the outputs are the run's build directories, so two runs never share a key."""
     jobs = []
     for task in plan.tasks:
         ident = repr((
@@ -226,8 +235,7 @@ def chunk_jobs(plan: Plan) -> list[Job]:
              for s in task.slots],
             plan.outputs,
         ))
-        digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
-        jobs.append(Job(f"chunk-{task.chunk.name}-{digest}", task.chunk.name,
+        jobs.append(Job(task_key(product, "chunk", task.chunk.name, ident), task.chunk.name,
                         (task, plan.outputs)))
     return jobs
 
@@ -258,8 +266,10 @@ def _collect(
 ) -> None:
     used: set[str] = set()
     failures: dict[tuple[str, str], list[str]] = {}
+    phases = Phases()
     for s in summaries:
         used.update(s.used)
+        phases.add(s.phases)
         report.pixels_written += s.pixels_written
         for step, sec in s.seconds.items():  # summed over tasks: where worker time went
             report.seconds[f"tasks_{step}"] = report.seconds.get(f"tasks_{step}", 0.0) + sec
@@ -272,6 +282,7 @@ def _collect(
         for (sid, msg), ch in sorted(failures.items())
     ]
     report.chunk_failures = failed
+    report.seconds_by_phase = phases.ordered()
 
 
 def _published(report: RunReport, plan: Plan) -> None:

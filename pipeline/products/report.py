@@ -41,6 +41,9 @@ class RunReport:
     status: str = "running"  # success | partial | failed | bad_input | busy | interrupted
     finished: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    # where the chunk tasks' time went, summed over tasks: read, decode, warp, calibrate,
+    # composite, write (the same labels as the Dask fine metrics; engine/chunk.py PHASES)
+    seconds_by_phase: dict[str, float] = field(default_factory=dict)
     scenes_found: int = 0
     scenes_used: list[str] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
@@ -128,6 +131,7 @@ class NightReport:
     lock: dict[str, Any] = field(default_factory=dict)  # holder; took_over (a dead run's lock)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    seconds_by_phase: dict[str, float] = field(default_factory=dict)  # as RunReport's
     labels: dict[str, Any] = field(default_factory=dict)
     audience: dict[str, Any] | None = None
     dashboard: str | None = None
