@@ -63,7 +63,7 @@ def test_every_import_of_the_package_is_a_declared_dependency():
     import tomllib
 
     declared = {
-        re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].strip().lower()
+        re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].strip().lower().replace("_", "-")
         for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     }
     imported: dict[str, str] = {}

@@ -315,3 +315,29 @@ def test_alert_rules_are_well_formed_and_use_exported_series():
         assert r["labels"]["severity"] in {"warning", "critical"}
         assert r["annotations"]["summary"] and r["annotations"]["description"]
         _check_names(r["expr"])
+
+
+def test_the_cli_publishes_to_the_schedulers_metrics_and_the_textfile(
+    scheduler, tiny_catalog, tmp_path
+):
+    """`aquila run --scheduler ... --metrics-textfile`: the run's series reach the scheduler's
+    /metrics and the textfile; a plain run (no scheduler, no textfile) writes no file."""
+    from tests.adversarial.runs import aquila
+
+    address, url = scheduler
+    spec = write_spec(tmp_path / "cli.yaml", tiny_catalog.root, tmp_path / "out", name="clirun")
+    prom = tmp_path / "aquila.prom"
+    done = aquila("run", str(spec), "--scheduler", address, "--no-progress",
+                  "--metrics-textfile", str(prom))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "clirun.run-report.json").read_text())
+    for samples in (scrape(url), _file_samples(prom)):
+        assert value(samples, "aquila_runs_total", workflow="clirun", status="success") == 1
+        assert value(samples, "aquila_chunks_written_total", workflow="clirun") == report["tasks"]
+    assert value(scrape(url), "aquila_runs_started_total",
+                 workflow="clirun") == 1
+
+
+def _file_samples(path: Path) -> dict[tuple[str, frozenset], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(path.read_text()) for s in fam.samples}

@@ -16,7 +16,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from rich.console import Console
 
@@ -111,6 +111,53 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         help="cluster profile YAML (sizes, dashboard, TLS), e.g. cluster/tls-local.yaml; "
         "--scheduler still picks the scheduler",
     )
+    parser.add_argument(
+        "--performance-report", type=Path, metavar="FILE.html",
+        help="write Dask's performance report (task stream, worker profiles, fine metrics) of "
+        "this run to FILE.html; needs Dask (not with --direct)",
+    )
+    parser.add_argument(
+        "--metrics-textfile", type=Path, metavar="FILE.prom",
+        help="add this run's aquila_* series to a node_exporter textfile collector file "
+        "(Prometheus text format, replaced atomically), e.g. "
+        "/var/lib/node_exporter/textfile/aquila.prom; with --scheduler they also go to the "
+        "scheduler's /metrics",
+    )
+
+
+def publish_metrics(args: argparse.Namespace, cluster: Any, mode: Literal["run", "nightly"],
+                    workflow: str,
+                    report: Any = None) -> None:
+    """Aquila's ``aquila_*`` series: to a long-lived scheduler's ``/metrics`` (``--scheduler``
+    or an address profile; a cluster this run starts ends with it) and, with
+    ``--metrics-textfile``, into a node_exporter textfile. ``report`` None: the run starts.
+    Never fails the run (the publishers log a warning instead)."""
+    textfile: Path | None = getattr(args, "metrics_textfile", None)
+    if cluster.scheduler is None and (report is None or textfile is None):
+        return  # nothing to publish to: keep a plain run from importing the publishers
+    from pipeline.engine.metrics_plugin import publish_run_metrics, publish_run_started
+
+    security = cluster.tls.security() if cluster.tls else None
+    if report is None:
+        publish_run_started(cluster.scheduler, mode, workflow, security=security)
+    else:
+        publish_run_metrics(cluster.scheduler, report, mode, textfile=textfile,
+                            security=security)
+
+
+def performance_report(args: argparse.Namespace) -> Path | None:
+    """``--performance-report``, refused with ``--direct`` (nothing would run on Dask to
+    record): a usage error, exit 2, before anything is read or written."""
+    path: Path | None = getattr(args, "performance_report", None)
+    if path is not None and args.direct:
+        from pipeline.errors import InputError
+
+        raise InputError(
+            "--performance-report records the tasks Dask runs and --direct runs none: drop "
+            "--direct (a local cluster is started) or drop --performance-report",
+            reason="usage",
+        )
+    return path
 
 
 def add_reader_flags(parser: argparse.ArgumentParser) -> None:

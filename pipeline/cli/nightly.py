@@ -15,6 +15,8 @@ from pipeline.cli.common import (
     add_cluster_flags,
     add_reader_flags,
     exit_codes,
+    performance_report,
+    publish_metrics,
     reader_settings,
 )
 from pipeline.cli.progress import ChunkBar
@@ -110,6 +112,7 @@ def _nightly(args: argparse.Namespace, out: Output) -> int:
     from pipeline.engine.nightly import NightOptions, run_nightly
     from pipeline.spec.workflow import load_spec
 
+    perf = performance_report(args)  # a usage error before anything is read
     spec = load_spec(args.spec)
     options = NightOptions(
         store=args.store,
@@ -118,14 +121,17 @@ def _nightly(args: argparse.Namespace, out: Output) -> int:
         reader=reader_settings(args),
         report_path=args.report,
         rebuild=args.rebuild,
+        performance_report=perf,
     )
     log.debug("nightly %s: %s", args.spec, options)
+    publish_metrics(args, options.cluster, "nightly", spec.name)  # runs started
     bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
     try:
         report = run_nightly(spec, spec_path=str(args.spec), options=options, progress=bar,
                              on_event=lambda kind, value: _event(out.human, kind, value))
     finally:
         bar.stop()
+    publish_metrics(args, options.cluster, "nightly", spec.name, report)
     if out.json:
         out.document(report_document(report))
     else:

@@ -16,6 +16,8 @@ from pipeline.cli.common import (
     add_reader_flags,
     exit_codes,
     failure_document,
+    performance_report,
+    publish_metrics,
     reader_settings,
 )
 from pipeline.cli.progress import ChunkBar
@@ -63,14 +65,17 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from pipeline.engine.run import RunOptions, default_report_path, run_workflow
     from pipeline.spec.workflow import load_spec
 
+    perf = performance_report(args)  # a usage error before anything is read
     spec = load_spec(args.spec)
     options = RunOptions(
         cluster=cluster_from_cli(args),
         direct=args.direct,
         reader=reader_settings(args),
         report_path=args.report,
+        performance_report=perf,
     )
     log.debug("run %s: %s", args.spec, options)
+    publish_metrics(args, options.cluster, "run", spec.name)  # runs started
     bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
     try:
         report = run_workflow(spec, spec_path=str(args.spec), options=options, progress=bar,
@@ -87,6 +92,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return EXIT_INTERRUPTED
     finally:
         bar.stop()
+    publish_metrics(args, options.cluster, "run", spec.name, report)
     if out.json:
         out.document(report_document(report))
     else:
