@@ -76,13 +76,16 @@ def global_options(*, in_subcommand: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
 
-    def default(value: bool) -> Any:
+    def default(value: object) -> Any:
         return argparse.SUPPRESS if in_subcommand else value
 
     g.add_argument("-v", "--verbose", action="store_true", default=default(False),
                    help="debug messages (the 'pipeline' logger) on stderr")
     g.add_argument("-q", "--quiet", action="store_true", default=default(False),
                    help="warnings and errors only: no progress bar, no summary")
+    g.add_argument("--log-format", choices=("text", "json"), default=default("text"),
+                   help="log lines on stderr: text, or json (one object per line with run_id, "
+                   "workflow, mode, event, chunk: for log shippers)")
     g.add_argument("--json", action="store_true", default=default(False),
                    help="print one JSON document on stdout (nothing else); human text, "
                    "progress and errors go to stderr")
@@ -246,16 +249,55 @@ def failure_document(command: str | None, status: str, code: int, error: str,
 _handler: logging.Handler | None = None
 
 
-def configure_logging(*, verbose: bool, quiet: bool) -> None:
+def configure_logging(*, verbose: bool, quiet: bool, log_format: str = "text") -> None:
     """The ``pipeline`` logger → stderr, once per process (a second call, e.g. ``main()`` run
     twice in one process, replaces the handler instead of adding one). ``-v``: DEBUG;
-    ``-q``: WARNING; otherwise INFO."""
+    ``-q``: WARNING; otherwise INFO. ``log_format`` ``json``: one JSON object per line."""
     global _handler
     logger = logging.getLogger("pipeline")
     if _handler is not None:
         logger.removeHandler(_handler)
     _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    _handler.setFormatter(JsonLines() if log_format == "json" else TextLines())
     logger.addHandler(_handler)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    # the event lines (pipeline.engine.events) repeat what the console already prints: for a
+    # log shipper (json) or with -v only
+    quiet_events = log_format == "text" and not verbose
+    logging.getLogger("pipeline.events").setLevel(logging.WARNING if quiet_events
+                                                  else logging.NOTSET)
 
+
+def _context(record: logging.LogRecord) -> dict[str, Any]:
+    from pipeline.engine.events import CONTEXT_FIELDS
+
+    return {k: getattr(record, k) for k in CONTEXT_FIELDS if getattr(record, k, None) is not None}
+
+
+class TextLines(logging.Formatter):
+    """``LEVEL logger: message [run_id=… workflow=… …]``: the event context at the end."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        context = _context(record)
+        if context:
+            line += " [" + " ".join(f"{k}={v}" for k, v in context.items()) + "]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the context."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime as dt
+
+        doc: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            **_context(record),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 failure_document(None, "bad_input", EXIT_BAD_INPUT, exc.message, "usage")
             )
         return EXIT_BAD_INPUT
-    configure_logging(verbose=args.verbose, quiet=args.quiet)
+    configure_logging(verbose=args.verbose, quiet=args.quiet, log_format=args.log_format)
     log.debug("aquila %s, arguments %s", __version__, vars(args))
     return _call(args, Output.for_args(args))
 

@@ -37,6 +37,7 @@ from typing import Any
 from pipeline.catalog.dedupe import carry_markings
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.scene import Scene
+from pipeline.engine import events
 from pipeline.engine.chunk import Phases
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.executor import (
@@ -170,10 +171,12 @@ def run_nightly(
         kept = "the last published night is unchanged"
         reraise = record_failure(report, exc, stores=[store], kept=kept)
         write_finished(report, t0, report_path, also=(_history_path(report),))
+        events.finished(report, mode="nightly")
         if reraise:
             raise
         return report
     write_finished(report, t0, report_path, also=(_history_path(report),))
+    events.finished(report, mode="nightly")
     return report
 
 
@@ -185,10 +188,11 @@ def _history_path(report: NightReport) -> Path:
 class _Night:
     def __init__(self, spec, store, options, report, on_event, progress, t0) -> None:
         self.spec, self.store_dir, self.options, self.report = spec, store, options, report
-        self.emit = on_event or (lambda kind, value: None)
         self.progress = progress
         self.t0 = t0
         self.run_id = report.run_id
+        self.emit = events.logged(on_event, mode="nightly", workflow=spec.name,
+                                  run_id=self.run_id)
         self.rule = releasability_of(spec)
         self.groups = mosaic_groups(spec)
         self.reader = replace(

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.markings import Marking, Scale
+from pipeline.engine import events
 from pipeline.engine.chunk import ChunkSummary, Phases, chunk_job
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.executor import (
@@ -95,9 +96,9 @@ def run_workflow(
 ) -> RunReport:
     """Run a workflow end to end and return its report (also written as JSON)."""
     options = options or RunOptions()
-    emit = on_event or (lambda kind, value: None)
     t0 = time.perf_counter()
     run_id, started = new_run_id()
+    emit = events.logged(on_event, mode="run", workflow=spec.name, run_id=run_id)
     report = RunReport(
         run_id=run_id, workflow=spec.name, spec=spec_path, started=started.isoformat()
     )
@@ -175,6 +176,7 @@ def run_workflow(
                             "unchanged)")
         refused = pub is None and isinstance(exc, StoreBusy | StoreNotOurs)
     held.close()  # unpublished builds removed (the old products untouched), locks released
+    events.finished(report, mode="run")
     if refused:  # before it started (busy, a path not Aquila's): it writes nothing at all
         return report
     write_finished(report, t0, report_path)
