@@ -41,9 +41,10 @@ EXAMPLES = ROOT / "cluster"
 
 
 def _is_profile(path: Path) -> bool:
-    """cluster/ also holds deployment files; a Kubernetes manifest (apiVersion:) is not a
-    profile, every other YAML file there is one."""
-    return "apiVersion" not in (yaml.safe_load(path.read_text()) or {})
+    """cluster/ also holds deployment and monitoring files: a Kubernetes manifest (apiVersion:)
+    and Prometheus rules (groups:) are not profiles, every other YAML file there is one."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    return "apiVersion" not in doc and "groups" not in doc
 
 
 PROFILES = sorted(p for p in EXAMPLES.glob("*.yaml") if _is_profile(p))

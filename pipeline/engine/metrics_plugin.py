@@ -158,9 +158,10 @@ def _publish(target: Any, msg: dict[str, Any], *, security: Any, timeout: str) -
         return True
     try:
         if isinstance(target, str):
-            from distributed import Client
+            from pipeline.engine.clusters.local import connect_scheduler
 
-            with Client(target, timeout=timeout, security=security, set_as_default=False) as c:
+            with connect_scheduler(target, timeout=timeout, security=security,
+                                   set_as_default=False) as c:
                 return register_metrics(c) and _log(c, msg)
         return register_metrics(target) and _log(target, msg)
     except Exception:  # noqa: BLE001 - e.g. the scheduler is gone

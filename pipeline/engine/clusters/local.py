@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import StrictStr, field_validator, model_validator
 
@@ -101,10 +101,21 @@ def worker_malloc_environ() -> dict[str, str]:
 @contextlib.contextmanager
 def connect_address(options: ClusterOptions) -> Iterator[Client]:
     """A client of an existing scheduler; the scheduler is left running."""
+    security = options.tls.security() if options.tls else None
+    with connect_scheduler(str(options.scheduler), security=security) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def connect_scheduler(
+    address: str, *, security: Any = None, timeout: str = "30s", set_as_default: bool = True
+) -> Iterator[Client]:
+    """A client of the scheduler at ``address`` (``security``: distributed's ``Security``), closed
+    on exit; the scheduler is left running. Also for short side connections (metrics), which
+    pass ``set_as_default=False`` so they never replace a run's default client."""
     from distributed import Client
 
-    security = options.tls.security() if options.tls else None
-    client = Client(options.scheduler, timeout="30s", security=security)
+    client = Client(address, timeout=timeout, security=security, set_as_default=set_as_default)
     try:
         yield client
     finally:
