@@ -164,8 +164,12 @@ def _publish(target: Any, msg: dict[str, Any], *, security: Any, timeout: str) -
                                    set_as_default=False) as c:
                 return register_metrics(c) and _log(c, msg)
         return register_metrics(target) and _log(target, msg)
-    except Exception:  # noqa: BLE001 - e.g. the scheduler is gone
-        log.warning("aquila metrics: not sent to the scheduler", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - e.g. the scheduler is gone
+        # one line for the operator (the run's own failure line says what went wrong with the
+        # cluster); the traceback only with -v
+        log.warning("aquila metrics: not sent to the scheduler (%s: %s)",
+                    type(exc).__name__, exc)
+        log.debug("aquila metrics: traceback", exc_info=True)
         return False
 
 

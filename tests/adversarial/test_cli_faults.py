@@ -36,6 +36,13 @@ from tests.conftest import make_spec_dict
 from tests.pausing import child_env
 
 
+def ctrl_c_reaches_it() -> None:
+    """In the child, before exec: SIGINT back to its default, as in a terminal. A test session
+    started in the background by a non-interactive shell inherits SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler, so the Ctrl-C tests would see no Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def product_digest(out: Path) -> dict[str, str]:
     """The product and its sidecar (the report and the lock file may change)."""
     return {k: v for k, v in digest(out).items() if k.startswith("mosaic.zarr")
@@ -166,7 +173,7 @@ def test_ctrl_c_mid_run_exits_130_and_keeps_the_old_product(where, rerun):
     with serve(catalog) as server:
         served_slowly(catalog, server, spec, latency_s=0.3)
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=ctrl_c_reaches_it)
         try:
             end = time.monotonic() + 90
             while not any((p / "zarr.json").exists()
@@ -199,7 +206,8 @@ def test_ctrl_c_mid_night_exits_130_writes_the_report_and_publishes_nothing(tiny
     pauses.mkdir()
     args = [AQUILA, "nightly", str(spec), "--store", str(store), "--direct", "--no-progress"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=child_env("merged", pauses))
+                            start_new_session=True, env=child_env("merged", pauses),
+                            preexec_fn=ctrl_c_reaches_it)
     try:
         end = time.monotonic() + 120
         while not (pauses / "paused-merged").exists():
