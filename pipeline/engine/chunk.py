@@ -36,6 +36,7 @@ from pipeline.plan.chunks import ChunkTask, MosaicOutput, Outputs, SlotScenes, c
 from pipeline.plan.grid import ChunkGrid
 from pipeline.plan.methods import mosaic_layers
 from pipeline.products.chunkio import Write
+from pipeline.products.overviews import Pyramid
 
 #: The labels of a chunk task's fine metrics, in the order the work happens: ``read`` opens
 #: assets and fetches (and GDAL decompresses) pixel windows, also a night's committed cube slots;
@@ -465,7 +466,7 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
         with phases("write"):
             group = zarr.open_group(str(outputs.cube_store), mode="r+")
             cube = [_array(group, name) for name in outputs.bands]
-    writer = ChunkWriter(cube, region)
+    writer = ChunkWriter(cube, region, overviews=Pyramid())
     out = compute_chunk(task, outputs=outputs, reader=reader,
                         on_slot=writer if cube else None, phases=phases)
     t1 = time.perf_counter()

@@ -77,10 +77,12 @@ class RunOptions:
 def create_stores(plan: Plan, attrs: dict[str, Any]) -> None:
     o = plan.outputs
     if o.cube_store is not None:
-        create_cube(o.cube_store, plan.grid, o.bands, plan.slots, attrs=attrs)
+        create_cube(o.cube_store, plan.grid, o.bands, plan.slots, attrs=attrs,
+                    quantity=o.quantity, zarr_format=2 if o.cube_format == "zarr2" else 3)
     for m in o.mosaics:
         layers = mosaic_layers(m.method, blend_width=m.blend_width)
-        create_mosaic(m.store, plan.grid, o.bands, method=m.method, layers=layers, attrs=attrs)
+        create_mosaic(m.store, plan.grid, o.bands, method=m.method, layers=layers, attrs=attrs,
+                      quantity=o.quantity, zarr_format=2 if m.format == "zarr2" else 3)
 
 
 # --------------------------------------------------------------------------- the run

@@ -22,7 +22,7 @@ from pipeline.plan.chunks import MosaicOutput, Outputs
 from pipeline.plan.grid import TargetGrid
 from pipeline.products.report import NightReport, OperatorReport, RunReport
 from pipeline.spec.sections import BestPixelSpec, MosaicProduct
-from pipeline.spec.workflow import WorkflowSpec
+from pipeline.spec.workflow import WorkflowSpec, spec_as_given
 
 
 def new_run_id() -> tuple[str, dt.datetime]:
@@ -85,6 +85,7 @@ def outputs_of(spec: WorkflowSpec) -> Outputs:
         bands=spec.bands,
         resampling=spec.grid.resampling,
         cube_store=p.cube.store if p.cube else None,
+        cube_format=p.cube.format if p.cube else "zarr3",
         mosaics=tuple(mosaic_output(m, spec) for m in p.all_mosaics),
         **radiometry_outputs(spec.radiometry),
     )
@@ -112,6 +113,7 @@ def mosaic_output(m: MosaicProduct, spec: WorkflowSpec) -> MosaicOutput:
     return MosaicOutput(
         store=m.store, method=m.method, q=m.q, priority=tuple(m.priority or ()), key=m.key,
         weights=weights, target=target, blend_width=m.blend.width if m.blend else 0,
+        format=m.format,
     )
 
 
@@ -177,7 +179,8 @@ def product_attrs(
     attrs = {
         "title": f"Aquila {spec.name}" + (" (nightly)" if nightly else ""),
         "aquila:run_id": run_id,
-        "aquila:workflow": spec.model_dump(mode="json"),
+        # as written (paths relative to the spec file): no absolute path of this machine
+        "aquila:workflow": spec_as_given(spec),
     }
     if not complete:
         attrs["aquila:status"] = "incomplete"  # set to "complete" by the commit step

@@ -12,7 +12,7 @@ Every write covers whole store chunks, so running a task twice writes the same b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,9 +31,12 @@ class ChunkWriter:
         block: int = 1,
         n_slots: int | None = None,
         blocks: Iterable[int] = (),
+        overviews: Callable[[list[Write]], list[Write]] | None = None,
     ) -> None:
         """``cube``: the cube's band arrays (none: no cube); ``region``: the chunk's (y, x)
-        slices; ``n_slots``: the cube's time length (default: the arrays')."""
+        slices; ``n_slots``: the cube's time length (default: the arrays'); ``overviews``: the
+        writes of the overview levels that go with some full-resolution writes
+        (:class:`pipeline.products.overviews.Pyramid`), written in the same call."""
         self.cube, self.region, self.block = list(cube), region, block
         self.n_slots = n_slots if n_slots is not None else (
             int(self.cube[0].shape[0]) if self.cube else 0)
@@ -41,6 +44,7 @@ class ChunkWriter:
         self.current: tuple[int, np.ndarray] | None = None
         self.cube_slots = 0  # slots put
         self.mosaics = 0  # mosaic writes (one per mosaic product)
+        self.overviews = overviews
 
     @property
     def pixels(self) -> int:
@@ -89,4 +93,6 @@ class ChunkWriter:
         return [(array, sel, data[k]) for k, array in enumerate(self.cube)]
 
     def _emit(self, writes: list[Write], *, cube: bool) -> None:
+        if self.overviews is not None and writes:
+            writes = [*writes, *self.overviews(writes)]
         write_all(writes)  # (``cube``: the call writes cube blocks; tests pause there)

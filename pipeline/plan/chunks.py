@@ -75,6 +75,7 @@ class MosaicOutput:
     weights: tuple[tuple[str, float], ...] = ()  # best-pixel weights (BestPixelWeights fields)
     target: dt.datetime | None = None  # best-pixel target time
     blend_width: int = 0  # pixels; 0 = no seam blending
+    format: str = "zarr3"  # the store's Zarr version: "zarr3" or "zarr2" (GDAL < 3.11)
 
     @property
     def halo(self) -> int:
@@ -96,6 +97,7 @@ class Outputs:
     masking: Masking = Masking()  # quality classes dropped, cloud/shadow dilation
     quantity: str = "reflectance"  # or "radiance" (radiometry.target)
     harmonize_to: str | None = None
+    cube_format: str = "zarr3"  # the cube store's Zarr version (see MosaicOutput.format)
 
     @property
     def halo(self) -> int:

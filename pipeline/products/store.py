@@ -29,23 +29,74 @@ from zarr.codecs import BloscCodec
 from pipeline.plan.chunks import TimeSlot
 from pipeline.plan.grid import TargetGrid
 from pipeline.plan.methods import mosaic_layers
+from pipeline.products.overviews import (
+    level_path,
+    level_shape,
+    level_transform,
+    levels_for,
+    multiscales,
+)
 from pipeline.products.publish import PRODUCT_MARKER
 
 # lz4 measured ~15 % faster than zstd for this job at similar size (see LESSONS.md)
 COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
+CF_CONVENTIONS = "CF-1.8"
+QUANTITIES = {  # radiometry.target -> (long name, units, CF standard_name or None)
+    # reflectance: CF names the level (surface_ or toa_bidirectional_reflectance), which a
+    # product mixing providers does not know per pixel; so no standard_name is claimed for it
+    "reflectance": ("reflectance", "1", None),
+    "radiance": ("radiance", "W m-2 sr-1 um-1", "toa_outgoing_radiance_per_unit_wavelength"),
+}
+
+
+def _axis_attrs(grid: TargetGrid) -> tuple[dict[str, str], dict[str, str]]:
+    """CF attributes of the y and x coordinates: projected metres or geographic degrees."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(grid.crs)
+    if crs.is_geographic:
+        return ({"standard_name": "latitude", "units": "degrees_north", "axis": "Y",
+                 "long_name": "latitude (pixel centre)"},
+                {"standard_name": "longitude", "units": "degrees_east", "axis": "X",
+                 "long_name": "longitude (pixel centre)"})
+    unit = crs.axis_info[0].unit_name if crs.axis_info else "metre"
+    units = "m" if unit in ("metre", "meter") else unit
+    return ({"standard_name": "projection_y_coordinate", "units": units, "axis": "Y",
+             "long_name": "y (pixel centre)"},
+            {"standard_name": "projection_x_coordinate", "units": units, "axis": "X",
+             "long_name": "x (pixel centre)"})
+
+
+def _band_attrs(band: str, quantity: str, what: str = "") -> dict[str, str]:
+    name, units, standard = QUANTITIES.get(quantity, QUANTITIES["reflectance"])
+    attrs = {"long_name": f"{band} {name}{what}", "units": units}
+    if standard:
+        attrs["standard_name"] = standard
+    return attrs
+
+
 def _base_dataset(grid: TargetGrid) -> dict[str, Any]:
     y, x = grid.coords()
-    return {
-        "y": ("y", y, {"units": "m", "long_name": "y (pixel centre)"}),
-        "x": ("x", x, {"units": "m", "long_name": "x (pixel centre)"}),
-    }
+    y_attrs, x_attrs = _axis_attrs(grid)
+    return {"y": ("y", y, y_attrs), "x": ("x", x, x_attrs)}
 
 
-def _georeferenced(ds: xr.Dataset, grid: TargetGrid, attrs: Mapping) -> xr.Dataset:
+def _product_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Root attributes every product has: CF's Conventions and what made it."""
+    from pipeline._version import __version__
+
+    return {"Conventions": CF_CONVENTIONS, "source": f"Aquila {__version__}", **attrs}
+
+
+def _georeferenced(
+    ds: xr.Dataset, grid: TargetGrid, attrs: Mapping, transform: Sequence[float] | None = None
+) -> xr.Dataset:
+    from affine import Affine
+
     ds = ds.rio.write_crs(grid.crs)
-    ds = ds.rio.write_transform(_affine(grid))
+    ds = ds.rio.write_transform(Affine(*(transform or grid.transform)[:6]))
     for name in ds.data_vars:
         if name == "spatial_ref":
             continue
@@ -56,14 +107,79 @@ def _georeferenced(ds: xr.Dataset, grid: TargetGrid, attrs: Mapping) -> xr.Datas
 
 
 def _write_layout(
-    ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs: Mapping, *, kind: str
+    ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs: Mapping, *, kind: str,
+    zarr_format: int = 3,
 ) -> None:
     """Write the layout into ``store``, which must be new or an empty directory (a run's build
-    directory): mode ``w-`` refuses to overwrite, so nothing is ever removed here."""
-    ds = _georeferenced(ds, grid, {**attrs, PRODUCT_MARKER: kind})
-    ds.to_zarr(
-        str(store), compute=False, mode="w-", encoding=encoding, zarr_format=3, consolidated=False
-    )
+    directory): mode ``w-`` refuses to overwrite, so nothing is ever removed here. ``zarr_format``
+    2 writes Zarr v2 (numcodecs Blosc, the same settings) for GDAL < 3.11."""
+    levels = levels_for(grid.shape, grid.chunk)
+    pyramid = multiscales(grid.shape, grid.transform, levels) if levels else {}
+    ds = _georeferenced(ds, grid, _product_attrs({**attrs, **pyramid, PRODUCT_MARKER: kind}))
+    ds.to_zarr(str(store), compute=False, mode="w-", encoding=_for_format(encoding, zarr_format),
+               zarr_format=zarr_format, consolidated=False)
+    for k in levels:
+        level, level_encoding = _overview_layout(ds, encoding, grid, k)
+        level.to_zarr(str(store), group=level_path(k), compute=False, mode="w-",
+                      encoding=_for_format(level_encoding, zarr_format), zarr_format=zarr_format,
+                      consolidated=False)
+
+
+def _for_format(encoding: Mapping[str, Any], zarr_format: int) -> dict[str, Any]:
+    """``encoding`` for ``zarr_format``: v2 takes numcodecs compressors, not v3 codecs."""
+    if zarr_format == 3:
+        return dict(encoding)
+    import numcodecs
+
+    v2 = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    out: dict[str, Any] = {}
+    for name, e in encoding.items():
+        e = dict(e)
+        if "compressors" in e:
+            e["compressors"] = [v2]
+        if "fill_value" in e:
+            # v2 has one fill value, which xarray reads as CF's _FillValue and masks (an int
+            # layer would come back as floats): integer layers get none (null), so they read
+            # back as the integers written; every chunk of a run's product is written whole
+            e.pop("fill_value")
+            e["_FillValue"] = None
+        out[name] = e
+    return out
+
+
+def _overview_layout(
+    ds: xr.Dataset, encoding: Mapping[str, Any], grid: TargetGrid, k: int
+) -> tuple[xr.Dataset, dict]:
+    """Level ``k`` of the pyramid (:mod:`pipeline.products.overviews`): every variable of ``ds``
+    at 1/2**k resolution in chunks of ``chunk // 2**k``, its own pixel-centre coordinates."""
+    f = 2**k
+    ny, nx = level_shape(grid.shape, k)
+    c = grid.chunk // f
+    t = level_transform(grid.transform, k)
+    coords: dict[str, Any] = {
+        "y": ("y", t[5] + t[4] * (np.arange(ny) + 0.5), ds["y"].attrs),
+        "x": ("x", t[2] + t[0] * (np.arange(nx) + 0.5), ds["x"].attrs),
+    }
+    for name, coord in ds.coords.items():
+        if name not in ("x", "y", "spatial_ref"):
+            coords[str(name)] = coord.variable
+    data: dict[str, Any] = {}
+    enc: dict[str, Any] = {}
+    for name, var in ds.data_vars.items():
+        if name == "spatial_ref":
+            continue
+        e = dict(encoding[str(name)])
+        fill = e.get("_FillValue", e.get("fill_value", 0))
+        shape = (*var.shape[:-2], ny, nx)
+        chunks = (*(1,) * (var.ndim - 2), c, c)
+        attrs = {a: v for a, v in var.attrs.items() if a != "grid_mapping"}
+        data[str(name)] = (var.dims, da.full(shape, fill, dtype=var.dtype, chunks=chunks), attrs)
+        enc[str(name)] = {**e, "chunks": chunks}
+    for name in ("time",):
+        if name in encoding and name in coords:
+            enc[name] = dict(encoding[name])
+    level = xr.Dataset(data, coords=coords)
+    return _georeferenced(level, grid, {"aquila:overview_factor": f}, transform=t), enc
 
 
 def create_group(
@@ -72,16 +188,10 @@ def create_group(
     """Write a product's layout (metadata and coordinates, no data) as ``group`` of a zarr
     store object (e.g. an Icechunk session's store), replacing what the group held."""
     ds, encoding = layout
-    _georeferenced(ds, grid, attrs).to_zarr(
+    _georeferenced(ds, grid, _product_attrs(attrs)).to_zarr(
         zstore, group=group, compute=False, mode="w", encoding=encoding, zarr_format=3,
         consolidated=False,
     )
-
-
-def _affine(grid: TargetGrid):
-    from affine import Affine
-
-    return Affine(*grid.transform)
 
 
 def create_cube(
@@ -91,28 +201,33 @@ def create_cube(
     slots: Sequence[TimeSlot],
     *,
     attrs: Mapping[str, Any],
+    quantity: str = "reflectance",
+    zarr_format: int = 3,
 ) -> None:
     """An empty cube: (time, y, x) float32 per band, chunks (1, chunk, chunk)."""
-    ds, encoding = cube_layout(grid, bands, slots)
-    _write_layout(ds, grid, store, encoding, attrs, kind="cube")
+    ds, encoding = cube_layout(grid, bands, slots, quantity=quantity)
+    _write_layout(ds, grid, store, encoding, attrs, kind="cube", zarr_format=zarr_format)
 
 
 def cube_layout(
-    grid: TargetGrid, bands: Sequence[str], slots: Sequence[TimeSlot]
+    grid: TargetGrid, bands: Sequence[str], slots: Sequence[TimeSlot], *,
+    quantity: str = "reflectance",
 ) -> tuple[xr.Dataset, dict]:
     """The cube's dataset (lazy, nothing computed) and its encoding."""
     ny, nx = grid.shape
     c = grid.chunk
     coords = _base_dataset(grid)
     times = np.array([s.time.replace(tzinfo=None) for s in slots], dtype="datetime64[ns]")
-    coords["time"] = ("time", times)
-    coords["collection"] = ("time", np.array([s.collection for s in slots], dtype=object))
+    coords["time"] = ("time", times, {"standard_name": "time", "axis": "T",
+                                      "long_name": "acquisition time of the slot's scenes"})
+    coords["collection"] = ("time", np.array([s.collection for s in slots], dtype=object),
+                            {"long_name": "STAC collection of the slot's scenes"})
     shape = (len(slots), ny, nx)
     data = {
         b: (
             ("time", "y", "x"),
             da.full(shape, np.nan, dtype=np.float32, chunks=(1, c, c)),
-            {"long_name": f"{b} reflectance", "units": "1"},
+            _band_attrs(b, quantity),
         )
         for b in bands
     }
@@ -139,14 +254,18 @@ def create_mosaic(
     method: str,
     layers: Sequence[str] = (),
     attrs: Mapping[str, Any],
+    quantity: str = "reflectance",
+    zarr_format: int = 3,
 ) -> None:
     """An empty mosaic: (y, x) float32 per band, ``count``, and the lineage ``layers``."""
-    ds, encoding = mosaic_layout(grid, bands, method=method, layers=layers)
-    _write_layout(ds, grid, store, encoding, attrs, kind=f"mosaic ({method})")
+    ds, encoding = mosaic_layout(grid, bands, method=method, layers=layers, quantity=quantity)
+    _write_layout(ds, grid, store, encoding, attrs, kind=f"mosaic ({method})",
+                  zarr_format=zarr_format)
 
 
 def mosaic_layout(
-    grid: TargetGrid, bands: Sequence[str], *, method: str, layers: Sequence[str] = ()
+    grid: TargetGrid, bands: Sequence[str], *, method: str, layers: Sequence[str] = (),
+    quantity: str = "reflectance",
 ) -> tuple[xr.Dataset, dict]:
     """The mosaic's dataset (lazy, nothing computed) and its encoding."""
     ny, nx = grid.shape
@@ -155,7 +274,9 @@ def mosaic_layout(
         b: (
             ("y", "x"),
             da.full((ny, nx), np.nan, dtype=np.float32, chunks=(c, c)),
-            {"long_name": f"{b} reflectance ({method} mosaic)", "units": "1"},
+            {**_band_attrs(b, quantity, f" ({method} mosaic)"),
+             # CF: the lineage layers that describe these values
+             "ancillary_variables": " ".join(["count", *layers])},
         )
         for b in bands
     }
@@ -165,13 +286,13 @@ def mosaic_layout(
     data["count"] = (
         ("y", "x"),
         da.zeros((ny, nx), dtype=np.uint16, chunks=(c, c)),
-        {"long_name": "valid observations per pixel"},
+        {"long_name": "valid observations per pixel", "units": "1"},
     )
     enc["count"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "fill_value": 0}
     for layer in layers:
         dtype, fill, text = _LAYERS[layer]
         data[layer] = (("y", "x"), da.full((ny, nx), fill, dtype=dtype, chunks=(c, c)),
-                       {"long_name": text})
+                       {"long_name": text, "units": "1"})
         key = "_FillValue" if np.issubdtype(dtype, np.floating) else "fill_value"
         enc[layer] = {"chunks": (c, c), "compressors": [COMPRESSOR], key: fill}
     return xr.Dataset(data, coords=_base_dataset(grid)), enc
@@ -205,7 +326,7 @@ def create_nightly_groups(
 ) -> None:
     """A new (or rebuilt) nightly store's layout: the cube, chunked ``time_block`` slots deep
     (a chunk's history is read back a block at a time), and one group per mosaic."""
-    ds, enc = cube_layout(grid, outputs.bands, slots)
+    ds, enc = cube_layout(grid, outputs.bands, slots, quantity=outputs.quantity)
     for name in ("time", "collection"):  # one chunk for years of nights
         enc.setdefault(name, {})["chunks"] = (4096,)
     c = grid.chunk
@@ -215,7 +336,8 @@ def create_nightly_groups(
     create_group(zstore, NIGHTLY_CUBE, (ds, enc), grid, attrs)
     for m, name in zip(outputs.mosaics, groups, strict=True):
         layers = mosaic_layers(m.method, blend_width=m.blend_width)
-        layout = mosaic_layout(grid, outputs.bands, method=m.method, layers=layers)
+        layout = mosaic_layout(grid, outputs.bands, method=m.method, layers=layers,
+                               quantity=outputs.quantity)
         create_group(zstore, name, layout, grid, attrs)
 
 

@@ -114,8 +114,16 @@ class LimitsSpec(_Strict):
         return PlanLimits(**self.model_dump())
 
 
+ZarrFormat = Literal["zarr3", "zarr2"]
+
+
 class CubeProduct(_Strict):
     store: Path
+    format: ZarrFormat = Field(
+        "zarr3",
+        description="zarr3 (default) or zarr2: Zarr v2 opens in GDAL < 3.11 and so in QGIS "
+        "and rasterio's wheels (GDAL 3.10 cannot decode Zarr v3's 'bytes' codec)",
+    )
 
 
 class BestPixelSpec(_Strict):
@@ -140,6 +148,11 @@ class BlendSpec(_Strict):
 
 class MosaicProduct(_Strict):
     store: Path
+    format: ZarrFormat = Field(
+        "zarr3",
+        description="zarr3 (default) or zarr2: Zarr v2 opens in GDAL < 3.11 and so in QGIS "
+        "and rasterio's wheels (GDAL 3.10 cannot decode Zarr v3's 'bytes' codec)",
+    )
     method: MosaicMethod = "median"
     q: Annotated[float, Field(ge=0, le=100)] | None = Field(None, description="percentile q")
     priority: tuple[str, ...] | None = Field(

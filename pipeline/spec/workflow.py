@@ -13,7 +13,14 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.catalog.query import parse_datetime_range
 from pipeline.errors import InputError, SpecError
@@ -50,6 +57,9 @@ class WorkflowSpec(_Strict):
         default=None,
         description="folders/URL prefixes asset links may point into; default: the catalog's own",
     )
+    # the spec as written (validated, paths not yet resolved): what products record, so their
+    # attributes carry no absolute path of the machine that ran the job
+    _as_given: dict[str, Any] | None = PrivateAttr(default=None)
     limits: LimitsSpec = Field(
         default_factory=LimitsSpec,
         description="ceilings on grid pixels, tasks, time slots and per-task memory",
@@ -177,6 +187,12 @@ class WorkflowSpec(_Strict):
         )
 
 
+def spec_as_given(spec: WorkflowSpec) -> dict[str, Any]:
+    """The spec as its file gave it (paths relative to the file, as written), for products'
+    attributes; a spec built in code without a file gives its own (absolute) dump."""
+    return dict(spec._as_given) if spec._as_given is not None else spec.model_dump(mode="json")
+
+
 def load_spec(path: str | Path) -> WorkflowSpec:
     """Read, safely parse and strictly validate a workflow spec file."""
     path = Path(path)
@@ -193,6 +209,7 @@ def spec_from_dict(data: dict[str, Any], *, base_dir: Path, source: str = "spec"
     except ValidationError as exc:
         raise SpecError(_explain(exc, source)) from None
     _check_grid(spec, source)
+    spec._as_given = spec.model_dump(mode="json")
     return _resolve_paths(spec, base_dir)
 
 
