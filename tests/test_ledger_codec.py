@@ -35,6 +35,7 @@ def full_scene(nodata: float | None = 0.0, sun: float | None = 41.5) -> Scene:
         footprint=shapely.box(9.0, 45.0, 9.1, 45.1), bands=(band,), quality=(qa,),
         platform="sentinel-2a", sun_elevation=sun, off_nadir=3.25, cloud_cover=12.5,
         extra=(("profile", "sentinel-2-msi"), ("version", "05.10")), harmonisation=h,
+        item_href="https://stac.example/collections/north/items/S2A_X",
     )
 
 
@@ -46,6 +47,7 @@ def test_every_field_survives_the_ledger():
     s = full_scene()
     back = roundtrip(s)
     assert back == s
+    assert back.item_href == s.item_href  # kept, though equality does not look at it
     # the test's scene really sets every field away from its default (else it proves little)
     for obj in (s, s.bands[0], s.quality[0]):
         for f in dataclasses.fields(obj):
@@ -94,3 +96,16 @@ def test_memoised_tokens_equal_computed_ones_and_tell_versions_apart():
     assert tokens(scene) == scene_token(scene) == tokens(again) == tokens(scene)
     assert tokens(newer) == scene_token(newer) != tokens(scene)
     assert len(tokens._memo) == 3
+
+
+def test_the_scene_token_ignores_where_the_item_lives():
+    """A catalog moved to another folder or host holds the same scenes: same token, so a night
+    does not redo them; any field the pixels depend on changes it."""
+    import dataclasses as dc
+
+    from pipeline.plan.ledger import scene_token
+
+    s = full_scene()
+    assert scene_token(dc.replace(s, item_href="/elsewhere/S2A_X.json")) == scene_token(s)
+    assert scene_token(dc.replace(s, item_href=None)) == scene_token(s)
+    assert scene_token(dc.replace(s, cloud_cover=13.0)) != scene_token(s)

@@ -24,7 +24,18 @@ if TYPE_CHECKING:
     from pipeline.catalog.stacdoc import ItemDoc
 
 MARKING_KEY = "aquila:marking"
-EXTENSION_URL = "https://aquila.example/stac/marking/v1.0.0/schema.json"
+# The marking extension's identifier (the schema's ``$id``): a URN, because no host serves the
+# schema; it resolves offline to the file in ``catalogs/aquila-marking/`` (SCHEMA_FILES). Items
+# written before it declare LEGACY_EXTENSION_URL (a made-up domain): still accepted on ingest
+# (a marking is read from ``properties`` whatever ``stac_extensions`` says) and mapped to the
+# same file, so existing catalogs validate unchanged.
+EXTENSION_URL = "urn:aquila:stac:marking:v1.0.0"
+LEGACY_EXTENSION_URL = "https://aquila.example/stac/marking/v1.0.0/schema.json"
+EXTENSION_URLS = frozenset({EXTENSION_URL, LEGACY_EXTENSION_URL})
+SCHEMA_FILES = {  # identifier -> schema file, relative to the repository root
+    EXTENSION_URL: "catalogs/aquila-marking/v1.0.0/schema.json",
+    LEGACY_EXTENSION_URL: "catalogs/aquila-marking/v1.0.0/schema.json",
+}
 DEFAULT_SCALE: tuple[str, ...] = ("UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET")
 UNMARKED_LICENCE = "unmarked-open-data"
 _TOKEN = re.compile(r"^[A-Z0-9][A-Z0-9_.-]{0,31}$")  # nation/organisation code or caveat

@@ -112,6 +112,9 @@ class Scene:
     cloud_cover: float | None = None  # percent, as published
     extra: tuple[tuple[str, str], ...] = field(default=())
     harmonisation: HarmonisationUse | None = None
+    # the item's own link, for the products' STAC ``derived_from`` links; not what the pixels
+    # depend on, so neither equality nor the ledger's scene token looks at it
+    item_href: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:

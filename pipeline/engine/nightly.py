@@ -83,7 +83,7 @@ from pipeline.products.lineage import lineage
 from pipeline.products.lock import store_lock
 from pipeline.products.publish import check_nightly_store
 from pipeline.products.report import NightReport, OperatorReport, write_finished
-from pipeline.products.stac import write_product_stac
+from pipeline.products.stac import night_fields, write_product_stac
 from pipeline.products.store import (
     NIGHTLY_CUBE,
     create_nightly_groups,
@@ -526,7 +526,7 @@ class _Night:
             times=stac["times"],
             label=stac["label"],
             slot_labels=stac["slot_labels"],
-            properties={"aquila:run_id": state.run_id},
+            **night_fields(self, state),
         )
 
     def timed(self, step: str) -> contextlib.AbstractContextManager[None]:

@@ -50,7 +50,7 @@ from pipeline.products.lineage import lineage
 from pipeline.products.lock import canonical, store_locks
 from pipeline.products.publish import Publication, check_target, recover_stale
 from pipeline.products.report import OperatorReport, RunReport, write_finished
-from pipeline.products.stac import product_stac_text
+from pipeline.products.stac import product_stac_text, run_fields
 from pipeline.products.store import create_cube, create_mosaic, write_attrs
 from pipeline.spec.workflow import WorkflowSpec
 
@@ -318,13 +318,15 @@ def _commit(
         write_attrs(o.cube_store, lin.cube)
         store = final(o.cube_store)
         sidecars[store] = product_stac_text(store, kind="cube", bbox=lin.bbox, times=lin.times,
-                                            label=lin.label, slot_labels=lin.slot_labels)
+                                            label=lin.label, slot_labels=lin.slot_labels,
+                                            source_store=o.cube_store, **run_fields(plan, report))
         report.labels["cube"] = lin.label
     for m, mosaic_attrs in zip(o.mosaics, lin.mosaics, strict=True):
         write_attrs(m.store, mosaic_attrs)
         store = final(m.store)
         sidecars[store] = product_stac_text(store, kind=f"mosaic ({m.method})", bbox=lin.bbox,
-                                            times=lin.times, label=lin.label)
+                                            times=lin.times, label=lin.label,
+                                            source_store=m.store, **run_fields(plan, report))
         report.labels[f"mosaic ({m.method})"] = lin.label
     if o.mosaics and report.audience is not None:
         report.labels["slots"] = list(lin.slot_labels)

@@ -147,8 +147,11 @@ def scene_json(scene: Scene) -> bytes:
 
 
 def scene_token(scene: Scene) -> str:
-    """A short digest of everything a scene's pixels depend on (its whole normalised record)."""
-    return hashlib.sha256(scene_json(scene)).hexdigest()[:20]
+    """A short digest of everything a scene's pixels depend on (its whole normalised record,
+    less the item's own link: a catalog moved elsewhere holds the same scenes)."""
+    record = scene_to_dict(scene)
+    record.pop("item_href", None)
+    return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
 
 
 class Tokens:

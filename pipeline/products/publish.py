@@ -72,7 +72,7 @@ def product_problem(path: Path) -> str | None:
         return None
     if not is_marked(root_attrs(path)):
         return f"is a folder Aquila did not write (it holds {_some(entries)})"
-    foreign = [e for e in entries if e != "zarr.json" and not _is_zarr_node(path / e)]
+    foreign = [e for e in entries if e not in _ROOT_FILES and not _is_zarr_node(path / e)]
     if foreign:
         return f"is an Aquila product, but also holds files Aquila did not write ({_some(foreign)})"
     return None
@@ -80,8 +80,10 @@ def product_problem(path: Path) -> str | None:
 
 def check_target(store: Path) -> None:
     """Raise :class:`StoreNotOurs` unless a new product may replace what is at ``store`` and
-    its STAC sidecar ``<store>.stac.json`` (nothing there, or a sidecar Aquila wrote)."""
-    problem = product_problem(store) or sidecar_problem(_sidecar_of(store))
+    its STAC sidecars ``<store>.stac.json`` and ``<store>.collection.json`` (nothing there, or
+    sidecars Aquila wrote)."""
+    problem = product_problem(store) or next(
+        filter(None, (sidecar_problem(p) for p in _sidecars_of(store))), None)
     if problem is not None:
         raise StoreNotOurs(
             f"product store {store} {problem}. Aquila replaces only products it wrote and has "
@@ -91,7 +93,8 @@ def check_target(store: Path) -> None:
 
 def sidecar_problem(path: Path) -> str | None:
     """Why the file at a product's sidecar path is not Aquila's to replace (None: nothing
-    there, or a STAC Item whose properties carry ``aquila:product``)."""
+    there, a STAC Item whose properties carry ``aquila:product``, or a STAC Collection that
+    carries it at its top level)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -104,25 +107,47 @@ def sidecar_problem(path: Path) -> str | None:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError):
         doc = None
-    props = doc.get("properties") if isinstance(doc, dict) else None
-    if not (isinstance(props, dict) and "aquila:product" in props):
+    if not _is_our_sidecar(doc):
         return f"has {path.name} beside it, which is not a STAC sidecar Aquila wrote"
     return None
 
 
-def root_attrs(path: Path) -> Mapping[str, Any] | None:
-    """The attributes of the zarr group at ``path`` (None: no readable zarr v3 group there)."""
-    meta = path / "zarr.json"
+def _is_our_sidecar(doc: Any) -> bool:
+    """A product Item (``aquila:product`` in its properties) or Collection (at its top)."""
+    if not isinstance(doc, dict):
+        return False
+    if doc.get("type") == "Collection":
+        return "aquila:product" in doc
+    props = doc.get("properties")
+    return isinstance(props, dict) and "aquila:product" in props
+
+
+# a product's own files at its root: v3 metadata, or v2's group, attributes and consolidated
+# metadata (``format: zarr2``)
+_ROOT_FILES = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zmetadata"})
+
+
+def _small_json(meta: Path) -> Any:
+    """A regular file's JSON (None: absent, not a regular file, too big, or not JSON)."""
     try:
         st = os.lstat(meta)
         if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ROOT_JSON:
             return None  # a FIFO would block, a link could point anywhere
-        doc = json.loads(meta.read_bytes())
+        return json.loads(meta.read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(doc, dict) or doc.get("node_type") != "group":
+
+
+def root_attrs(path: Path) -> Mapping[str, Any] | None:
+    """The attributes of the zarr group at ``path`` (None: no readable zarr v3 or v2 group)."""
+    doc = _small_json(path / "zarr.json")
+    if isinstance(doc, dict):
+        attrs = doc.get("attributes") if doc.get("node_type") == "group" else None
+        return attrs if isinstance(attrs, dict) else None
+    group = _small_json(path / ".zgroup")
+    if not isinstance(group, dict) or group.get("zarr_format") != 2:
         return None
-    attrs = doc.get("attributes")
+    attrs = _small_json(path / ".zattrs")
     return attrs if isinstance(attrs, dict) else None
 
 
@@ -134,13 +159,20 @@ def is_marked(attrs: Mapping[str, Any] | None) -> bool:
 
 
 def _is_zarr_node(path: Path) -> bool:
-    """A real directory holding a ``zarr.json``: an array or group of the product."""
+    """A real directory holding a ``zarr.json`` (v3) or ``.zarray``/``.zgroup`` (v2): an array
+    or group of the product."""
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode) and stat.S_ISREG(
-            os.lstat(path / "zarr.json").st_mode
-        )
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
     except OSError:
         return False
+    for name in ("zarr.json", ".zarray", ".zgroup"):
+        try:
+            if stat.S_ISREG(os.lstat(path / name).st_mode):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _some(names: Sequence[str]) -> str:
@@ -225,41 +257,47 @@ class Publication:
             self._made.append(self.build_of(store))
 
     def publish(self, sidecars: Mapping[Path, str]) -> list[str]:
-        """Swap each build in for its store and put its sidecar (``sidecars``: store → STAC
-        text) in place; returns notes on what could not be tidied after a swap (the product is
-        published then). Every target is checked and every sidecar written and synced first,
-        so a refusal or a full disk stops before the first swap. ``published`` lists the stores
-        swapped so far (a failure part-way leaves the earlier ones new)."""
+        """Swap each build in for its store and put its sidecars (``sidecars``: store → the
+        STAC Item's text; the Collection beside it is made from it) in place; returns notes on
+        what could not be tidied after a swap (the product is published then). Every target is
+        checked and every sidecar written and synced first, so a refusal or a full disk stops
+        before the first swap. ``published`` lists the stores swapped so far (a failure
+        part-way leaves the earlier ones new)."""
         for store in self.stores:
             check_target(store)  # again, under the lock: what we remove must be ours
-        staged: dict[Path, Path] = {}
+        staged: dict[Path, list[tuple[Path, Path]]] = {}
         try:
             for store in self.stores:
                 if sidecars.get(store) is not None:
-                    staged[store] = stage_text(_sidecar_of(store), sidecars[store])
-            notes = [self._swap_in(store, staged.pop(store, None)) for store in self.stores]
+                    staged[store] = []  # filled as staged: a failure removes what was
+                    for path, text in _sidecar_texts(store, sidecars[store]).items():
+                        staged[store].append((stage_text(path, text), path))
+            notes = [self._swap_in(store, staged.pop(store, [])) for store in self.stores]
         finally:
-            for tmp in staged.values():
-                tmp.unlink(missing_ok=True)  # our staging files (unique, O_EXCL: stage_text)
+            for pairs in staged.values():
+                for tmp, _ in pairs:
+                    tmp.unlink(missing_ok=True)  # our staging files (unique, O_EXCL)
         return [n for n in notes if n]
 
-    def _swap_in(self, store: Path, staged: Path | None) -> str | None:
-        build, sidecar = self.build_of(store), _sidecar_of(store)
+    def _swap_in(self, store: Path, staged: list[tuple[Path, Path]]) -> str | None:
+        """``staged``: (staging file, sidecar path) in the order to put them in place."""
+        build = self.build_of(store)
         try:
             # the old label goes before the old product: a crash from here until the new
-            # sidecar is renamed in leaves a product without a sidecar (nothing to filter on),
-            # never a product beside a lower label (check_target proved the sidecar Aquila's)
-            if os.path.lexists(sidecar):
-                os.unlink(sidecar)
+            # sidecars are renamed in leaves a product without a sidecar (nothing to filter
+            # on), never a product beside a lower label (check_target proved them Aquila's)
+            for sidecar in reversed(_sidecars_of(store)):  # the Item (the label) first
+                if os.path.lexists(sidecar):
+                    os.unlink(sidecar)
             replaced = _swap(build, store, aside=_aside_of(store, self.run_id))
         except BaseException:  # cleanup, then re-raised as is (KeyboardInterrupt too)
-            if staged is not None:
-                staged.unlink(missing_ok=True)  # our staging file (see stage_text)
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)  # our staging files (see stage_text)
             raise
         self._made.remove(build)
         self.published.append(store)
-        if staged is not None:
-            os.replace(staged, sidecar)
+        for tmp, sidecar in staged:  # the Collection, then the Item that carries the label
+            os.replace(tmp, sidecar)
         _fsync_dir(store.parent)
         if replaced is None:
             return None
@@ -285,9 +323,23 @@ class Publication:
 
 
 def _sidecar_of(store: Path) -> Path:
-    from pipeline.products.stac import stac_path  # stacmeta imports this module
+    from pipeline.products.stac import stac_path  # stac imports this module
 
     return stac_path(store)
+
+
+def _sidecars_of(store: Path) -> tuple[Path, ...]:
+    """Every STAC file beside ``store`` (Collection, Item)."""
+    from pipeline.products.stac import sidecar_paths  # stac imports this module
+
+    return sidecar_paths(store)
+
+
+def _sidecar_texts(store: Path, item_text: str) -> dict[Path, str]:
+    """Sidecar path → text for ``store`` from its Item's text (the Collection made from it)."""
+    from pipeline.products.stac import sidecar_texts  # stac imports this module
+
+    return sidecar_texts(store, item_text)
 
 
 def stage_text(path: Path, text: str, *, mode: int = 0o644) -> Path:
@@ -365,14 +417,15 @@ def recover_stale(store: Path) -> list[str]:
     store's lock: no live run can own them). A set-aside product whose store is missing is put
     back; the rest is removed if it is Aquila's, else left and named. Returns report notes."""
     notes = []
-    sidecar = _sidecar_of(store)
-    for staged in sorted(store.parent.glob(f".{glob.escape(sidecar.name)}.*-*.tmp")):
-        # stage_text's own naming (.<sidecar>.<pid>-<hex>.tmp); under the store's lock no
-        # live run is staging one, so it was left by a killed run
-        ours = re.fullmatch(rf"\.{re.escape(sidecar.name)}\.\d+-[0-9a-f]{{8}}\.tmp", staged.name)
-        if ours and staged.is_file() and not staged.is_symlink():
-            staged.unlink()
-            notes.append(f"removed {staged.name}, left by a killed run")
+    for sidecar in _sidecars_of(store):
+        for staged in sorted(store.parent.glob(f".{glob.escape(sidecar.name)}.*-*.tmp")):
+            # stage_text's own naming (.<sidecar>.<pid>-<hex>.tmp); under the store's lock no
+            # live run is staging one, so it was left by a killed run
+            ours = re.fullmatch(rf"\.{re.escape(sidecar.name)}\.\d+-[0-9a-f]{{8}}\.tmp",
+                                staged.name)
+            if ours and staged.is_file() and not staged.is_symlink():
+                staged.unlink()
+                notes.append(f"removed {staged.name}, left by a killed run")
     pattern = f".{glob.escape(store.name)}.aquila-*"
     for leftover in sorted(store.parent.glob(pattern)):
         if BUILD_TAG not in leftover.name and ASIDE_TAG not in leftover.name:
