@@ -2,8 +2,10 @@
 
 The commands live beside this module: ``run`` (:mod:`pipeline.cli.run`), ``nightly`` and
 ``history`` (:mod:`pipeline.cli.nightly`), ``validate``, ``quicklook``, ``demo-catalog`` and
-``catalog inspect`` (:mod:`pipeline.cli.tools`); what they share (``-v``/``-q``/``--json``, the
-cluster and reader flags, exit-code epilogs, where text goes) in :mod:`pipeline.cli.common`.
+``catalog inspect`` (:mod:`pipeline.cli.tools`), ``export`` (:mod:`pipeline.cli.export`),
+``submit``/``status``/``logs``/``cancel`` (:mod:`pipeline.cli.submit`); what they share
+(``-v``/``-q``/``--json``, the cluster and reader flags, exit-code epilogs, where text goes) in
+:mod:`pipeline.cli.common`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import NoReturn
 from rich.markup import escape as esc
 
 from pipeline import __version__
-from pipeline.cli import nightly, run, submit, tools
+from pipeline.cli import export, nightly, run, submit, tools
 from pipeline.cli.common import (
     Output,
     configure_logging,
@@ -48,6 +50,7 @@ examples:
   aquila validate workflows/demo.yaml        # check a spec without running it
   aquila nightly workflows/demo.yaml         # incremental, atomic: append tonight's scenes
   aquila history out/demo/demo.icechunk      # the nights published to a nightly store
+  aquila export out/demo/mosaic.zarr --format cog out/demo/mosaic.tif   # for GDAL/QGIS
 
 radiometry (a workflow's 'radiometry:' section; README "Radiometry"): target reflectance |
 radiance, harmonize_to a reference sensor profile (e.g. landsat-8-9-oli: HLS v2.0 for
@@ -92,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     tools.add_commands(sub, parents)  # validate, quicklook, demo-catalog, catalog inspect
     nightly.add_commands(sub, parents)  # nightly, history
     submit.add_parsers(sub, parents)  # submit, status, logs, cancel
+    export.add_command(sub, parents)
     return p
 
 
@@ -105,6 +109,7 @@ HANDLERS: dict[str, Handler] = {
     "quicklook": tools.quicklook,
     "demo-catalog": tools.demo_catalog,
     "catalog": tools.catalog_inspect,
+    "export": export.main,
     **dict.fromkeys(submit.COMMANDS, submit.dispatch),
 }
 
