@@ -52,6 +52,9 @@ def add_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.add_argument("--report", type=Path, metavar="FILE",
                      help="where to write the run report (default: beside the products)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-pictures", action="store_true",
+                     help="skip the quicklook, lineage map, coverage plot and HTML report "
+                     "(drawn beside the run report by default; ~1-2 s)")
 
 
 def report_document(report: Any) -> dict[str, Any]:
@@ -93,12 +96,48 @@ def run(args: argparse.Namespace, out: Output) -> int:
     finally:
         bar.stop()
     publish_metrics(args, options.cluster, "run", spec.name, report)
+    if not args.no_pictures:
+        draw_pictures(report)
     if out.json:
         out.document(report_document(report))
     else:
         summary(out, report)
     say_failure(report, out)
     return int(report.exit_code)
+
+
+#: the pictures' names among a report's products (``aquila run`` lists them with the stores)
+PICTURE_PRODUCTS = {"quicklook": "quicklook", "lineage": "lineage map",
+                    "coverage": "coverage plot", "html": "html report"}
+
+
+def draw_pictures(report: Any) -> None:
+    """After a run that published (success or partial): the quicklook, lineage map, coverage
+    plot and HTML report beside the run report, listed in its ``products`` (and the report
+    written again so that the file says so too). A picture that cannot be drawn is a note,
+    never a failure of the run; a report that is not in its folder gets no pictures (they
+    would land in the temporary folder)."""
+    where = report.products.get("report")
+    if report.status not in ("success", "partial") or where is None:
+        return
+    if report.report_error:
+        report.notes.append("no pictures drawn: the run report is not in its folder")
+        return
+    try:
+        from pipeline.products.pictures import make_pictures
+
+        pictures = make_pictures(Path(where), report.products)
+    except Exception as exc:  # a picture must never fail a run that published
+        report.notes.append(f"no pictures drawn: {type(exc).__name__}: {exc}")
+        return
+    for name, path in pictures.written.items():
+        report.products[PICTURE_PRODUCTS[name]] = str(path)
+    for name, reason in pictures.not_drawn.items():
+        report.notes.append(f"no {PICTURE_PRODUCTS[name]} drawn: {reason}")
+    try:
+        report.write(Path(where))
+    except OSError as exc:
+        report.notes.append(f"the run report does not list its pictures: {exc.strerror}")
 
 
 def _event(out: Output, kind: str, value: Any) -> None:
@@ -172,3 +211,6 @@ def summary(out: Output, report: Any) -> None:
         )
     for name, path in report.products.items():
         console.print(f"  {name}: {esc(path)}")
+    for note in report.notes:
+        if note.startswith("no ") and " drawn: " in note:  # draw_pictures's
+            console.print(f"  [yellow]picture[/yellow] {esc(note)}")

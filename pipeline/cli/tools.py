@@ -35,20 +35,33 @@ def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     ql = sub.add_parser(
         "quicklook", parents=parents, formatter_class=raw,
-        help="render a mosaic (or a cube slot) as a true-colour PNG",
-        description="Write a PNG of a product: red/green/blue, reflectance 0..--max → 0..255.",
+        help="render a mosaic (or a cube slot) as a true- or false-colour PNG",
+        description="Write an RGB PNG of a product, read from its overview level nearest "
+        "--size: each band stretched from the 2nd to the 98th percentile of its valid pixels "
+        "to 0..255 (or 0..--max linearly); no data is black.",
         epilog=_epilog(**{
             f"c{EXIT_OK}": "the PNG is written",
             f"c{EXIT_FAILED}": "failure (the PNG could not be written: storage; a bug)",
-            f"c{EXIT_BAD_INPUT}": "bad input (not an Aquila product, a --time it does not hold) "
-            "or a usage error",
+            f"c{EXIT_BAD_INPUT}": "bad input (not an Aquila product, a --time it does not hold, "
+            "a band it lacks) or a usage error",
         }),
     )
     ql.add_argument("store", type=Path, help="a mosaic.zarr or cube.zarr")
     ql.add_argument("png", type=Path, help="output PNG path")
-    ql.add_argument("--max", type=float, default=0.3, help="reflectance shown as white (0.3)")
-    ql.add_argument("--step", type=int, default=1, help="keep every N-th pixel (default 1)")
-    ql.add_argument("--time", type=int, default=None, help="cube: time index (default: last)")
+    colour = ql.add_mutually_exclusive_group()
+    colour.add_argument("--preset", choices=("true", "false"), default="true",
+                        help="true: red,green,blue; false: nir,red,green (default true)")
+    colour.add_argument("--bands", metavar="R,G,B", default=None,
+                        help="three bands for the red, green and blue channels")
+    ql.add_argument("--size", type=int, default=1024,
+                    help="about this many pixels on the larger side (default 1024)")
+    ql.add_argument("--max", type=float, default=None,
+                    help="a fixed linear stretch instead: reflectance shown as white, e.g. 0.3")
+    ql.add_argument("--step", type=int, default=None,
+                    help="keep every N-th pixel of the level read (default: to about --size)")
+    ql.add_argument("--time", default=None,
+                    help="cube: time slot, an index or a date such as 2025-06-15 "
+                    "(default: the last)")
 
     demo = sub.add_parser(
         "demo-catalog", parents=parents, formatter_class=raw,
@@ -138,10 +151,10 @@ def validate(args: argparse.Namespace, out: Output) -> int:
 
 
 def quicklook(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.products.quicklook import quicklook as render
+    from pipeline.products.pictures.quicklook import quicklook as render
 
-    png = render(args.store, args.png, max_reflectance=args.max, step=args.step,
-                 time_index=args.time)
+    png = render(args.store, args.png, bands=args.bands or args.preset, time=args.time,
+                 max_side=args.size, step=args.step, max_reflectance=args.max)
     if out.json:
         out.document({"command": "quicklook", "status": "success", "exit_code": EXIT_OK,
                       "store": str(args.store), "png": str(png)})
