@@ -241,8 +241,19 @@ def aquila_one_run() -> bool:
 def aquila_argv(spec: Path, report: Path, workers: int, threads: int) -> list[str]:
     exe = Path(sys.executable).with_name("aquila")
     head = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli.main"]
+    # --no-pictures: the quicklook, maps and HTML report are not part of the job odc-stac does
+    # (they cost ~1-2 s, mostly importing matplotlib); the stores' overview levels are, and count
+    extra = ["--no-pictures"] if _has_pictures_flag() else []
     return [*head, "run", str(spec), "--workers", str(workers), "--threads", str(threads),
-            "--no-progress", "--report", str(report)]
+            "--no-progress", "--report", str(report), *extra]
+
+
+def _has_pictures_flag() -> bool:
+    """Whether this checkout's ``aquila run`` draws pictures (older ones, benchmarked for a
+    before/after comparison, have no --no-pictures)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pipeline.products.pictures") is not None
 
 
 # --------------------------------------------------------------------------- comparing
