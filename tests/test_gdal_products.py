@@ -107,8 +107,17 @@ def test_gdal_opens_the_overview_levels_at_their_own_resolution(products):
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
         want = np.nanmean(blocks.astype(np.float64), axis=-1).astype(np.float32)
     np.testing.assert_allclose(coarse, want, rtol=1e-6, equal_nan=True)
-    with rasterio.open(f'ZARR:"{path}":/overviews/1/source') as src:  # lineage: nearest
-        assert np.array_equal(src.read(1), base["source"].values[::2, ::2])
+    src_blocks = base["source"].values.reshape(200, 2, 200, 2).transpose(0, 2, 1, 3)
+    src_blocks = src_blocks.reshape(200, 200, 4)
+    valid = src_blocks != -1  # lineage: each block's first valid pixel, row by row
+    first = np.where(valid.any(-1), valid.argmax(-1), 0)
+    want_source = np.take_along_axis(src_blocks, first[..., None], -1)[..., 0]
+    with rasterio.open(f'ZARR:"{path}":/overviews/1/source') as src:
+        assert np.array_equal(src.read(1), want_source)
+    # where a coarse pixel has reflectance, it names an observation
+    assert (want_source[np.isfinite(coarse)] >= 0).all()
+    with rasterio.open(f'ZARR:"{path}":/overviews/1/count') as src:  # count: the block's max
+        assert np.array_equal(src.read(1), base["count"].values.reshape(200, 2, 200, 2).max((1, 3)))
 
 
 def test_zarr3_stays_the_default_and_opens_in_xarray(products):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.kernels.pyramid import mean2x2, nearest2x2
+from pipeline.kernels.pyramid import first_valid2x2, max2x2, mean2x2, nearest2x2
 from pipeline.products.overviews import (
     level_selection,
     level_shape,
@@ -82,3 +82,23 @@ def test_kernels_refuse_a_vector():
         mean2x2(np.zeros(4, np.float32))
     with pytest.raises(ValueError, match="2 dimensions"):
         nearest2x2(np.zeros(4, np.int32))
+
+
+@given(arrays(np.int32, st.tuples(st.integers(1, 9), st.integers(1, 9)),
+              elements=st.integers(-1, 5)))
+def test_first_valid_and_max_by_hand(values):
+    h, w = values.shape
+    first, top = first_valid2x2(values), max2x2(values)
+    for i in range(-(-h // 2)):
+        for j in range(-(-w // 2)):
+            block = [values[y, x] for y in (2 * i, 2 * i + 1) for x in (2 * j, 2 * j + 1)
+                     if y < h and x < w]
+            valid = [v for v in block if v != -1]
+            assert first[i, j] == (valid[0] if valid else block[0])
+            assert top[i, j] == max(block)
+
+
+def test_first_valid_of_floats_skips_nan():
+    values = np.array([[np.nan, 2.0], [3.0, 4.0]], np.float32)
+    assert first_valid2x2(values)[0, 0] == 2.0
+    assert np.isnan(first_valid2x2(np.full((2, 2), np.nan, np.float32))[0, 0])

@@ -277,7 +277,11 @@ def test_nightly_sidecar_validates_and_is_an_icechunk_repository(tiny_catalog, t
 
 @pytest.mark.parametrize("name", ["demo", "demo-toa"])
 def test_demo_catalog_documents_validate(name, registry):
+    """The bundled demo catalogs as `make demo`/`make demo-toa` generate them (not in git: a
+    fresh clone skips; the generator's documents are validated by the next test all the same)."""
     root = ROOT / "catalogs" / name
+    if not (root / "catalog.json").is_file():
+        pytest.skip(f"catalogs/{name} is not generated here (make demo generates it)")
     docs = [json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))]
     kinds = {d.get("type") for d in docs}
     assert {"Catalog", "Collection", "Feature"} <= kinds

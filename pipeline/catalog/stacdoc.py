@@ -42,6 +42,9 @@ class ItemDoc:
     bbox: tuple[float, ...] | None
     self_href: str | None
     stac_version: str = ""
+    # self_href is a file of several items (a FeatureCollection, NDJSON), not the item's own
+    # document: products do not link to it (it lists other items, withheld ones too)
+    shared_file: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, self_href: str | None = None) -> ItemDoc:

@@ -65,7 +65,8 @@ def iter_static(href: str, query: SearchQuery, links: HrefPolicy) -> Iterator[Do
     kind = root.get("type")
     if kind == "FeatureCollection":
         for i, feature in enumerate(root.get("features") or ()):
-            yield _doc_or_reject(feature, self_href=href, fallback_id=f"{Path(href).stem}[{i}]")
+            yield _doc_or_reject(feature, self_href=href, fallback_id=f"{Path(href).stem}[{i}]",
+                                 several=True)
         return
     if kind == "Feature":
         yield _doc_or_reject(root, self_href=href, fallback_id=Path(href).stem)
@@ -105,7 +106,8 @@ def _iter_folder(folder: Path, links: HrefPolicy) -> Iterator[DocOrReject]:
             yield _doc_or_reject(doc, self_href=str(path), fallback_id=path.stem)
         elif isinstance(doc, Mapping) and doc.get("type") == "FeatureCollection":
             for i, feature in enumerate(doc.get("features") or ()):
-                yield _doc_or_reject(feature, self_href=str(path), fallback_id=f"{path.stem}[{i}]")
+                yield _doc_or_reject(feature, self_href=str(path), fallback_id=f"{path.stem}[{i}]",
+                                     several=True)
 
 
 def _json_or_lines(
@@ -170,7 +172,8 @@ def _iter_ndjson(
                     f"line {n} of {href} is not JSON: {exc}",
                 )
                 continue
-            yield _doc_or_reject(feature, self_href=href, fallback_id=f"{Path(href).name}:{n}")
+            yield _doc_or_reject(feature, self_href=href, fallback_id=f"{Path(href).name}:{n}",
+                                 several=True)
     except (OSError, HrefNotAllowed) as exc:
         if trusted and n == 0:
             raise CatalogError(f"cannot open the NDJSON item file {href}: {exc}") from exc
@@ -184,7 +187,9 @@ def _reason(exc: BaseException, default: str) -> str:
     return exc.reason if isinstance(exc, HrefNotAllowed | DocumentTooLarge) else default
 
 
-def _doc_or_reject(feature: Any, *, self_href: str, fallback_id: str) -> DocOrReject:
+def _doc_or_reject(feature: Any, *, self_href: str, fallback_id: str,
+                   several: bool = False) -> DocOrReject:
+    """``several``: ``self_href`` is a file holding several items (FeatureCollection, NDJSON)."""
     if not isinstance(feature, Mapping):
         return Reject(fallback_id, None, "item_unreadable", "not a JSON object")
     try:
@@ -197,7 +202,7 @@ def _doc_or_reject(feature: Any, *, self_href: str, fallback_id: str) -> DocOrRe
             f"{self_href}: {exc}",
         )
     if doc.self_href is None or not _absolute(doc.self_href):
-        doc = replace(doc, self_href=self_href)
+        doc = replace(doc, self_href=self_href, shared_file=several)
     return doc
 
 

@@ -205,7 +205,8 @@ def _history(args: argparse.Namespace, out: Output) -> int:
     from pipeline.products.publish import check_nightly_store
     from pipeline.products.transaction import NightlyStore
 
-    check_nightly_store(args.store)  # a file or a foreign folder: one line, not a panic
+    # a file or a foreign folder: one line, not a panic (history writes no sidecar)
+    check_nightly_store(args.store, sidecars=False)
     _require_store(args.store)
     nights = NightlyStore.open(args.store, create=False).nights()
     rows = [

@@ -9,8 +9,9 @@ chunk of each level: the chunk task that writes a chunk also writes its overview
 (:func:`level_writes`), so the pyramid needs no second pass and no task touches another's chunk.
 
 Reflectance is averaged over the valid (non-NaN) pixels of each 2 × 2 block of the level below;
-lineage layers (``count``, ``source``, ``score``, ``weight``) and integers take the block's top-left
-pixel ("nearest"), so a coarse pixel always names an observation that exists.
+``count`` takes the block's largest; the other lineage layers (``source``, ``score``, ``weight``)
+the block's first valid pixel, so a coarse pixel with reflectance names an observation that
+exists (:mod:`pipeline.kernels.pyramid`).
 
 The root attribute ``multiscales`` follows the Zarr multiscales convention
 (github.com/zarr-conventions/multiscales, v0.1): one layout entry per level with the scale
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.kernels.pyramid import mean2x2, nearest2x2
+from pipeline.kernels.pyramid import first_valid2x2, max2x2, mean2x2, nearest2x2
 
 OVERVIEWS = "overviews"
 NEAREST = frozenset({"count", "source", "score", "weight"})  # lineage layers: never averaged
@@ -87,8 +88,14 @@ def multiscales(shape: Sequence[int], transform: Sequence[float], levels: Sequen
 
 
 def downsample(name: str, values: np.ndarray) -> np.ndarray:
-    """One level down (2 × 2 blocks over the last two axes; an odd edge keeps its half block)."""
-    if name in NEAREST or values.dtype.kind != "f":
+    """One level down (2 × 2 blocks over the last two axes; an odd edge keeps its half block):
+    ``count`` the block's largest, the other lineage layers the block's first valid value (so
+    a coarse pixel with reflectance names an observation), reflectance the mean of the valid."""
+    if name == "count":
+        return max2x2(values)
+    if name in NEAREST:
+        return first_valid2x2(values)
+    if values.dtype.kind != "f":
         return nearest2x2(values)
     return mean2x2(np.ascontiguousarray(values, dtype=np.float32))
 

@@ -187,12 +187,15 @@ def _first_file_above(path: Path) -> Path:
     return path.parent
 
 
-def check_nightly_store(path: Path) -> None:
+def check_nightly_store(path: Path, *, sidecars: bool = True) -> None:
     """Raise :class:`StoreNotOurs` unless ``path`` may hold a nightly store: nothing there, an
     empty folder, or an Icechunk repository whose commits are all Aquila's (or only the one a
     new repository starts with). Icechunk would otherwise write its files among someone
-    else's, or commit into a repository another program keeps."""
-    problem = nightly_store_problem(path)
+    else's, or commit into a repository another program keeps. ``sidecars``: also refuse a
+    ``<store>.stac.json`` or ``<store>.collection.json`` beside it that Aquila did not write
+    (a night replaces them)."""
+    problem = nightly_store_problem(path) or (next(
+        filter(None, (sidecar_problem(p) for p in _sidecars_of(path))), None) if sidecars else None)
     if problem is not None:
         raise StoreNotOurs(
             f"nightly store {path} {problem}. Aquila changed nothing there: give --store a new "

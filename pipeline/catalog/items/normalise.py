@@ -136,7 +136,7 @@ def normalise_doc(doc: ItemDoc, *, bands: Sequence[str], options: NormaliseOptio
         cloud_cover=_float_or_none(props.get("eo:cloud_cover")),
         extra=shared(tuple(shared((k, v)) for k, v in sorted(notes.items()))),
         harmonisation=harmonisation,
-        item_href=doc.self_href,
+        item_href=None if doc.shared_file else doc.self_href,
     )
 
 

@@ -281,6 +281,8 @@ def _one_dtype(src: Source, names: Sequence[str]) -> None:
 
 def _nodata(var: Any) -> float | int | None:
     value = var.attrs.get("_FillValue", var.encoding.get("fill_value"))
+    if value is None and var.name == "source":  # format: zarr2 keeps integer layers unfilled
+        return -1  # and the lineage layer's "no observation" is -1 all the same
     return None if value is None else np.asarray(value).item()
 
 

@@ -128,7 +128,9 @@ def read_window(ds: Any, names: Sequence[str], ys: slice, xs: slice, source: str
     """(band, y, x) values of one window; a chunk that cannot be decoded names itself."""
     try:
         return np.stack([np.asarray(ds[n].isel(y=ys, x=xs).values) for n in names])
-    except (RuntimeError, ValueError) as exc:  # what zarr's codecs raise on damaged bytes
+    # what zarr's codecs raise on damaged bytes, and the store's own I/O errors (a chunk file it
+    # may not read): the product is named, not OUT (the caller reports OSErrors as OUT's)
+    except (RuntimeError, ValueError, OSError) as exc:
         raise RunError(f"reading {source} (y {ys.start}:{ys.stop}, x {xs.start}:{xs.stop}) "
                        f"failed: {exc}; the store may be damaged: rebuild it, then export",
                        reason="store_unreadable") from exc

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.errors import AquilaError
 from pipeline.products.pictures.quicklook import (
+    is_our_file,
     lineage_map,
     new_figure,
     quicklook,
@@ -63,7 +64,8 @@ def make_pictures(report_path: Path | str, products: Mapping[str, Path | str]) -
     _attempt(done, "quicklook", paths["quicklook"], lambda: _quicklook(stores, paths["quicklook"]))
     _attempt(done, "lineage", paths["lineage"], lambda: _lineage(stores, paths["lineage"]))
     _attempt(done, "coverage", paths["coverage"],
-             lambda: coverage_plot(coverage_of(report, stores), paths["coverage"], name))
+             lambda: coverage_plot(coverage_of(report, stores), paths["coverage"], name,
+                                   label=run_label(report)))
 
     def html() -> Path:
         from pipeline.products.pictures.page import write_html_report
@@ -75,6 +77,15 @@ def make_pictures(report_path: Path | str, products: Mapping[str, Path | str]) -
     return done
 
 
+def run_label(report: Mapping[str, Any]) -> Any:
+    """The run's products' label (one per run: the high-water mark of the scenes it used), or
+    None for a run without an audience."""
+    for key, label in (report.get("labels") or {}).items():
+        if key != "slots" and isinstance(label, Mapping):
+            return label
+    return None
+
+
 def product_stores(products: Mapping[str, Path | str]) -> dict[str, Path]:
     """The product stores among a run report's ``products`` (its report and pictures are not)."""
     return {k: Path(v) for k, v in products.items()
@@ -83,7 +94,13 @@ def product_stores(products: Mapping[str, Path | str]) -> dict[str, Path]:
 
 def _attempt(done: Pictures, key: str, path: Path, draw: Callable[[], Path | None]) -> None:
     """Draw one picture; a failure (or nothing to draw) is its reason, and an older picture of
-    that name is removed so that nothing out of date sits beside the new report."""
+    that name is removed so that nothing out of date sits beside the new report. A file at
+    ``path`` that Aquila did not write (no Aquila marker in it, or a link) is left alone and
+    nothing is drawn there."""
+    if not is_our_file(path):
+        done.not_drawn[key] = (f"{path} exists and Aquila did not write it (left as it is); "
+                               "move it away to get this picture")
+        return
     try:
         made = draw()
     except AquilaError as exc:
@@ -113,7 +130,8 @@ def _quicklook(stores: Mapping[str, Path], out: Path) -> Path | None:
 def _lineage(stores: Mapping[str, Path], out: Path) -> Path | None:
     """The first mosaic with a ``source`` layer, else the first mosaic's count."""
     mosaics = _mosaics(stores)
-    with_source = [p for p in mosaics if (p / "source" / "zarr.json").is_file()]
+    with_source = [p for p in mosaics if any((p / "source" / meta).is_file()
+                                             for meta in ("zarr.json", ".zarray"))]
     candidates = with_source or mosaics
     return lineage_map(candidates[0], out).path if candidates else None
 
@@ -163,7 +181,7 @@ def _cube_slots(cube: Path) -> dict[tuple[str, str], int]:
     return dict(Counter(zip(days, (str(c) for c in who), strict=True)))
 
 
-def coverage_plot(coverage: Coverage, out: Path, workflow: str) -> Path:
+def coverage_plot(coverage: Coverage, out: Path, workflow: str, *, label: Any = None) -> Path:
     """Stacked bars: scenes used per date, one colour per provider; under them, the counts of
     scenes rejected, failed to read and withheld (counted, never named)."""
     days = sorted({d for d, _ in coverage.used})
@@ -185,7 +203,7 @@ def coverage_plot(coverage: Coverage, out: Path, workflow: str) -> Path:
     else:
         ax.text(0.5, 0.5, f"no {coverage.unit} used", ha="center", transform=ax.transAxes)
     ax.set_xlabel(left_out_line(coverage))
-    save_figure(fig, out)
+    save_figure(fig, out, label=label)
     return out
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.products.pictures.quicklook import label_text
 from pipeline.products.publish import write_text_atomic
 
 CAPTIONS = {
@@ -23,6 +24,7 @@ CAPTIONS = {
 }
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
+.banner{font-weight:bold;text-align:center;border:2px solid #222;padding:.3em}
 h1{margin-bottom:0}.status{font-weight:bold;padding:0 .4em;border-radius:3px}
 .success{background:#c8efc8}.partial{background:#ffe6a6}.other{background:#f6c3c3}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .6em;
@@ -56,9 +58,10 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, Path], *,
                         for name, why in not_drawn.items() if name in CAPTIONS)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>"
+        "<meta name=\"generator\" content=\"Aquila\">"
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>{_banner(report)}"
         f"{_header(report)}<div class=\"grid\"><div>{numbers}</div><div>{pictures}</div></div>"
-        "</body></html>\n"
+        f"{_banner(report)}</body></html>\n"
     )
 
 
@@ -110,12 +113,16 @@ def _scenes(report: Mapping[str, Any]) -> str:
 
 
 def _label(label: Any) -> str:
-    if not isinstance(label, Mapping):
-        return "none (no audience)"
-    text = (f"{label.get('classification')} releasable to "
-            f"{', '.join(map(str, label.get('releasable_to') or ()))}")
-    caveats = label.get("caveats") or ()
-    return text + (f", caveats {', '.join(map(str, caveats))}" if caveats else "")
+    return label_text(label)
+
+
+def _banner(report: Mapping[str, Any]) -> str:
+    """The releasability of everything on the page, at its top and bottom: each distinct label
+    of the run's products (a run without an audience has none)."""
+    labels = [v for k, v in (report.get("labels") or {}).items()
+              if k != "slots" and isinstance(v, Mapping)]
+    texts = sorted({label_text(v) for v in labels}) or [label_text(None)]
+    return f"<p class=\"banner\">releasability: {_e('; '.join(texts))}</p>"
 
 
 def _products(report: Mapping[str, Any]) -> str:

@@ -69,7 +69,7 @@ def quicklook(
     rgb = rgb_image(store, bands=bands, time=time, max_side=max_side, step=step,
                     max_reflectance=max_reflectance, label=str(store))
     out = Path(out)
-    write_png(out, np.moveaxis(rgb, -1, 0))
+    write_png(out, np.moveaxis(rgb, -1, 0), label=(root_attrs(store) or {}).get("aquila:label"))
     return out
 
 
@@ -224,11 +224,13 @@ def lineage_map(store: Path | str, out: Path | str, *, by: str = "provider",
     if "source" in ds.data_vars:
         values = _read_layer(ds, "source", max_side)
         names = slot_names(root.attrs.get("sources") or [], by)
-        drawn = _draw_categories(values, names, Path(out), f"{product}: {by} of each pixel")
+        drawn = _draw_categories(values, names, Path(out), f"{product}: {by} of each pixel",
+                                 label=root.attrs.get("aquila:label"))
         return LineageMap(drawn[0], "source", drawn[1], drawn[2], factor)
     if "count" in ds.data_vars:
         values = _read_layer(ds, "count", max_side)
-        path = _draw_count(values, Path(out), f"{product}: observations per pixel")
+        path = _draw_count(values, Path(out), f"{product}: observations per pixel",
+                           label=root.attrs.get("aquila:label"))
         return LineageMap(path, "count", level_factor=factor)
     raise InputError(f"{store} has neither a 'source' nor a 'count' layer: it is not a mosaic; "
                      "give a mosaic store, e.g. out/demo/best.zarr", reason="not_a_mosaic")
@@ -260,7 +262,8 @@ def _read_layer(ds: Any, name: str, max_side: int) -> np.ndarray:
     return np.asarray(values)
 
 
-def _draw_categories(values: np.ndarray, names: Mapping[int, str], out: Path, title: str
+def _draw_categories(values: np.ndarray, names: Mapping[int, str], out: Path, title: str, *,
+                     label: Any = None
                      ) -> tuple[Path, tuple[str, ...], dict[str, tuple[int, int, int]]]:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -281,18 +284,18 @@ def _draw_categories(values: np.ndarray, names: Mapping[int, str], out: Path, ti
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.set_title(title)
     ax.set_axis_off()
-    save_figure(fig, out)
+    save_figure(fig, out, label=label)
     colours = {legend[(c - 1) % len(legend)]: _rgb255(rgb[c]) for c in order}
     return out, tuple(legend), colours
 
 
-def _draw_count(values: np.ndarray, out: Path, title: str) -> Path:
+def _draw_count(values: np.ndarray, out: Path, title: str, *, label: Any = None) -> Path:
     fig, ax = new_figure(values.shape, extra_width=1.6)
     shown = ax.imshow(values, cmap="viridis", vmin=0, interpolation="nearest")
     fig.colorbar(shown, ax=ax, label="observations per pixel", fraction=0.046, pad=0.04)
     ax.set_title(title)
     ax.set_axis_off()
-    save_figure(fig, out)
+    save_figure(fig, out, label=label)
     return out
 
 
@@ -324,17 +327,36 @@ def new_figure(shape: Sequence[int], *, extra_width: float = 0.0) -> tuple[Any, 
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def save_figure(fig: Any, out: Path) -> Path:
-    """Write ``fig`` as a PNG at ``out`` in one rename (no metadata but the software's name)."""
+def label_text(label: Any) -> str:
+    """A releasability label in one line ("none (no audience)" for a product without one)."""
+    if not isinstance(label, Mapping):
+        return "none (no audience)"
+    text = (f"{label.get('classification')} releasable to "
+            f"{', '.join(map(str, label.get('releasable_to') or ()))}")
+    caveats = label.get("caveats") or ()
+    return text + (f", caveats {', '.join(map(str, caveats))}" if caveats else "")
+
+
+MARKER = b"Aquila"  # in every picture's metadata: how a later run knows the file is its own
+
+
+def save_figure(fig: Any, out: Path, *, label: Any = None) -> Path:
+    """Write ``fig`` as a PNG at ``out`` in one rename: the product's releasability label in
+    the metadata and, when there is one, in a visible line at the bottom."""
+    if isinstance(label, Mapping):
+        fig.text(0.01, 0.005, f"releasability: {label_text(label)}", fontsize=9,
+                 ha="left", va="bottom")
+
     def draw(tmp: Path) -> None:
-        fig.savefig(tmp, format="png", bbox_inches="tight", metadata={"Software": "Aquila"})
+        fig.savefig(tmp, format="png", bbox_inches="tight",
+                    metadata={"Software": "Aquila", "Comment": f"aquila:label {label_text(label)}"})
 
     return _atomic(out, draw)
 
 
-def write_png(out: Path, rgb: np.ndarray) -> Path:
-    """Write ``rgb`` (3, y, x) uint8 as a PNG at ``out`` in one rename, and no GDAL
-    ``.aux.xml`` sidecar at all (PAM off)."""
+def write_png(out: Path, rgb: np.ndarray, *, label: Any = None) -> Path:
+    """Write ``rgb`` (3, y, x) uint8 as a PNG at ``out`` in one rename, the releasability label
+    in its text chunks, and no GDAL ``.aux.xml`` sidecar at all (PAM off)."""
     import rasterio
 
     def draw(tmp: Path) -> None:
@@ -342,11 +364,32 @@ def write_png(out: Path, rgb: np.ndarray) -> Path:
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # a picture
             with rasterio.open(
                 tmp, "w", driver="PNG", width=rgb.shape[2], height=rgb.shape[1],
-                count=rgb.shape[0], dtype="uint8",
+                count=rgb.shape[0], dtype="uint8", WRITE_METADATA_AS_TEXT="YES",
             ) as dst:
+                dst.update_tags(Software="Aquila", aquila_label=label_text(label))
                 dst.write(rgb)
 
     return _atomic(out, draw)
+
+
+def is_our_file(path: Path) -> bool:
+    """Whether ``path`` may be replaced or removed: nothing there, or a regular file (not a
+    link) of at most 64 MiB whose bytes carry Aquila's :data:`MARKER` (its pictures' metadata,
+    its HTML report's generator tag)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size > 64 * 2**20:
+        return False
+    try:
+        return MARKER in path.read_bytes()
+    except OSError:
+        return False
 
 
 def _atomic(out: Path, draw: Any) -> Path:

@@ -109,7 +109,8 @@ def _relative(href: str, base: Path) -> str:
 def product_ids(store: Path, *, workflow: str | None, version: str | None) -> tuple[str, str]:
     """(collection id, item id): the product (workflow and store), and that plus the run id or
     snapshot id, so two runs', two products' or two workflows' items never share an id."""
-    stem = store.name.split(".")[0] or store.name
+    # only the last suffix goes: s2.best.zarr and s2.median.zarr stay apart
+    stem = Path(store.name).stem or store.name
     product = f"{workflow}-{stem}" if workflow and workflow != stem else stem
     return product, f"{product}-{version}" if version else store.name
 
@@ -139,6 +140,7 @@ def product_stac_text(
     sources: Sequence[Source] = (),
     source_store: Path | None = None,
     icechunk: bool = False,
+    quantity: str = "reflectance",
 ) -> str:
     """The text of ``<store>.stac.json``: a STAC 1.0 Item (``times``: ISO 8601 UTC strings).
     ``source_store``: where the store's metadata is read now (a run's build directory; default
@@ -147,7 +149,7 @@ def product_stac_text(
     here = source_store or store
     _, item_id = product_ids(store, workflow=workflow, version=snapshot or run_id)
     collection_id, _ = product_ids(store, workflow=workflow, version=None)
-    variables = (band_variables(bands, ("time", "y", "x")) if icechunk
+    variables = (band_variables(bands, ("time", "y", "x"), quantity) if icechunk
                  else store_variables(here))
     props = _time_fields(times, run_id or snapshot) | {
         "aquila:product": kind,
@@ -267,6 +269,8 @@ def _nodata(v: Variable) -> float | int | str | None:
         return "nan" if is_nan else None
     if isinstance(v.fill, int) and not isinstance(v.fill, bool) and v.fill != 0:
         return v.fill
+    if v.name == "source" and v.fill is None:  # format: zarr2 keeps integer layers unfilled
+        return -1
     return None
 
 
@@ -414,4 +418,5 @@ def night_fields(night: Any, state: Any) -> dict[str, Any]:
         "bands": tuple(night.outputs.bands),
         "sources": sources_of(used),
         "icechunk": True,
+        "quantity": night.outputs.quantity,
     }

@@ -128,10 +128,12 @@ def _variable(name: str, meta: Mapping[str, Any]) -> Variable | None:
     )
 
 
-def band_variables(bands: Sequence[str], dims: tuple[str, ...]) -> list[Variable]:
-    """The reflectance bands as every store lays them out (float32, NaN fill, unit "1"), for a
-    store whose metadata is not plain files (an Icechunk repository)."""
-    return [Variable(b, dims, "float32", "NaN", "1", f"{b} reflectance") for b in bands]
+def band_variables(bands: Sequence[str], dims: tuple[str, ...], quantity: str = "reflectance"
+                   ) -> list[Variable]:
+    """The bands as every store lays them out (float32, NaN fill; the unit of ``quantity``), for
+    a store whose metadata is not plain files (an Icechunk repository)."""
+    unit = "W m-2 sr-1 um-1" if quantity == "radiance" else "1"
+    return [Variable(b, dims, "float32", "NaN", unit, f"{b} {quantity}") for b in bands]
 
 
 def _children(store: Path) -> list[Path]:
