@@ -291,6 +291,8 @@ class Publication:
             # on), never a product beside a lower label (check_target proved them Aquila's)
             for sidecar in reversed(_sidecars_of(store)):  # the Item (the label) first
                 if os.path.lexists(sidecar):
+                    # safe: check_target refused the run unless each sidecar path held
+                    # nothing or a STAC sidecar Aquila wrote (sidecar_problem)
                     os.unlink(sidecar)
             replaced = _swap(build, store, aside=_aside_of(store, self.run_id))
         except BaseException:  # cleanup, then re-raised as is (KeyboardInterrupt too)

@@ -90,6 +90,8 @@ def write_tiff(ds: Any, path: Path, *, tags: Mapping[str, str], cog: bool,
         if cog:
             _to_cog(plain, path, tile=tile, resampling="average"
                     if first.dtype.kind == "f" else "nearest")
+            # safe: ``path`` is staged()'s temporary name (our pid and random bytes), so
+            # ``plain`` beside it is a file this call just wrote, never the user's OUT
             plain.unlink()
             check_cog(path)
 

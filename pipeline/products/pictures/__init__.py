@@ -113,6 +113,8 @@ def _attempt(done: Pictures, key: str, path: Path, draw: Callable[[], Path | Non
             return
         reason = "nothing to draw in this run"
     done.not_drawn[key] = reason
+    # safe: is_our_file(path) held above: nothing there, or a regular file (never a link or a
+    # folder) carrying Aquila's marker, i.e. a picture or page an earlier run wrote
     path.unlink(missing_ok=True)
 
 
