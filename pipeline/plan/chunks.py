@@ -98,6 +98,7 @@ class Outputs:
     quantity: str = "reflectance"  # or "radiance" (radiometry.target)
     harmonize_to: str | None = None
     cube_format: str = "zarr3"  # the cube store's Zarr version (see MosaicOutput.format)
+    stack_budget: int = 48 * 2**20  # bytes of one part's time-slot stack (STACK_BUDGET, parts)
 
     @property
     def halo(self) -> int:
@@ -226,17 +227,77 @@ def can_stream(mosaics: Sequence[MosaicOutput]) -> bool:
     return all(m.method in STREAMABLE and not m.blend_width for m in mosaics)
 
 
+#: Bytes the time-slot stack of one part of a chunk may hold (median, percentile, medoid and
+#: blending need every slot at once): a chunk whose stack is larger is computed in square parts
+#: (:func:`parts`), each read, composited and cropped in turn, and the chunk written once. So a
+#: task's memory follows this budget, not the chunk size the user picked for the store.
+STACK_BUDGET = 48 * 2**20
+#: The smallest part's side: below it a part's halo and per-read overheads outweigh the saving.
+MIN_PART = 128
+
+
+def stack_bytes(n_slots: int, n_bands: int, height: int, width: int) -> int:
+    """Bytes of a (T, B, Y, X) float32 stack plus its (T, Y, X) quality-mask stack."""
+    return n_slots * height * width * (4 * n_bands + 1)
+
+
+def parts(task: ChunkTask, outputs: Outputs) -> tuple[ChunkTask, ...]:
+    """``task`` split into square parts whose time-slot stacks fit ``outputs.stack_budget``.
+
+    ``(task,)`` when every mosaic streams (no stack), when there are no mosaics, or when the
+    whole chunk's stack fits. A part is a :class:`ChunkTask` of its own: its ``chunk`` the
+    pixels it contributes, its ``work`` that part grown by the mosaics' halo and clipped to the
+    task's read grid (so a part sees exactly the neighbourhood the whole chunk would: the same
+    pixels, the same result), and the task's slots (a scene that misses a part is skipped
+    there by its read window). Sides halve from the chunk's until the stack fits or reach
+    :data:`MIN_PART`, then are evened out over the chunk (400 px in parts of 128: 4 × 100)."""
+    if not outputs.mosaics or can_stream(outputs.mosaics):
+        return (task,)
+    c, halo, t, nb = task.chunk, outputs.halo, len(task.slots), len(outputs.bands)
+    side = max(c.height, c.width)
+
+    work = task.grid_read
+
+    def fits(s: int) -> bool:  # a part of side s grown by the halo, inside the read grid
+        return stack_bytes(t, nb, min(min(c.height, s) + 2 * halo, work.height),
+                           min(min(c.width, s) + 2 * halo, work.width)) <= outputs.stack_budget
+
+    if fits(side):
+        return (task,)
+    while side > MIN_PART and not fits(side):
+        side = max(MIN_PART, -(-side // 2))
+    sy = -(-c.height // -(-c.height // side))  # as even as possible: no sliver at the edge
+    sx = -(-c.width // -(-c.width // side))
+    out = []
+    for y0 in range(c.y0, c.y0 + c.height, sy):
+        for x0 in range(c.x0, c.x0 + c.width, sx):
+            h, w = min(sy, c.y0 + c.height - y0), min(sx, c.x0 + c.width - x0)
+            part = c.part(y0, x0, h, w)
+            wy0, wx0 = max(y0 - halo, work.y0), max(x0 - halo, work.x0)
+            wy1 = min(y0 + h + halo, work.y0 + work.height)
+            wx1 = min(x0 + w + halo, work.x0 + work.width)
+            grown = work.part(wy0, wx0, wy1 - wy0, wx1 - wx0)
+            out.append(ChunkTask(part, task.slots, grown if halo else None))
+    return tuple(out)
+
+
 def task_memory(task: ChunkTask, outputs: Outputs) -> int:
     """Estimated bytes one chunk task holds (README "Memory per task"). Median, percentile,
-    medoid and blending keep every observation: a (T, B, Y, X) float32 stack of the slots
-    touching the chunk, Y × X the chunk plus its halo. Streaming methods hold one slot buffer
-    plus each mosaic's O(B·Y·X) state (float32 values, uint16 count, int32 source, float64
-    score and key, float64 sums for 'mean'). GDAL's capped cache and one scene-sized scratch
-    array come on top."""
+    medoid and blending keep every observation: a (T, B, Y, X) float32 stack (and a bool
+    quality stack) of the slots touching the chunk, Y × X one part of the chunk plus its halo
+    (:func:`parts`: at most ``outputs.stack_budget`` unless a :data:`MIN_PART` part exceeds
+    it), plus the chunk's assembled mosaics. Streaming methods hold one slot buffer plus each
+    mosaic's O(B·Y·X) state (float32 values, uint16 count, int32 source, float64 score and
+    key, float64 sums for 'mean'). GDAL's capped cache and one scene-sized scratch array come
+    on top."""
     g = task.grid_read
     pixels, nb = g.height * g.width, len(outputs.bands)
     if not can_stream(outputs.mosaics):
-        return len(task.slots) * nb * pixels * 4
+        stack = max(stack_bytes(len(task.slots), nb, p.grid_read.height, p.grid_read.width)
+                    for p in parts(task, outputs))
+        cube = nb * pixels * 4 if outputs.cube_store is not None else 0  # one slot plane
+        assembled = task.chunk.height * task.chunk.width * (4 * nb + 12) * len(outputs.mosaics)
+        return stack + cube + assembled
     state = sum(4 * nb + 22 + (8 * nb if m.method == "mean" else 0) for m in outputs.mosaics)
     return pixels * (4 * nb + 1 + state)
 

@@ -44,6 +44,18 @@ class ChunkGrid:
     def name(self) -> str:
         return f"r{self.iy:03d}-c{self.ix:03d}"
 
+    def part(self, y0: int, x0: int, height: int, width: int) -> ChunkGrid:
+        """The part of this chunk at grid offsets (``y0``, ``x0``) of ``height`` × ``width``
+        pixels (inside it), with its own geotransform; same chunk indices."""
+        if not (self.y0 <= y0 and y0 + height <= self.y0 + self.height
+                and self.x0 <= x0 and x0 + width <= self.x0 + self.width):
+            raise ValueError(f"part ({y0}, {x0}, {height}, {width}) is not inside chunk "
+                             f"{self.name} ({self.y0}, {self.x0}, {self.height}, {self.width})")
+        a, b, c, d, e, f = self.transform
+        dy, dx = y0 - self.y0, x0 - self.x0
+        transform = (a, b, c + a * dx + b * dy, d, e, f + d * dx + e * dy)
+        return ChunkGrid(self.iy, self.ix, y0, x0, height, width, self.crs, transform)
+
 
 @dataclass(frozen=True)
 class TargetGrid:
