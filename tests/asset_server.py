@@ -14,6 +14,9 @@ Faults, per URL path:
 * ``truncate[path] = n``: the file is served as if it were its first ``n`` bytes (a truncated
   upload: the header reads, the tiles do not).
 
+``token = "..."``: every request without the query parameter ``token=<that>`` is answered 403
+(a store that wants signed URLs, as the Planetary Computer's).
+
 ``validators = True`` adds ``ETag`` (a digest of the content) and ``Last-Modified`` to every
 file answer, as object stores send them. ``latency_s`` delays every answer (a remote object
 store's time to first byte; requests in flight at once wait concurrently, as they do there).
@@ -46,6 +49,7 @@ class AssetServer:
     latency_s: float = 0.0  # added to every answer
     validators: bool = False  # send ETag (a digest of the content, as S3) and Last-Modified
     answers: list[tuple[str, str, int | str]] = field(default_factory=list)  # (method, path, ans)
+    token: str | None = None  # required as ?token=... (else 403), like a signed URL's
 
     def paths(self) -> list[str]:
         return [p for _, p in self.requests]
@@ -80,6 +84,10 @@ def serve(root: Path | None, *, redirects: dict[str, str] | None = None) -> Iter
                 state.requests.append((self.command, self.path))
                 queued = state.script.get(path)
                 fault = queued.pop(0) if queued else state.always.get(path)
+            if state.token is not None and f"token={state.token}" not in self.path.split(
+                "?", 1
+            )[-1].split("&"):
+                fault = 403
             if fault == "timeout":
                 with lock:
                     state.answers.append((self.command, path, "timeout"))

@@ -104,3 +104,7 @@ def make_spec_dict(
     }
     spec.update(extra)
     return spec
+
+
+# a real S3 endpoint (moto's server): `s3_server` (session) and `s3` (its env set per test)
+from tests.s3server import s3, s3_server  # noqa: E402, F401

@@ -41,7 +41,8 @@ T46RER = (
 )
 BANDS = ("blue", "green", "red", "nir")
 REMOTE = "https://example.test/data/"
-READS = "Aquila reads Cloud-Optimised GeoTIFF or GeoTIFF (read with GDAL's GTiff driver)"
+READS = ("Aquila reads Cloud-Optimised GeoTIFF, GeoTIFF or JPEG 2000 (.jp2; read with GDAL's "
+         "GTiff and JP2OpenJPEG drivers)")
 
 
 def _real(rel: str) -> Path:
@@ -146,28 +147,15 @@ def test_pixel_sizes_are_printed_in_the_unit_of_their_crs(tmp_path):
 # --------------------------------------------------------------------------- 3: formats
 
 
-def test_an_item_of_jpeg2000_only_says_so_in_the_reject_and_in_inspect(tmp_path):
+def test_an_item_of_jpeg2000_only_is_read_with_the_jp2_driver():
+    """JPEG 2000 assets (Sentinel-2 in the Copernicus archive) are read (docs/object-storage.md):
+    the bands come from the .jp2 files; previews and metadata are not bands."""
     assets = _band_assets(media="image/jp2", suffix=".jp2")
     assets["thumbnail"] = {"href": f"{REMOTE}t.png", "type": "image/png", "roles": ["thumbnail"]}
-    assets["metadata"] = {
-        "href": f"{REMOTE}MTD.xml",
-        "type": "application/xml",
-        "roles": ["metadata"],
-    }
     item = _item("jp2-only", assets)
-    with pytest.raises(SceneRejected) as err:
-        normalise_doc(ItemDoc.from_dict(item), bands=BANDS, options=_options())
-    assert err.value.reason == "href_not_allowed"
-    assert "'jp2-only'" in err.value.message
-    assert "the band's asset(s) are JPEG 2000 (image/jp2): blue" in err.value.message
-    assert READS in err.value.message
-    text = format_inspection(
-        inspect_sources([_write(tmp_path / "item.json", item)], allowed_roots=[REMOTE])
-    )
-    assert (
-        "  1 item holds no raster Aquila reads: JPEG 2000 (image/jp2) in 1 item, "
-        "PNG preview (image/png) in 1 item, XML (application/xml) in 1 item; " + READS
-    ) in text
+    scene = normalise_doc(ItemDoc.from_dict(item), bands=BANDS, options=_options())
+    assert sorted(b.band for b in scene.bands) == sorted(BANDS)
+    assert all(b.href.endswith(".jp2") for b in scene.bands)
 
 
 def test_bands_only_in_netcdf_are_rejected_as_unreadable_not_missing():
@@ -219,14 +207,16 @@ def test_an_item_of_hdf_and_zarr_names_both_formats():
     ) in err.value.message
 
 
-def test_real_jpeg2000_safe_item_names_its_format_in_the_reject():
+def test_real_jpeg2000_safe_item_is_read_as_jp2_and_its_missing_files_named():
+    """JPEG 2000 is read now; the corpus keeps the SAFE's metadata, not its .jp2 files, so the
+    reject names the missing file."""
     path = _real(T46RER)
     doc = ItemDoc.from_dict(json.loads(path.read_text()), self_href=str(path))
     options = NormaliseOptions(policy=HrefPolicy.for_catalog("x", (str(REAL),)))
     with pytest.raises(SceneRejected) as err:
         normalise_doc(doc, bands=BANDS, options=options)
-    assert err.value.reason == "href_not_allowed"
-    assert "the band's asset(s) are JPEG 2000 (image/jp2): blue" in err.value.message
+    assert err.value.reason == "asset_missing"
+    assert ".jp2" in err.value.message
 
 
 # --------------------------------------------------------------------------- 4: NDJSON

@@ -24,9 +24,11 @@ def full_scene(nodata: float | None = 0.0, sun: float | None = 41.5) -> Scene:
         band="red", asset="B04", href="/data/x/B04.tif", index=1, dtype="uint16", nodata=nodata,
         scale=1e-4, offset=-0.1, grid=GRID, resampling="bilinear", valid_range=(1.0, 65534.0),
         mask=("/data/x/mask.tif", 2, (0, 255)), sun_power=1, post_offset=0.25,
+        signer="tests.signers:append_token",
     )
     qa = QualitySource(asset="SCL", href="/data/x/SCL.tif", index=1, dtype="uint8", grid=GRID,
-                       rules=(("cloud", 0, 0, (8, 9)), ("shadow", 4, 1, (1,))), resampling="mode")
+                       rules=(("cloud", 0, 0, (8, 9)), ("shadow", 4, 1, (1,))), resampling="mode",
+                       signer="tests.signers:append_token")
     h = HarmonisationUse("hls-msi-to-oli", "2.0", "landsat-8-9-oli", "sentinel-2a",
                          (("red", 0.982, 0.00094),), ("nir",))
     return Scene(

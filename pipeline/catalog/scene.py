@@ -47,6 +47,10 @@ class BandSource:
     # 0 unless the scene has no sun elevation and the target needs one (computed per pixel)
     sun_power: int = 0
     post_offset: float = 0.0
+    # the collection's signer ("package.module:callable", the workflow's ``signers``) that makes
+    # a short-lived URL of ``href`` on the worker; how the pixels are fetched, not what they
+    # are, so neither equality nor the ledger's scene token looks at it (as Scene.item_href)
+    signer: str | None = field(default=None, compare=False)
 
 
 QaRules = tuple[tuple[str, int, int, tuple[int, ...]], ...]
@@ -65,6 +69,7 @@ class QualitySource:
     grid: RasterGrid
     rules: QaRules = ()
     resampling: str = "nearest"  # classes and bits are never interpolated
+    signer: str | None = field(default=None, compare=False)  # as BandSource.signer
 
     @property
     def masked_values(self) -> tuple[int, ...]:

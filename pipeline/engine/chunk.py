@@ -369,7 +369,8 @@ def read_scene(
                 continue
             box = (win.row0, win.col0, win.height, win.width)
             with phases("read"):
-                dn = reader.read(first.href, [b.index for _, b in group], box)
+                dn = reader.read(first.href, [b.index for _, b in group], box,
+                                 signer=first.signer)
             with phases("decode"):
                 mask, lut = _mask_band(first, box, reader, phases)
             with phases("calibrate"):  # the nearest-neighbour gather is fused in the kernel
@@ -418,7 +419,8 @@ def _quality_mask(quality, chunk: ChunkGrid, window, reader, masking: Masking,
             masked[:] = True  # no quality information here: do not trust the pixels
             continue
         with phases("read"):
-            qa = reader.read(q.href, [q.index], (win.row0, win.col0, win.height, win.width))[0]
+            qa = reader.read(q.href, [q.index], (win.row0, win.col0, win.height, win.width),
+                             signer=q.signer)[0]
         plain, dilatable = quality_luts(q, masking)
         gather_mask(qa, win.rows, win.cols, plain, masked)
         if grown is not None and dilatable is not None:
@@ -434,7 +436,7 @@ def _mask_band(band: BandSource, box, reader, phases: Phases):
         return None, None
     href, index, nodata_values = band.mask
     with phases("read"):
-        mask = reader.read(href, [index], box)[0]
+        mask = reader.read(href, [index], box, signer=band.signer)[0]
     return mask, _nodata_lut(nodata_values, 256 if mask.dtype.itemsize == 1 else 65536)
 
 
@@ -475,7 +477,8 @@ def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, rea
     if win is None:
         return None
     with phases("read"):
-        dn = reader.read(band.href, indexes, (win.row0, win.col0, win.height, win.width))
+        dn = reader.read(band.href, indexes, (win.row0, win.col0, win.height, win.width),
+                         signer=band.signer)
     src = dn.astype(np.float32)
     if band.nodata is not None:
         src[dn == band.nodata] = np.nan

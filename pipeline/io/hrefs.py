@@ -8,9 +8,17 @@ driver and passed down as a value.
 What is enforced where (see README "Safe inputs"):
 
 * :meth:`HrefPolicy.check` (assets; driver during normalisation, and worker before every
-  request): scheme, allowed roots, no ``/vsi…``, no VRT or other non-GeoTIFF suffix, no ``..``
+  request): scheme, allowed roots, no ``/vsi…``, no suffix but a GeoTIFF's or a JPEG 2000's
+  (:func:`raster_driver`: GTiff and JP2OpenJPEG, never VRT or another driver), no ``..``
   (also percent-encoded), no userinfo (``user@host``), backslashes or control characters, no
   non-canonical numeric hosts (``2130706433``, ``0x7f.1``).
+* Object storage (``s3://bucket/key``, ``gs://``, ``az://``; :mod:`pipeline.io.objectstore`
+  reads them through GDAL's ``/vsis3/`` and kin, which only Aquila may name): a root such as
+  ``s3://bucket/prefix/`` admits the keys below it by whole segments, nothing else does (a
+  scheme-wide ``s3://`` root admits no bucket); the href must be plain: a valid bucket name, a
+  key of non-empty segments without ``.``/``..``, and no ``%``, ``?``, ``#``, ``@``, backslashes,
+  spaces, control or non-ASCII characters (credentials come from the environment, never from a
+  link). Refused before any request.
 * :meth:`HrefPolicy.check_link` (catalog ``child``/``item`` links, folder and NDJSON entries,
   remote JSON and each of its redirect hops): the same roots and host rules without the GeoTIFF
   rule; a local link must be a regular file once symlinks are resolved.
@@ -42,7 +50,13 @@ from urllib.parse import SplitResult, unquote, urljoin, urlparse, urlsplit
 
 from pipeline.errors import HrefNotAllowed
 
-_ALLOWED_SUFFIXES = (".tif", ".tiff", ".gtiff")
+RASTER_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".gtiff": "GTiff", ".jp2": "JP2OpenJPEG"}
+"""The only raster drivers an asset is opened with, by its link's suffix: GeoTIFF (COG) and
+JPEG 2000. Never VRT or another driver, whose files can point anywhere."""
+_ALLOWED_SUFFIXES = tuple(RASTER_DRIVERS)
+OBJECT_SCHEMES = ("s3", "gs", "az")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$")
+_OBJECT_REFUSED = frozenset("%?#@\\;")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REFUSED_NAMES = ("localhost", "metadata", "metadata.google.internal", "instance-data")
 _REFUSED_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain")
@@ -151,6 +165,13 @@ class HrefPolicy:
         if scheme in _DEFAULT_PORTS:
             self._check_url(href, where, geotiff)
             return href
+        if scheme in OBJECT_SCHEMES:
+            if not geotiff:
+                raise HrefNotAllowed(
+                    f"{where}: {href}: catalog documents are not read from object storage; "
+                    "serve the catalog from a folder or over http(s)"
+                )
+            return self._check_object(href, where)
         raise HrefNotAllowed(f"{where}: scheme {parsed.scheme!r} of {href} is not allowed")
 
     def _check_path(self, href: str, raw: str, where: str, geotiff: bool) -> str:
@@ -159,8 +180,8 @@ class HrefPolicy:
         canonical = os.path.realpath(raw)
         if geotiff and not _suffix_ok(canonical):
             raise HrefNotAllowed(
-                f"{where}: {href} is not a GeoTIFF (.tif/.tiff); VRT and other formats can "
-                "point anywhere and are refused for assets"
+                f"{where}: {href} is not a GeoTIFF (.tif/.tiff) or JPEG 2000 (.jp2); VRT and "
+                "other formats can point anywhere and are refused for assets"
             )
         if not any(_inside(canonical, r) for r in self.roots if not _is_url(r)):
             raise HrefNotAllowed(
@@ -177,7 +198,9 @@ class HrefPolicy:
                 "characters; links must be percent-encoded URLs (RFC 3986)"
             )
         if geotiff and not _suffix_ok(url.path):
-            raise HrefNotAllowed(f"{where}: {href} is not a GeoTIFF (.tif/.tiff)")
+            raise HrefNotAllowed(
+                f"{where}: {href} is not a GeoTIFF (.tif/.tiff) or JPEG 2000 (.jp2)"
+            )
         if ".." in unquote(url.path).replace("\\", "/").split("/"):
             raise HrefNotAllowed(f"{where}: {href} contains a '..' segment")
         host = _host(url)
@@ -196,6 +219,63 @@ class HrefPolicy:
                     f"{where}: {href}: host {host} {why}; name its origin in allowed_roots "
                     "if this deployment trusts it"
                 )
+
+    def _check_object(self, href: str, where: str) -> str:
+        """An object-storage href, canonical (lower-case scheme), inside a bucket root."""
+        scheme, _, rest = href.partition("://")
+        if any(c in _OBJECT_REFUSED or not 33 <= ord(c) < 127 for c in href):
+            raise HrefNotAllowed(
+                f"{where}: {href} has '%', '?', '#', '@', ';', backslashes, spaces, control or "
+                "non-ASCII characters; an object link is scheme://bucket/key, plain, and "
+                "credentials come from the environment (AWS_PROFILE...), never from a link"
+            )
+        bucket, _, key = rest.partition("/")
+        segments = key.split("/")
+        if not _BUCKET.match(bucket) or not key or any(s in ("", ".", "..") for s in segments):
+            raise HrefNotAllowed(
+                f"{where}: {href} is not a plain {scheme}://bucket/key link (a valid bucket "
+                "name, then a key without empty, '.' or '..' segments)"
+            )
+        if not _suffix_ok(key):
+            raise HrefNotAllowed(
+                f"{where}: {href} is not a GeoTIFF (.tif/.tiff) or JPEG 2000 (.jp2)"
+            )
+        canonical = f"{scheme.lower()}://{bucket}/{key}"
+        if not any(_object_root_match(canonical, r) for r in self.roots):
+            raise HrefNotAllowed(
+                f"{where}: {href} is outside the allowed roots {list(self.roots)}; add its "
+                f"bucket and prefix ({scheme.lower()}://{bucket}/...) to the workflow's "
+                "allowed_roots if it is trusted"
+            )
+        return canonical
+
+
+def raster_driver(path: str) -> str | None:
+    """The GDAL driver an asset path (or URL path, or object key) is opened with, by suffix:
+    ``GTiff`` or ``JP2OpenJPEG``; None for any other file (refused)."""
+    lowered = path.lower()
+    for suffix, driver in RASTER_DRIVERS.items():
+        if lowered.endswith(suffix):
+            return driver
+    return None
+
+
+def is_object_href(href: str) -> bool:
+    """An object-storage link (``s3://``, ``gs://``, ``az://``)."""
+    return href.partition("://")[0].lower() in OBJECT_SCHEMES and "://" in href
+
+
+def _object_root_match(href: str, root: str) -> bool:
+    """A canonical object href below an object root that names its bucket, by whole segments:
+    ``s3://b/data/`` admits ``s3://b/data/x.tif``, not ``s3://b/database/x.tif``."""
+    scheme, _, rest = root.partition("://")
+    if scheme.lower() not in OBJECT_SCHEMES or not href.startswith(f"{scheme.lower()}://"):
+        return False
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.match(bucket):
+        return False  # a scheme-wide root (s3://) admits no bucket
+    h_bucket, _, key = href.partition("://")[2].partition("/")
+    return h_bucket == bucket and _rest(key, prefix, "/") is not None
 
 
 def resolve_href(href: str, base: str | None) -> str:

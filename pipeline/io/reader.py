@@ -16,6 +16,13 @@ corrupt or truncated file) is raised after one attempt. For URLs the ``HEAD`` is
 attempt, so most faults are judged before GDAL opens anything, and a request's own failure is
 kept on the asset (GDAL sees only a short read). A final failure is remembered for the rest of
 the run (``ReaderSettings.session``), so other chunks of the same scene do not try again.
+
+Formats: GeoTIFF (COG) with GDAL's GTiff driver and JPEG 2000 with JP2OpenJPEG, chosen by the
+link's suffix (:func:`pipeline.io.hrefs.raster_driver`); no other driver ever opens an asset.
+Object storage (``s3://``...) is read by GDAL's ``/vsis3/`` and kin
+(:mod:`pipeline.io.objectstore`), the href checked by the policy first. A ``signer`` (the band
+source's, :mod:`pipeline.io.signing`) signs an http(s) href just before it is opened, again
+at each open, and once more when a read is refused with 401/403 (an expired signature).
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -35,8 +44,9 @@ from rasterio.env import set_gdal_config
 from rasterio.windows import Window
 
 from pipeline.errors import HrefNotAllowed, ReadError, ReadRefused
-from pipeline.io.hrefs import HrefPolicy
+from pipeline.io.hrefs import HrefPolicy, is_object_href, raster_driver
 from pipeline.io.http import head, refuse_redirect
+from pipeline.io.objectstore import NON_CACHED, judge_object_error, object_env, open_object
 from pipeline.io.remote import RemoteAsset, RequestSettings, open_remote, share_opener_state
 from pipeline.io.retry import (
     Exhausted,
@@ -47,16 +57,22 @@ from pipeline.io.retry import (
     from_status,
     gdal_text,
 )
+from pipeline.io.signing import redact, sign
+
+T = TypeVar("T")
 
 GDAL_OPTIONS = {
     # never list a COG's folder to find sidecar files: one request per open instead of many
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.jp2",
     "GDAL_HTTP_MAX_RETRY": "0",  # retries are ours (pipeline.io.retry), counted, not GDAL's
     "VSI_CACHE": "FALSE",
     # URLs are read through pipeline.io.remote, never by GDAL's curl (which follows redirects
-    # anywhere): /vsicurl/ and the handlers built on it open no file at all in this process
+    # anywhere): /vsicurl/ and the handlers built on it open no file at all in this process;
+    # an object-storage read allows its one object in a thread-local rasterio.Env
+    # (pipeline.io.objectstore)
     "CPL_VSIL_CURL_ALLOWED_FILENAME": "/vsicurl/(none: Aquila reads URLs itself)",
+    "CPL_VSIL_CURL_NON_CACHED": NON_CACHED,  # no stale size or "missing" kept between opens
 }
 
 
@@ -106,25 +122,33 @@ class RasterReader:
 
     # ------------------------------------------------------------------ public
 
-    def dataset(self, href: str):
-        """The open dataset for ``href`` (opened with retries); raises :class:`ReadError`."""
-        return self._with_retries(href, lambda: self._open(href))
+    def dataset(self, href: str, *, signer: str | None = None):
+        """The open dataset for ``href`` (opened with retries); raises :class:`ReadError`.
+        ``signer``: the band source's signer name (``package.module:callable``), or None."""
+        return self._with_retries(href, lambda: self._open(href, signer), signer=signer)
 
     def read(
-        self, href: str, indexes: Sequence[int], window: tuple[int, int, int, int]
+        self,
+        href: str,
+        indexes: Sequence[int],
+        window: tuple[int, int, int, int],
+        *,
+        signer: str | None = None,
     ) -> np.ndarray:
-        """Read bands ``indexes`` (1-based) in window (row0, col0, height, width) → (b, h, w)."""
+        """Read bands ``indexes`` (1-based) in window (row0, col0, height, width) → (b, h, w).
+        ``signer``: the band source's signer name; None reads ``href`` as it is."""
         row0, col0, height, width = window
 
         def attempt() -> np.ndarray:
-            ds = self._open(href)
+            ds = self._open(href, signer)
             asset = self._assets().get(href)
             done = False
             try:
                 if asset is not None:
                     share_opener_state()
                     self._prefetch(asset, ds, indexes, window)
-                data = ds.read(list(indexes), window=Window(col0, row0, width, height))
+                with object_env(href) if is_object_href(href) else nullcontext():
+                    data = ds.read(list(indexes), window=Window(col0, row0, width, height))
                 done = True
                 return data
             except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
@@ -136,7 +160,7 @@ class RasterReader:
                 if not done:
                     self._forget(href)  # a retry opens afresh
 
-        return self._with_retries(href, attempt)
+        return self._with_retries(href, attempt, signer=signer)
 
     def failed(self) -> dict[str, ReadError]:
         """The final failure of every href that failed in this run (this process)."""
@@ -156,10 +180,12 @@ class RasterReader:
 
     # ------------------------------------------------------------------ attempts
 
-    def _with_retries(self, href: str, attempt):
+    def _with_retries(self, href: str, attempt: Callable[[], T], *, signer: str | None = None) -> T:
         known = self._failed.get(href)
         if known is not None:
             raise known
+        if signer is not None:
+            attempt = self._resigning(href, attempt)
         try:
             value, _ = call_with_retries(
                 attempt,
@@ -184,19 +210,42 @@ class RasterReader:
             raise
         return value
 
+    def _resigning(self, href: str, attempt: Callable[[], T]) -> Callable[[], T]:
+        """``attempt``, made once more at once (with a fresh signature: the asset is opened
+        afresh, so signed again) when the server refuses the signed URL (401/403)."""
+        resigned = False
+
+        def again() -> T:
+            nonlocal resigned
+            try:
+                return attempt()
+            except Failure as failure:
+                if failure.reason != "asset_forbidden" or resigned:
+                    raise
+                resigned = True
+                self._forget(href)
+                return attempt()
+
+        return again
+
     def _count_retry(self, href: str) -> None:
         counts = getattr(self._local, "retries", None)
         if counts is None:
             counts = self._local.retries = {}
         counts[href] = counts.get(href, 0) + 1
 
-    def _open(self, href: str):
+    def _open(self, href: str, signer: str | None = None):
         cache = self._cache()
         ds = cache.get(href)
         if ds is not None:
             cache.move_to_end(href)
             return ds
-        ds = self._open_remote(href) if "://" in href else self._open_local(href)
+        if is_object_href(href):
+            ds = self._open_object(href)
+        elif "://" in href:
+            ds = self._open_remote(href, signer)
+        else:
+            ds = self._open_local(href)
         cache[href] = ds
         while len(cache) > self.settings.max_open:
             self._forget(next(iter(cache)))  # the least recently used
@@ -209,22 +258,58 @@ class RasterReader:
                 path = self.settings.policy.check(href)  # canonical: symlinks resolved, checked
             except HrefNotAllowed as exc:
                 raise ReadRefused(href, exc.message) from None
+        driver = raster_driver(path)
+        if driver is None:
+            raise ReadRefused(href, f"{href} is not a GeoTIFF or JPEG 2000; no other driver")
         try:
-            # GTiff only: VRT and other drivers can point anywhere (COGs are read by GTiff);
+            # GTiff or JP2OpenJPEG only, by suffix: VRT and other drivers can point anywhere;
             # the path that was checked is the path opened
-            return rasterio.open(path, driver="GTiff")
+            return rasterio.open(path, driver=driver)
         except rasterio.errors.RasterioIOError as exc:
             raise classify_gdal(gdal_text(exc), remote=False) from None
 
-    def _open_remote(self, href: str):
-        answer = self._head(href)
-        asset = RemoteAsset(href, self._requests(), size=answer.length())
+    def _open_object(self, href: str):
+        """``s3://`` (and kin) through GDAL's /vsis3/, the href checked first: a refusal
+        makes no request at all."""
+        try:
+            checked = self._checked(href)
+            return open_object(checked)
+        except HrefNotAllowed as exc:
+            raise ReadRefused(href, exc.message) from None
+        except ValueError as exc:  # not an object link GDAL could be given
+            raise ReadRefused(href, str(exc)) from None
+        except rasterio.errors.RasterioIOError as exc:
+            raise judge_object_error(href, exc) from None
+
+    def _checked(self, href: str) -> str:
+        """``href`` in the policy's canonical form (HrefNotAllowed if refused; as it is when
+        there is no policy)."""
+        policy = self.settings.policy
+        return href if policy is None else policy.check(href)
+
+    def _open_remote(self, href: str, signer: str | None = None):
+        url = self._signed(href, signer)
+        answer = self._head(href, url)
+        asset = RemoteAsset(href, self._requests(), size=answer.length(), url=url)
         try:
             ds = open_remote(asset)
+        except HrefNotAllowed as exc:
+            raise ReadRefused(href, exc.message) from None
         except rasterio.errors.RasterioIOError as exc:
             raise self._problem(asset) or classify_gdal(gdal_text(exc), remote=True) from None
         self._assets()[href] = asset
         return ds
+
+    def _signed(self, href: str, signer: str | None) -> str:
+        """The URL to request for ``href``: itself, or signed by ``signer`` after the policy
+        judged the unsigned href (the signature may change the query only)."""
+        if signer is None:
+            return href
+        try:
+            self._checked(href)
+            return sign(href, signer)
+        except HrefNotAllowed as exc:
+            raise ReadRefused(href, exc.message) from None
 
     def _requests(self) -> RequestSettings:
         return RequestSettings(self.settings.policy, self.settings.http_timeout_s)
@@ -235,17 +320,17 @@ class RasterReader:
             assets = self._local.assets = {}
         return assets
 
-    def _head(self, href: str):
+    def _head(self, href: str, url: str | None = None):
         """The checked ``HEAD`` of every attempt: a refusal, or the server's failure, before
-        GDAL opens anything."""
+        GDAL opens anything. ``url``: what to ask (a signed URL, never shown), default href."""
+        url = url or href
         try:
-            answer = head(href, policy=self.settings.policy, timeout=self.settings.http_timeout_s)
+            answer = head(url, policy=self.settings.policy, timeout=self.settings.http_timeout_s)
         except HrefNotAllowed as exc:
-            raise ReadRefused(href, exc.message) from None
+            raise ReadRefused(href, redact(exc.message, url, href)) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise Failure(
-                True, "asset_unavailable", f"HEAD {href}: {type(exc).__name__}: {exc}"
-            ) from None
+            text = redact(f"{type(exc).__name__}: {exc}", url, href)
+            raise Failure(True, "asset_unavailable", f"HEAD {href}: {text}") from None
         if answer.redirect:
             raise ReadRefused(href, refuse_redirect(href, answer).message)
         failure = from_status(answer.status, f"HEAD {href}")
@@ -274,13 +359,17 @@ class RasterReader:
         """A failed window read: transient (retry) or permanent. A short read from a URL is
         transient only if the server is healthy and the file is as long as its own tiles say;
         a file shorter than that is truncated (permanent)."""
+        if is_object_href(href):
+            return judge_object_error(href, exc)
         remote = "://" in href
-        failure = self._problem(self._assets().get(href)) if remote else None
+        asset = self._assets().get(href)
+        failure = self._problem(asset) if remote else None
         if failure is None:
             failure = classify_gdal(gdal_text(exc), remote=remote)
         if not (remote and failure.transient):
             return failure
-        length = self._head(href).length()  # raises the server's failure, if it has one now
+        url = asset.url if asset is not None else None
+        length = self._head(href, url).length()  # raises the server's failure, if any now
         need = tiles_end(ds)
         if length is not None and need is not None and need > length:
             return Failure(

@@ -1,4 +1,5 @@
-"""Remote GeoTIFFs read by Python, so that every request goes only where the policy allows.
+"""Remote GeoTIFFs and JPEG 2000s read by Python, so that every request goes only where the
+policy allows.
 
 GDAL's /vsicurl/ follows redirects wherever they point (GDAL 3.10 has no option to stop its
 curl), so an asset that answers ``HEAD`` with 200 and ``GET`` with 302 would send a worker to
@@ -14,7 +15,12 @@ tile index entries) are served from :data:`BLOCK_BYTES` blocks fetched whole, at
 tile rows (read ahead, as /vsicurl/ does), are fetched before GDAL asks for them, one request per
 run of neighbouring tiles (:meth:`RemoteAsset.prefetch`), and kept in a per-process store capped
 at :data:`TILE_STORE_BYTES` (least recently used out); a tile no longer there is fetched alone
-when GDAL asks for it.
+when GDAL asks for it. A JPEG 2000 (or a GeoTIFF whose tile index GDAL does not expose) has no
+tiles to prefetch: GDAL's reads are then answered as they come, small ones from the cached
+blocks, large ones by one request each.
+
+A signed URL (:mod:`pipeline.io.signing`) is the asset's ``url``, the one that is requested; its
+``href`` (unsigned) is what GDAL, the policy and every message see.
 rasterio's multi-range callback is not used: an error raised there stays pending in the
 interpreter and resurfaces in a later, unrelated call (measured).
 """
@@ -31,9 +37,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from pipeline.errors import HrefNotAllowed
-from pipeline.io.hrefs import HrefPolicy
+from pipeline.io.hrefs import HrefPolicy, raster_driver
 from pipeline.io.http import Reply, get_range, refuse_redirect
 from pipeline.io.retry import Failure, from_status
+from pipeline.io.signing import redact
 
 BLOCK_BYTES = 16 * 1024  # as /vsicurl/: a COG header in one request; tiles are read exactly
 CACHED_BLOCKS = 16  # small-read blocks per open file: 256 KiB at most
@@ -90,10 +97,19 @@ _SERIALS = itertools.count()
 
 
 class RemoteAsset:
-    """One URL, read by checked range requests; remembers the first failure it met."""
+    """One URL, read by checked range requests; remembers the first failure it met.
+    ``url``: what is requested (a signed URL; default the href itself), never shown."""
 
-    def __init__(self, href: str, settings: RequestSettings, *, size: int | None = None):
+    def __init__(
+        self,
+        href: str,
+        settings: RequestSettings,
+        *,
+        size: int | None = None,
+        url: str | None = None,
+    ):
         self.href = href
+        self.url = url or href
         self.settings = settings
         self.size = size
         self.problem: Failure | HrefNotAllowed | None = None
@@ -205,7 +221,14 @@ class RemoteAsset:
     def _request(self, start: int, end: int) -> Reply:
         self.requests += 1
         s = self.settings
-        reply = get_range(self.href, start, end, policy=s.policy, timeout=s.timeout)
+        try:
+            reply = get_range(self.url, start, end, policy=s.policy, timeout=s.timeout)
+        except HrefNotAllowed as exc:
+            raise HrefNotAllowed(redact(exc.message, self.url, self.href)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            if self.url == self.href:
+                raise
+            raise OSError(redact(f"{type(exc).__name__}: {exc}", self.url, self.href)) from None
         if reply.redirect:
             raise refuse_redirect(self.href, reply)
         failure = from_status(reply.status, f"GET {self.href} bytes {start}-{end}")
@@ -306,12 +329,16 @@ class AssetOpener:
 
 
 def open_remote(asset: RemoteAsset):
-    """A rasterio dataset (GTiff driver only) over ``asset``; raises RasterioIOError, with the
+    """A rasterio dataset over ``asset``, with the one driver its suffix names (GTiff or
+    JP2OpenJPEG, :func:`pipeline.io.hrefs.raster_driver`); raises RasterioIOError, with the
     request's own failure kept in ``asset.problem``."""
     import rasterio
 
+    driver = raster_driver(asset.href.split("?")[0].split("#")[0])
+    if driver is None:  # the policy refuses these first; never open one unchecked
+        raise HrefNotAllowed(f"{asset.href} is not a GeoTIFF or JPEG 2000")
     share_opener_state()
-    ds = rasterio.open(asset.href, driver="GTiff", opener=AssetOpener(asset))
+    ds = rasterio.open(asset.href, driver=driver, opener=AssetOpener(asset))
     _close_at_exit(ds)
     return ds
 

@@ -151,6 +151,8 @@ def scene_token(scene: Scene) -> str:
     less the item's own link: a catalog moved elsewhere holds the same scenes)."""
     record = scene_to_dict(scene)
     record.pop("item_href", None)
+    for source in record["bands"] + record["quality"]:  # how to sign a read, not what is read
+        source.pop("signer", None)
     return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
 
 

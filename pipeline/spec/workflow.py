@@ -24,6 +24,7 @@ from pydantic import (
 
 from pipeline.catalog.query import parse_datetime_range
 from pipeline.errors import InputError, SpecError
+from pipeline.io.signing import check_signer_name
 from pipeline.io.yamlfile import load_yaml_file
 from pipeline.plan.extent import grid_shape
 from pipeline.spec.sections import (
@@ -81,6 +82,11 @@ class WorkflowSpec(_Strict):
         default=None,
         description="asset href prefix -> local folder or URL holding the same files (trusted)",
     )
+    signers: dict[str, str] | None = Field(
+        default=None,
+        description="collection id -> 'package.module:callable' that turns an asset href into "
+        "a short-lived signed URL on the worker (e.g. the Planetary Computer's)",
+    )
     quality_mask: bool = Field(
         default=True,
         description="mask pixels flagged by each scene's QA asset (false: keep cloudy pixels)",
@@ -102,6 +108,17 @@ class WorkflowSpec(_Strict):
     classification_scale: tuple[str, ...] | None = Field(
         default=None, description="classification levels, lowest first (default: 4 levels)"
     )
+
+    @field_validator("signers")
+    @classmethod
+    def _signer_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        """Only the import path's shape is checked here; the callable is imported on the
+        worker that signs (the driver needs neither its package nor its secrets)."""
+        for collection, name in (value or {}).items():
+            if not collection:
+                raise ValueError("signers: a collection id must not be empty")
+            check_signer_name(name)
+        return value
 
     @field_validator("intersects")
     @classmethod

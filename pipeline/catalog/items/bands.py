@@ -153,8 +153,10 @@ def _allowed(
     hint = ""
     if first_error and "s3://" in first_error:
         hint = (
-            "; s3:// links are not read directly: map the bucket to an https endpoint or a "
-            "local copy with the workflow's href_mirrors"
+            "; s3:// links are read only under a bucket root in the workflow's allowed_roots "
+            "(e.g. s3://bucket/prefix/, credentials from the environment; docs/"
+            "object-storage.md), or map the bucket to an https endpoint or a local copy with "
+            "the workflow's href_mirrors"
         )
     keys = list(dict.fromkeys(c.key for c in choices))
     if keys and all(asset_format(doc.assets[k]).readable is False for k in keys):

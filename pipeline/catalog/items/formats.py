@@ -1,9 +1,11 @@
 """What file format an asset holds, by its media type (else its link's suffix), and an account of
 an item's formats for the rejects that say why nothing of it can be read.
 
-Aquila reads rasters through GDAL's GTiff driver only: Cloud-Optimised GeoTIFF or plain GeoTIFF
-(:data:`READS`). JPEG 2000, NetCDF, HDF, Zarr, GRIB, PNG/JPEG previews and VRTs are named here so
-that an item made only of them is rejected with the formats it does hold, not a riddle.
+Aquila reads rasters through GDAL's GTiff and JP2OpenJPEG drivers only: Cloud-Optimised GeoTIFF,
+plain GeoTIFF or JPEG 2000 (:data:`READS`; the driver is chosen by the link's suffix,
+:func:`pipeline.io.hrefs.raster_driver`). NetCDF, HDF, Zarr, GRIB, PNG/JPEG previews and VRTs are
+named here so that an item made only of them is rejected with the formats it does hold, not a
+riddle.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-READS = "Cloud-Optimised GeoTIFF or GeoTIFF (read with GDAL's GTiff driver)"
+READS = (
+    "Cloud-Optimised GeoTIFF, GeoTIFF or JPEG 2000 (.jp2; read with GDAL's GTiff and "
+    "JP2OpenJPEG drivers)"
+)
 """What Aquila reads, in the words every format reject uses."""
 
 GEOTIFF = "GeoTIFF"
+JPEG2000 = "JPEG 2000"
+_READABLE = frozenset({GEOTIFF, JPEG2000})
 
 
 @dataclass(frozen=True)
@@ -89,12 +96,12 @@ def asset_format(asset: Mapping[str, Any]) -> AssetFormat:
         if name is None and "geotiff" in media:
             name = GEOTIFF
         if name is not None:
-            return AssetFormat(_preview(name, asset), media, name == GEOTIFF)
+            return AssetFormat(_preview(name, asset), media, name in _READABLE)
         return AssetFormat(base, media, False)
     path = str(asset.get("href") or "").split("?")[0].split("#")[0].rstrip("/").lower()
     for suffix, name in _SUFFIX.items():
         if path.endswith(suffix):
-            return AssetFormat(_preview(name, asset), suffix, name == GEOTIFF)
+            return AssetFormat(_preview(name, asset), suffix, name in _READABLE)
     return AssetFormat("unknown", "no media type, no known suffix", None)
 
 
@@ -106,8 +113,8 @@ def _preview(name: str, asset: Mapping[str, Any]) -> str:
 
 
 def has_readable_asset(assets: Mapping[str, Any]) -> bool:
-    """Some asset is a GeoTIFF, or of a format that cannot be told (never claim what we don't
-    know)."""
+    """Some asset is a GeoTIFF or JPEG 2000, or of a format that cannot be told (never claim
+    what we don't know)."""
     return any(
         asset_format(a).readable is not False for a in assets.values() if isinstance(a, dict)
     )

@@ -22,7 +22,9 @@ in the order the reject reasons are checked (the first failing step names the re
    such as the Sentinel-2 baseline); see :mod:`pipeline.catalog.sensors.constants` →
    ``no_calibration`` / ``no_harmonisation`` / ``nodata_mask_grid``;
 8. do the files exist (local only): ``asset_missing`` / ``asset_unreadable``; the quality assets
-   (classification extension, else the profile) → ``bad_classification``.
+   (classification extension, else the profile) → ``bad_classification``;
+9. how to fetch them: the collection's signer (the workflow's ``signers``), if it has one, is
+   carried by every band and quality source (the worker signs just before the read).
 
 The steps live beside this module: 3 in :mod:`~pipeline.catalog.items.locate`, 4 in
 :mod:`~pipeline.catalog.items.links`, 4-7 per band in :mod:`~pipeline.catalog.items.bands`, 6 in
@@ -121,6 +123,7 @@ def normalise_doc(doc: ItemDoc, *, bands: Sequence[str], options: NormaliseOptio
     if fixed:
         sources = tuple(replace(s, grid=fixed.get(s.grid, s.grid)) for s in sources)
         quality = tuple(replace(q, grid=fixed.get(q.grid, q.grid)) for q in quality)
+    sources, quality = _with_signer(sources, quality, options.signers.get(doc.collection or ""))
     props = doc.properties
     return Scene(
         id=doc.id,
@@ -137,6 +140,17 @@ def normalise_doc(doc: ItemDoc, *, bands: Sequence[str], options: NormaliseOptio
         extra=shared(tuple(shared((k, v)) for k, v in sorted(notes.items()))),
         harmonisation=harmonisation,
         item_href=None if doc.shared_file else doc.self_href,
+    )
+
+
+def _with_signer(sources: tuple, quality: tuple, signer: str | None) -> tuple[tuple, tuple]:
+    """The sources carrying the collection's signer name (not a signature: that is made on
+    the worker, just before each read)."""
+    if signer is None:
+        return sources, quality
+    return (
+        tuple(replace(s, signer=signer) for s in sources),
+        tuple(replace(q, signer=signer) for q in quality),
     )
 
 

@@ -4,6 +4,7 @@ reject a step raises, and one shared object per value that repeats across scenes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.catalog.scene import RasterGrid
@@ -28,6 +29,9 @@ class NormaliseOptions:
     check_files: bool = True  # local files must exist; read headers where proj:* is missing
     quality_mask: bool = True  # attach QA sources (False: scenes carry none, nothing is masked)
     radiometry: RadiometryTarget = field(default_factory=RadiometryTarget)  # what bands hold
+    # collection id -> signer name ("package.module:callable"): the scenes' band and quality
+    # sources carry it, and the worker signs their hrefs with it (pipeline.io.signing)
+    signers: Mapping[str, str] = field(default_factory=dict)
 
 
 def reject(doc: ItemDoc, reason: str, message: str) -> SceneRejected:
