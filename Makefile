@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-toa test test-slow test-all bench bench-nightly lint install clean lock
+.PHONY: demo demo-toa test test-slow test-all bench bench-nightly bench-rates lint install clean lock
 
 install: $(STAMP)
 
@@ -43,6 +43,9 @@ bench: $(STAMP)
 bench-nightly: $(STAMP)  # scenes on local disk, then from an object store answering in 20 ms
 	$(BIN)/python benchmarks/nightly.py
 	$(BIN)/python benchmarks/nightly.py --http --latency-ms 20
+
+bench-rates: $(STAMP)  # per-core rates for the cost model (--write updates pipeline/plan/rates.py)
+	$(BIN)/python benchmarks/rates.py
 
 lock: $(STAMP)  # re-pin the tested set after changing dependencies (then run make test)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^aquila' > constraints.txt

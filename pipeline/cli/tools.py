@@ -32,6 +32,7 @@ def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         }),
     )
     val.add_argument("spec", type=Path, help="workflow spec file, e.g. workflows/demo.yaml")
+    _add_cost_options(val)
 
     ql = sub.add_parser(
         "quicklook", parents=parents, formatter_class=raw,
@@ -88,6 +89,34 @@ def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     _add_catalog(sub, parents)
 
 
+def _add_cost_options(val: argparse.ArgumentParser) -> None:
+    """``validate --cost``: the cost model's flags (pipeline/plan/cost.py, docs/cost.md)."""
+    cost = val.add_argument_group(
+        "cost estimate (docs/cost.md)",
+        "--cost estimates core-hours, bytes read, tasks and memory per worker from per-core "
+        "rates measured by benchmarks/rates.py. Without --revisit or --scenes-per-night it "
+        "searches the catalog (items only, no pixel) and counts the plan's scenes; with one "
+        "of them it reads no catalog and assumes the scenes.",
+    )
+    cost.add_argument("--cost", action="store_true", help="print the cost estimate")
+    assume = cost.add_mutually_exclusive_group()
+    assume.add_argument("--revisit", type=float, metavar="DAYS", default=None,
+                        help="assume each grid pixel is observed every DAYS days")
+    assume.add_argument("--scenes-per-night", type=float, metavar="N", default=None,
+                        help="assume N scenes (--scene-km squares) land each day")
+    cost.add_argument("--scene-km", type=float, default=110.0,
+                      help="assumed scene size, km (default 110: a Sentinel-2 tile)")
+    cost.add_argument("--deadline", metavar="DURATION", default=None,
+                      help="size the cluster that finishes within it, e.g. 1h, 90m")
+    cost.add_argument("--threads", type=int, default=4,
+                      help="threads per worker, for memory and cluster size (default 4)")
+    cost.add_argument("--bandwidth", type=float, metavar="MB/S", default=None,
+                      help="network bandwidth of one worker from object storage, MB/s "
+                      "(default: not modelled)")
+    cost.add_argument("--margin", type=float, default=1.5,
+                      help="factor on the core-seconds for what is not modelled (default 1.5)")
+
+
 def _add_catalog(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     cat = sub.add_parser(
         "catalog", parents=parents,
@@ -139,15 +168,107 @@ def validate(args: argparse.Namespace, out: Output) -> int:
 
     spec = load_spec(args.spec)
     grid = grid_summary(spec)
+    cost = _cost(spec, args) if args.cost else None
     if out.json:
-        out.document({"command": "validate", "status": "valid", "exit_code": EXIT_OK,
-                      "spec": str(args.spec), "workflow": spec.name, "grid": grid,
-                      "resolved": spec.model_dump(mode="json")})
+        doc = {"command": "validate", "status": "valid", "exit_code": EXIT_OK,
+               "spec": str(args.spec), "workflow": spec.name, "grid": grid,
+               "resolved": spec.model_dump(mode="json")}
+        if cost is not None:
+            doc["cost"] = cost.as_dict()
+        out.document(doc)
         return EXIT_OK
     out.human.print(f"[green]ok[/green] {esc(str(args.spec))}: workflow {spec.name!r}")
     out.human.print(f"grid: {esc(grid)}")
-    out.human.print_json(spec.model_dump_json())
+    if cost is not None:
+        out.human.print(esc(_cost_text(cost)))
+    else:
+        out.human.print_json(spec.model_dump_json())
     return EXIT_OK
+
+
+def _cost(spec: Any, args: argparse.Namespace) -> Any:
+    """The estimate: from the plan of the scenes the catalog search finds, or assumed."""
+    from pipeline.errors import NoScenesError, SpecError
+    from pipeline.plan import cost
+
+    for name in ("threads", "scene_km", "margin", "bandwidth", "revisit", "scenes_per_night"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise SpecError(f"--{name.replace('_', '-')} {value:g} must be positive")
+    try:
+        deadline = cost.parse_duration(args.deadline) if args.deadline else None
+    except ValueError as exc:
+        raise SpecError(f"--deadline: {exc}") from None
+    rates = cost.load_rates()
+    if args.revisit is not None or args.scenes_per_night is not None:
+        work, outputs = _assumed_work(spec, args, cost, rates)
+    else:
+        from pipeline.engine.steps import discover, outputs_of, target_grid
+        from pipeline.plan.chunks import make_plan
+
+        scenes = list(discover(spec).scenes)
+        if not scenes:
+            raise NoScenesError(f"--cost: no usable scene in {spec.catalog}; give --revisit "
+                                "DAYS or --scenes-per-night N to estimate without a catalog")
+        plan = make_plan(scenes, grid=target_grid(spec, scenes), outputs=outputs_of(spec),
+                         limits=spec.limits.plan_limits())
+        work = cost.workload_of_plan(plan, source_px=cost.source_pixels(plan), rates=rates)
+        outputs = plan.outputs
+    return cost.estimate(work, outputs, rates=rates, threads=args.threads, deadline_s=deadline,
+                         margin=args.margin,
+                         bandwidth_bytes_s=args.bandwidth * 1e6 if args.bandwidth else None)
+
+
+def _assumed_work(spec: Any, args: argparse.Namespace, cost: Any, rates: Any
+                  ) -> tuple[Any, Any]:
+    from pipeline.engine.steps import outputs_of
+    from pipeline.errors import SpecError
+    from pipeline.plan.grid import TargetGrid
+
+    g = spec.grid
+    if g.bounds is None:
+        raise SpecError("--revisit/--scenes-per-night need grid.bounds in the spec (without "
+                        "them the grid comes from the scenes: drop the assumption to search)")
+    grid = TargetGrid.from_bounds(g.bounds, crs=g.crs, resolution=g.resolution, chunk=g.chunk,
+                                  anchor=g.anchor, limits=spec.limits.plan_limits())
+    outputs = outputs_of(spec)
+    assumption = cost.Assumption(revisit_days=args.revisit,
+                                 scenes_per_night=args.scenes_per_night, scene_km=args.scene_km,
+                                 source_resolution=g.resolution,
+                                 quality_resolution=2 * g.resolution)
+    return cost.workload_assumed(grid, outputs, assumption, rates=rates, days=_days(spec)), \
+        outputs
+
+
+def _days(spec: Any) -> float:
+    """Days of the spec's datetime range (an open end: one night)."""
+    start, end = spec.datetime or (None, None)
+    if start is None or end is None:
+        return 1.0
+    return max(1.0, round((end - start).total_seconds() / 86400.0))
+
+
+def _cost_text(est: Any) -> str:
+    w = est.workload
+    gib = 2**30
+    lines = [
+        f"cost estimate ({w.basis}; rates: {est.rates_from}):",
+        f"  tasks {w.tasks:,}, scenes {w.scenes:,}, source px decoded {w.source_px:.3g}, "
+        f"bytes read {est.bytes_read / 1e9:,.1f} GB",
+        f"  core-hours {est.core_hours:,.2f} ({est.core_seconds:,.0f} core-s: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in est.seconds_by_phase.items()) + ")",
+        f"  memory: {est.task_peak_bytes / gib:.2f} GiB per task, "
+        f"{est.worker_peak_bytes / gib:.2f} GiB per worker of {est.threads} threads "
+        "(GDAL cache and the worker's base included)",
+    ]
+    c = est.cluster
+    if c is not None:
+        workers = f"{c.workers} worker" + ("s" if c.workers != 1 else "")
+        lines.append(f"  cluster for {c.deadline_s / 3600:g} h: {workers} × "
+                     f"{c.threads} threads = {c.cores} cores ({c.bound_by}-bound, about "
+                     f"{c.hours:.2f} h with the margin)")
+    lines += [f"  not modelled: {limit}" for limit in est.limits]
+    return "\n".join(lines)
 
 
 def quicklook(args: argparse.Namespace, out: Output) -> int:
