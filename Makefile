@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-toa test test-slow test-all bench bench-nightly bench-rates lint install clean lock
+.PHONY: demo demo-toa test test-slow test-all bench bench-nightly bench-rates bench-catalog lint install clean lock
 
 install: $(STAMP)
 
@@ -46,6 +46,9 @@ bench-nightly: $(STAMP)  # scenes on local disk, then from an object store answe
 
 bench-rates: $(STAMP)  # per-core rates for the cost model (--write updates pipeline/plan/rates.py)
 	$(BIN)/python benchmarks/rates.py
+
+bench-catalog: $(STAMP)  # stac-geoparquet: 10^6 items read + normalised, then a 1 % search
+	$(BIN)/python benchmarks/geoparquet.py && $(BIN)/python benchmarks/geoparquet.py --search
 
 lock: $(STAMP)  # re-pin the tested set after changing dependencies (then run make test)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^aquila' > constraints.txt

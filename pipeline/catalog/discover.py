@@ -28,6 +28,7 @@ from pipeline.catalog.dedupe import (
     drop_duplicates,
     withhold_acquisitions_of,
 )
+from pipeline.catalog.geoparquet import catalog_home
 from pipeline.catalog.items.normalise import normalise_doc
 from pipeline.catalog.items.options import NormaliseOptions
 from pipeline.catalog.markings import (
@@ -109,7 +110,7 @@ def search_query(spec: Any) -> SearchQuery:
 
 def href_policy(spec: Any) -> HrefPolicy:
     """Catalog folder (or allowed_roots), plus mirror targets: where asset links may point."""
-    policy = HrefPolicy.for_catalog(spec.catalog, spec.allowed_roots)
+    policy = HrefPolicy.for_catalog(catalog_home(spec.catalog), spec.allowed_roots)
     targets = tuple((getattr(spec, "href_mirrors", None) or {}).values())
     if targets:
         policy = HrefPolicy(policy.roots + HrefPolicy.for_catalog("x", targets).roots)
@@ -132,6 +133,7 @@ def normalise_options(spec: Any, *, check_files: bool = True) -> NormaliseOption
         check_files=check_files,
         quality_mask=getattr(spec, "quality_mask", True),
         radiometry=radiometry_target(spec),
+        signers=dict(getattr(spec, "signers", None) or {}),
     )
 
 

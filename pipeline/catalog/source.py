@@ -2,10 +2,12 @@
 
 Sources: a static catalog or collection (local path or http(s) ``.json``, children followed),
 an item collection (GeoJSON FeatureCollection), an NDJSON file of items (``.ndjson``/``.jsonl``,
-streamed line by line), a single item file, or a STAC API root (searched through pystac-client,
-one page in memory at a time). A broken item is yielded as a :class:`Reject` and the walk goes
-on; only a source that cannot be opened at all raises :class:`CatalogError`. Static sources are
-read by :mod:`pipeline.catalog.static`; the search terms are :mod:`pipeline.catalog.query`'s.
+streamed line by line), a single item file, a local stac-geoparquet file, folder or glob of
+parts (``.parquet``, one record batch at a time, the search pushed down:
+:mod:`pipeline.catalog.geoparquet`), or a STAC API root (searched through pystac-client, one page
+in memory at a time). A broken item is yielded as a :class:`Reject` and the walk goes on; only
+a source that cannot be opened at all raises :class:`CatalogError`. Static sources are read by
+:mod:`pipeline.catalog.static`; the search terms are :mod:`pipeline.catalog.query`'s.
 
 The source itself is named by the operator; every document it leads to is checked by the href
 policy as a link (:meth:`HrefPolicy.check_link`: inside the allowed roots or the catalog's own
@@ -30,6 +32,12 @@ from typing import TYPE_CHECKING, Any
 import pystac
 
 from pipeline.catalog.footprint import footprint_from_geojson
+from pipeline.catalog.geoparquet import (
+    PARQUET_SUFFIXES,
+    catalog_home,
+    is_geoparquet,
+    iter_geoparquet,
+)
 from pipeline.catalog.query import SearchQuery, parse_filter, unevaluated
 from pipeline.catalog.scene import Reject
 from pipeline.catalog.stacdoc import ItemDoc
@@ -48,10 +56,10 @@ QUERY_OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "startsWith", "endsWith", "c
 
 
 def is_api(source: str) -> bool:
-    """An http(s) link that is not a JSON document is taken as a STAC API root."""
+    """An http(s) link that is not a JSON (or Parquet) document is taken as a STAC API root."""
     lowered = source.lower().split("?")[0]
     return lowered.startswith(("http://", "https://")) and not lowered.endswith(
-        (".json", *NDJSON_SUFFIXES)
+        (".json", *NDJSON_SUFFIXES, *PARQUET_SUFFIXES)
     )
 
 
@@ -66,12 +74,17 @@ def iter_docs(
     are followed inside ``policy``'s roots and the source's own folder or origin (None: only
     the latter)."""
     say = notify or (lambda message: None)
-    links = (policy or HrefPolicy(())).with_catalog(source)
+    links = (policy or HrefPolicy(())).with_catalog(catalog_home(source))
     if is_api(source):
         yield from _iter_api(source, query, say, links)
         return
     matcher = Matcher(query)
-    for entry in iter_static(source, query, links):
+    entries = (
+        iter_geoparquet(source, query, links, say=say)  # search pushed down, then judged here
+        if is_geoparquet(source)
+        else iter_static(source, query, links)
+    )
+    for entry in entries:
         judged = entry if isinstance(entry, Reject) else matcher.judge(entry)
         if judged is not None:
             yield judged

@@ -200,7 +200,7 @@ class WorkflowSpec(_Strict):
     @property
     def is_api(self) -> bool:
         return self.catalog.startswith(("http://", "https://")) and not self.catalog.endswith(
-            ".json"
+            (".json", ".parquet", ".geoparquet")
         )
 
 
