@@ -58,6 +58,7 @@ from pipeline.io.retry import (
     gdal_text,
 )
 from pipeline.io.signing import redact, sign
+from pipeline.io.tilecache import TileCache
 
 T = TypeVar("T")
 
@@ -80,7 +81,8 @@ GDAL_OPTIONS = {
 class ReaderSettings:
     """Per-process reader settings, resolved once in the driver."""
 
-    gdal_cache_mb: int = 256
+    gdal_cache_mb: int = 64  # GTiff window reads bypass it (pipeline.io.tilecache); JP2 uses it
+    tile_cache_mb: int = 160  # decoded source tiles per worker (pipeline.io.tilecache)
     max_open: int = 512  # open datasets per thread; closing one drops its cached blocks
     policy: HrefPolicy | None = None  # checked again at every request (pipeline.io.http)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -112,6 +114,7 @@ class RasterReader:
         self._failed: dict[str, ReadError] = {}  # href -> its final failure in this run
         self._rng = random.Random()
         self._sleep = time.sleep
+        self._tiles = TileCache(self.settings.tile_cache_mb * 2**20)
         configure_gdal(self.settings)
 
     def _cache(self) -> OrderedDict:
@@ -147,8 +150,13 @@ class RasterReader:
                 if asset is not None:
                     share_opener_state()
                     self._prefetch(asset, ds, indexes, window)
-                with object_env(href) if is_object_href(href) else nullcontext():
-                    data = ds.read(list(indexes), window=Window(col0, row0, width, height))
+
+                def raw(bands: Sequence[int], win: tuple[int, int, int, int]) -> np.ndarray:
+                    r0, c0, h, w = win
+                    with object_env(href) if is_object_href(href) else nullcontext():
+                        return ds.read(list(bands), window=Window(c0, r0, w, h))
+
+                data = self._tiles.read(ds, self.settings.session, href, indexes, window, raw)
                 done = True
                 return data
             except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
@@ -159,6 +167,7 @@ class RasterReader:
             finally:
                 if not done:
                     self._forget(href)  # a retry opens afresh
+                    self._tiles.forget(self.settings.session, href)
 
         return self._with_retries(href, attempt, signer=signer)
 
