@@ -64,11 +64,14 @@ class TileCache:
                 y0, x0 = tr * th, tc * tw  # the tile's first pixel in the raster
                 ys = slice(max(row0, y0), min(row0 + height, y0 + th))
                 xs = slice(max(col0, x0), min(col0 + width, x0 + tw))
-                out[:, ys.start - row0:ys.stop - row0, xs.start - col0:xs.stop - col0] = \
-                    planes[:, ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+                for k, plane in enumerate(planes):
+                    out[k, ys.start - row0:ys.stop - row0, xs.start - col0:xs.stop - col0] = \
+                        plane[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
         return out
 
-    def _tile(self, ds, session, href, indexes, tr, tc, th, tw, raw: RawRead) -> np.ndarray:
+    def _tile(self, ds, session, href, indexes, tr, tc, th, tw,
+              raw: RawRead) -> Sequence[np.ndarray]:
+        """The tile's planes, one per band of ``indexes`` (decoded now if not cached)."""
         keys = [(session, href, int(b), tr, tc) for b in indexes]
         with self._lock:
             found = [self._tiles.get(k) for k in keys]
@@ -76,7 +79,7 @@ class TileCache:
                 for k in keys:
                     self._tiles.move_to_end(k)
                 self.hits += 1
-                return np.stack(found)  # type: ignore[arg-type]
+                return found  # type: ignore[return-value]
         y0, x0 = tr * th, tc * tw
         h, w = min(th, ds.height - y0), min(tw, ds.width - x0)
         planes = raw(indexes, (y0, x0, h, w))  # outside the lock: decoding releases the GIL
@@ -91,7 +94,7 @@ class TileCache:
             while self._bytes > self.budget and self._tiles:
                 _, dropped = self._tiles.popitem(last=False)
                 self._bytes -= dropped.nbytes
-        return planes
+        return list(planes)
 
     def forget(self, session: str, href: str) -> None:
         """Drop ``href``'s tiles (a failed read: a retry decodes afresh)."""
