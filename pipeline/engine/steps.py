@@ -87,6 +87,7 @@ def outputs_of(spec: WorkflowSpec) -> Outputs:
         cube_store=p.cube.store if p.cube else None,
         cube_format=p.cube.format if p.cube else "zarr3",
         mosaics=tuple(mosaic_output(m, spec) for m in p.all_mosaics),
+        stack_budget=spec.limits.stack_memory,
         **radiometry_outputs(spec.radiometry),
     )
 

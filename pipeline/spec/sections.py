@@ -98,8 +98,14 @@ class LimitsSpec(_Strict):
         description="bytes one chunk task may hold, e.g. 4GiB or 500MB (README 'Memory per "
         "task': T × B × (chunk + 2·halo)² × 4 for median, percentile, medoid and blend)",
     )
+    stack_memory: Annotated[int, Field(ge=2**20)] = Field(
+        default=48 * 2**20,
+        description="bytes of time-slot stack one part of a chunk holds (median, percentile, "
+        "medoid, blending): a chunk with a larger stack is computed in parts; more is a little "
+        "faster and uses more memory per worker thread (README 'Memory per task')",
+    )
 
-    @field_validator("max_task_memory", mode="before")
+    @field_validator("max_task_memory", "stack_memory", mode="before")
     @classmethod
     def _parse_size(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -111,7 +117,7 @@ class LimitsSpec(_Strict):
         return value
 
     def plan_limits(self) -> PlanLimits:
-        return PlanLimits(**self.model_dump())
+        return PlanLimits(**self.model_dump(exclude={"stack_memory"}))
 
 
 ZarrFormat = Literal["zarr3", "zarr2"]
