@@ -148,3 +148,48 @@ def test_memory_follows_the_budget_not_the_stack(tiny_catalog, tmp_path):
           f"(stack {stack / 2**20:.0f} MiB, budget {budget / 2**20:.0f} MiB)")
     assert peaks["whole"] > stack
     assert peaks["parts"] < 3 * budget + 2 * assembled < stack / 2
+
+
+_FULL_DISK_CHILD = """
+import dataclasses, resource, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from tests.test_parts import _plan
+from pipeline.engine.chunk import compute_chunk
+from pipeline.errors import StoreUnwritable
+from pipeline.io.reader import RasterReader
+
+class Cat:
+    root = Path(sys.argv[1])
+    area_bounds = tuple(float(v) for v in sys.argv[2].split(","))
+
+plan = _plan(Cat, Path(sys.argv[4]), [{"method": "median"}])
+outputs = dataclasses.replace(plan.outputs, stack_budget=2 * 2**20)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+try:
+    compute_chunk(plan.tasks[0], outputs=outputs, reader=RasterReader())
+except StoreUnwritable as exc:
+    print("REFUSED", exc.reason, exc.message)
+"""
+
+
+def test_a_full_temporary_folder_fails_the_chunk_naming_the_folder_and_the_fix(tiny_catalog,
+                                                                             tmp_path):
+    """The parts' scratch file cannot grow (a file-size limit stands in for a full disk): the
+    chunk fails with store_unwritable naming the temporary folder, never a partial mosaic."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    bounds = ",".join(str(v) for v in tiny_catalog.area_bounds)
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(tiny_catalog.root), bounds, str(repo),
+         str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=repo,
+        env={**__import__("os").environ, "TMPDIR": str(tmp_path)},
+    )
+    assert "REFUSED store_unwritable" in done.stdout, done.stdout + done.stderr
+    assert str(tmp_path) in done.stdout
+    assert "TMPDIR" in done.stdout and "grid.chunk" in done.stdout
+    assert list(tmp_path.glob("aquila-stack-*")) == []  # the scratch file was never linked

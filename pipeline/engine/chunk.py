@@ -13,13 +13,11 @@ Dask run and a direct run report the same phases.
 
 from __future__ import annotations
 
-import contextvars
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -145,17 +143,18 @@ def compute_chunk(
 
     Memory: when every mosaic can stream (see :func:`can_stream`) the task holds one slot
     buffer and O(B·Y·X) state per mosaic, whatever the number of slots; otherwise one
-    (T, B, Y, X) float32 stack of the slots touching one part of the chunk: without ``on_slot``
-    and ``reuse``, a chunk whose stack exceeds ``outputs.stack_budget`` is computed part by
-    part (:func:`~pipeline.plan.chunks.parts`) and the parts' mosaics assembled, so memory
-    follows the budget, not the chunk size (:func:`process_chunk` writes a cube first, then
-    the mosaics by parts).
+    (T, B, Y, X) float32 stack of the slots touching the chunk, or (without ``reuse``), when
+    that stack exceeds ``outputs.stack_budget``, of one part of it at a time: the slots are
+    read once into a scratch file and the mosaics computed part by part
+    (:mod:`pipeline.engine.parts`), so memory follows the budget, not the chunk size.
     """
     phases = Phases() if phases is None else phases
-    if on_slot is None and reuse is None:
+    if reuse is None:
         pieces = parts(task, outputs)
         if len(pieces) > 1:
-            return _compute_in_parts(task, pieces, outputs, reader, phases)
+            from pipeline.engine.parts import compute_in_parts
+
+            return compute_in_parts(task, pieces, outputs, reader, phases, on_slot)
     work = task.grid_read
     nb = len(outputs.bands)
     shape = (nb, work.height, work.width)
@@ -201,63 +200,6 @@ def compute_chunk(
     with phases("composite"):
         mosaics = _mosaics(task, outputs, stack, qa_stack, states, crop, any_filled)
     return ChunkOutput(task.chunk, tuple(kept), mosaics, tuple(used), tuple(failures))
-
-
-def _compute_in_parts(task: ChunkTask, pieces: Sequence[ChunkTask], outputs: Outputs,
-                      reader: RasterReader, phases: Phases) -> ChunkOutput:
-    """The chunk's mosaics computed part by part and assembled; no cube slots. Each part
-    reads only its own windows, so the result is the whole chunk's, pixel for pixel
-    (tests/test_parts.py); a source tile that parts share is decoded again by each (GDAL's
-    GTiff does not keep a tile in its block cache for a window inside it). Parts run on the
-    worker's spare threads, if any. Scenes used and failures are reported once each, in the
-    order the whole chunk would give them."""
-    nb, c = len(outputs.bands), task.chunk
-    mosaics = [_empty(m, nb, c) for m in outputs.mosaics]
-    used: list[tuple[str, ...]] = []
-    failures: list[tuple[tuple[str, str, str], ...]] = []
-
-    def one(piece: ChunkTask) -> tuple[ChunkTask, ChunkOutput, Phases]:
-        own = Phases()  # Phases nest per thread; merged below. on_slot drops the slot planes
-        return piece, compute_chunk(piece, outputs=outputs, reader=reader, phases=own,
-                                    on_slot=_drop), own
-
-    threads = min(_spare_threads(), len(pieces))
-    with ThreadPoolExecutor(threads, thread_name_prefix="aquila-part") as pool:
-        # reads (GDAL) and kernels (numba, nogil) run outside the GIL; results are taken in
-        # order as they come, so at most `threads` parts' stacks are alive at once
-        done = pool.map(lambda p: contextvars.copy_context().run(one, p), pieces) \
-            if threads > 1 else map(one, pieces)
-        for piece, out, own in done:
-            phases.add(own)
-            p = piece.chunk
-            at = (slice(p.y0 - c.y0, p.y0 - c.y0 + p.height),
-                  slice(p.x0 - c.x0, p.x0 - c.x0 + p.width))
-            with phases("composite"):
-                for whole, part in zip(mosaics, out.mosaics, strict=True):
-                    for layer, values in part.items():
-                        whole[layer][(..., *at)] = values
-            used.append(out.used)
-            failures.append(out.failures)
-    return ChunkOutput(c, (), tuple(mosaics), _merged(task, *used),
-                       _merged_failures(task, *failures))
-
-
-def _drop(slot: int, plane: np.ndarray) -> None:
-    """A part's slot planes are not kept: only its mosaics are (no cube in parts)."""
-
-
-def _spare_threads() -> int:
-    """Threads of this Dask worker not running another task, counting the caller's (1 outside
-    a worker): a chunk alone on a worker (one big chunk, the last of a run) uses them for its
-    parts; a busy worker computes parts one after another."""
-    worker_mod = sys.modules.get("distributed.worker")
-    if worker_mod is None:
-        return 1
-    try:
-        worker = worker_mod.get_worker()
-    except ValueError:  # not inside a task
-        return 1
-    return max(1, worker.state.nthreads - len(worker.state.executing) + 1)
 
 
 def _mosaics(task, outputs, stack, qa_stack, states, crop, any_filled) -> tuple[dict, ...]:
@@ -544,18 +486,8 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
             group = zarr.open_group(str(outputs.cube_store), mode="r+")
             cube = [_array(group, name) for name in outputs.bands]
     writer = ChunkWriter(cube, region, overviews=Pyramid())
-    if cube and len(parts(task, outputs)) > 1:
-        # the cube needs whole slot planes, the mosaics a stack too large for the chunk:
-        # stream the cube's slots first, then read again for the mosaics, part by part
-        slots = compute_chunk(task, outputs=replace(outputs, mosaics=()), reader=reader,
-                              on_slot=writer, phases=phases)
-        out = compute_chunk(task, outputs=outputs, reader=reader, phases=phases)
-        out = replace(out, slots=slots.slots,
-                      used=_merged(task, slots.used, out.used),
-                      failures=_merged_failures(task, slots.failures, out.failures))
-    else:
-        out = compute_chunk(task, outputs=outputs, reader=reader,
-                            on_slot=writer if cube else None, phases=phases)
+    out = compute_chunk(task, outputs=outputs, reader=reader,
+                        on_slot=writer if cube else None, phases=phases)
     t1 = time.perf_counter()
     with phases("write"):
         groups = [zarr.open_group(str(m.store), mode="r+") for m in outputs.mosaics]
@@ -579,12 +511,14 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
 
 
 def _merged(task: ChunkTask, *used: Sequence[str]) -> tuple[str, ...]:
+    """Scene ids used by several passes over one chunk, once each, in the chunk's merge order."""
     order = {sid: i for i, sid in enumerate(s.id for slot in task.slots for s in slot.scenes)}
     return tuple(sorted({u for us in used for u in us}, key=order.__getitem__))
 
 
 def _merged_failures(task: ChunkTask, *failures: Sequence[tuple[str, str, str]]
                      ) -> tuple[tuple[str, str, str], ...]:
+    """Failures of several passes over one chunk, the first of each scene, in merge order."""
     order = {sid: i for i, sid in enumerate(s.id for slot in task.slots for s in slot.scenes)}
     first: dict[str, tuple[str, str, str]] = {}
     for group in failures:
