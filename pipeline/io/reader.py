@@ -82,7 +82,7 @@ class ReaderSettings:
     """Per-process reader settings, resolved once in the driver."""
 
     gdal_cache_mb: int = 64  # GTiff window reads bypass it (pipeline.io.tilecache); JP2 uses it
-    tile_cache_mb: int = 160  # decoded source tiles per worker (pipeline.io.tilecache)
+    tile_cache_mb: int = 0  # decoded source tiles per worker (pipeline.io.tilecache); 0: off
     max_open: int = 512  # open datasets per thread; closing one drops its cached blocks
     policy: HrefPolicy | None = None  # checked again at every request (pipeline.io.http)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
