@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args.outdir.mkdir(parents=True, exist_ok=True)
     enc = {b: {"chunks": (args.chunk, args.chunk)} for b in BANDS}
+    # the store's chunks must match dask's: odc-stac's y chunks need not (at 1024 px on a
+    # 2000 px grid xarray refused the write), so align them to the store's chunk edge
+    median = median.chunk({"y": args.chunk, "x": args.chunk})
+    latest = latest.chunk({"y": args.chunk, "x": args.chunk})
     w_median = median.to_zarr(args.outdir / "median.zarr", mode="w", compute=False,
                               encoding=enc, zarr_format=3, consolidated=True)
     w_latest = latest.to_zarr(args.outdir / "latest.zarr", mode="w", compute=False,
