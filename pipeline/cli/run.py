@@ -65,7 +65,7 @@ def report_document(report: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from pipeline.engine.cluster import cluster_from_cli
-    from pipeline.engine.run import RunOptions, default_report_path, run_workflow
+    from pipeline.engine.run import RunOptions, report_location, run_workflow
     from pipeline.spec.workflow import load_spec
 
     perf = performance_report(args)  # a usage error before anything is read
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
                               on_event=lambda kind, value: _event(out, kind, value))
     except KeyboardInterrupt:  # run_workflow removed its builds and wrote the report first
         bar.stop()
-        where = options.report_path or default_report_path(spec)
+        where = options.report_path or report_location(spec)
         message = ("interrupted by Ctrl-C: nothing was published, the previous products are "
                    f"unchanged (report: {where})")
         out.err.print(f"[red]interrupted[/red] {esc(message.removeprefix('interrupted '))}")
@@ -119,6 +119,8 @@ def draw_pictures(report: Any) -> None:
     would land in the temporary folder)."""
     where = report.products.get("report")
     if report.status not in ("success", "partial") or where is None:
+        return
+    if "://" in where:  # a bucket product's report: its run already noted no pictures
         return
     if report.report_error:
         report.notes.append("no pictures drawn: the run report is not in its folder")

@@ -81,6 +81,7 @@ from pipeline.plan.tonight import (
 )
 from pipeline.products.lineage import lineage
 from pipeline.products.lock import store_lock
+from pipeline.products.objectstore import object_location
 from pipeline.products.publish import check_nightly_store
 from pipeline.products.report import NightReport, OperatorReport, write_finished
 from pipeline.products.stac import night_fields, write_product_stac
@@ -113,11 +114,26 @@ class NightOptions:
 
 def store_path(spec: WorkflowSpec, store: Path | None = None) -> Path:
     if store is not None:
-        return Path(store).resolve()
+        path = Path(store)
+        _not_in_a_bucket(path)
+        return path.resolve()
     cube = spec.products.cube
     if cube is None:
         raise SpecError("a nightly run appends time slots to a cube: add products.cube")
-    return cube.store.parent / f"{spec.name}.icechunk"
+    path = cube.store.parent / f"{spec.name}.icechunk"
+    _not_in_a_bucket(path)
+    return path
+
+
+def _not_in_a_bucket(path: Path) -> None:
+    """Nightly stores on object storage are not supported yet (their lock and reports are
+    files): refused before anything is written, rather than into a local folder named 's3:'."""
+    loc = object_location(path)
+    if loc is not None:
+        raise SpecError(
+            f"nightly store {loc}: 'aquila nightly' keeps its store on a file system for now; "
+            "give --store a local (or NFSv4) path. 'aquila run' writes products to buckets"
+        )
 
 
 def mosaic_groups(spec: WorkflowSpec) -> tuple[str, ...]:

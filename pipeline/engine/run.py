@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.markings import Marking, Scale
 from pipeline.engine import events
+from pipeline.engine.bucket_run import bucket_stores, run_in_bucket
 from pipeline.engine.chunk import ChunkSummary, Phases, chunk_job
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.executor import (
@@ -46,8 +47,10 @@ from pipeline.errors import (
 from pipeline.io.reader import ReaderSettings
 from pipeline.plan.chunks import Outputs, Plan, make_plan
 from pipeline.plan.methods import mosaic_layers
+from pipeline.products.lease import LEASE_SECONDS
 from pipeline.products.lineage import lineage
 from pipeline.products.lock import canonical, store_locks
+from pipeline.products.objectstore import object_location, s3_settings
 from pipeline.products.publish import Publication, check_target, recover_stale
 from pipeline.products.report import OperatorReport, RunReport, write_finished
 from pipeline.products.stac import product_stac_text, run_fields
@@ -69,6 +72,8 @@ class RunOptions:
     client: Any = field(default=None, compare=False, repr=False)
     # an HTML file recording the run's use of Dask (distributed.performance_report); Dask only
     performance_report: Path | None = None
+    # bucket products: how long a lease outlives its holder's last renewal (lease.py)
+    lease_seconds: float = LEASE_SECONDS
 
 
 # --------------------------------------------------------------------------- steps
@@ -98,6 +103,11 @@ def run_workflow(
 ) -> RunReport:
     """Run a workflow end to end and return its report (also written as JSON)."""
     options = options or RunOptions()
+    in_bucket = bucket_stores(spec)  # products on object storage: their own publication
+    if in_bucket is not None:
+        return run_in_bucket(spec, in_bucket, settings=s3_settings(), spec_path=spec_path,
+                             options=options, progress=progress, on_event=on_event,
+                             lease_seconds=options.lease_seconds)
     t0 = time.perf_counter()
     run_id, started = new_run_id()
     emit = events.logged(on_event, mode="run", workflow=spec.name, run_id=run_id)
@@ -244,7 +254,7 @@ def chunk_jobs(plan: Plan, product: str) -> list[Job]:
     return jobs
 
 
-def _check_publishable(report: RunReport, *, stores: Sequence[Path]) -> None:
+def _check_publishable(report: RunReport, *, stores: Sequence[object]) -> None:
     """Publish only a product as good as its inputs allow: a failed chunk task would leave a
     hole of NaN, and no scene read would leave an empty product, either replacing a good one.
     Scenes that failed to read (the rest read fine) give a ``partial`` product, published."""
@@ -257,6 +267,14 @@ def _check_publishable(report: RunReport, *, stores: Sequence[Path]) -> None:
             f"gave no valid pixel (see read_failures in the report); {kept}",
             reason="nothing_read",
         )
+
+
+def report_location(spec: WorkflowSpec) -> Path | str:
+    """Where the run report goes: :func:`default_report_path`, or its ``s3://`` URL for bucket
+    products."""
+    path = default_report_path(spec)
+    loc = object_location(path)
+    return path if loc is None else loc.url
 
 
 def default_report_path(spec: WorkflowSpec) -> Path:

@@ -120,7 +120,7 @@ def mosaic_output(m: MosaicProduct, spec: WorkflowSpec) -> MosaicOutput:
 
 
 def record_failure(
-    report: RunReport | NightReport, exc: BaseException, *, stores: Sequence[Path],
+    report: RunReport | NightReport, exc: BaseException, *, stores: Sequence[object],
     kept: str = "nothing was published, the previous products are unchanged",
 ) -> bool:
     """Put how the run ended into the report; True if ``exc`` must be raised again (Ctrl-C, and

@@ -107,20 +107,22 @@ def _georeferenced(
 
 
 def _write_layout(
-    ds: xr.Dataset, grid: TargetGrid, store: Path, encoding: dict, attrs: Mapping, *, kind: str,
-    zarr_format: int = 3,
+    ds: xr.Dataset, grid: TargetGrid, store: Path | Any, encoding: dict, attrs: Mapping, *,
+    kind: str, zarr_format: int = 3,
 ) -> None:
     """Write the layout into ``store``, which must be new or an empty directory (a run's build
-    directory): mode ``w-`` refuses to overwrite, so nothing is ever removed here. ``zarr_format``
-    2 writes Zarr v2 (numcodecs Blosc, the same settings) for GDAL < 3.11."""
+    directory) or an empty zarr store object (a bucket product's run branch): mode ``w-``
+    refuses to overwrite, so nothing is ever removed here. ``zarr_format`` 2 writes Zarr v2
+    (numcodecs Blosc, the same settings) for GDAL < 3.11."""
     levels = levels_for(grid.shape, grid.chunk)
     pyramid = multiscales(grid.shape, grid.transform, levels) if levels else {}
     ds = _georeferenced(ds, grid, _product_attrs({**attrs, **pyramid, PRODUCT_MARKER: kind}))
-    ds.to_zarr(str(store), compute=False, mode="w-", encoding=_for_format(encoding, zarr_format),
+    target = str(store) if isinstance(store, Path) else store
+    ds.to_zarr(target, compute=False, mode="w-", encoding=_for_format(encoding, zarr_format),
                zarr_format=zarr_format, consolidated=False)
     for k in levels:
         level, level_encoding = _overview_layout(ds, encoding, grid, k)
-        level.to_zarr(str(store), group=level_path(k), compute=False, mode="w-",
+        level.to_zarr(target, group=level_path(k), compute=False, mode="w-",
                       encoding=_for_format(level_encoding, zarr_format), zarr_format=zarr_format,
                       consolidated=False)
 
@@ -195,7 +197,7 @@ def create_group(
 
 
 def create_cube(
-    store: Path,
+    store: Path | Any,
     grid: TargetGrid,
     bands: Sequence[str],
     slots: Sequence[TimeSlot],
@@ -247,7 +249,7 @@ _LAYERS = {  # lineage layer -> (dtype, fill value, description)
 
 
 def create_mosaic(
-    store: Path,
+    store: Path | Any,
     grid: TargetGrid,
     bands: Sequence[str],
     *,
@@ -307,6 +309,13 @@ def write_attrs(store: Path, attrs: Mapping[str, Any]) -> None:
         # zarr-python warns that consolidated metadata is not (yet) in the v3 spec
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         zarr.consolidate_metadata(str(store))
+
+
+def write_root_attrs(zstore: Any, attrs: Mapping[str, Any]) -> None:
+    """:func:`write_attrs` for a zarr store object (a bucket product's Icechunk session): one
+    metadata write, no consolidated metadata (Icechunk's snapshot lists the nodes itself)."""
+    zarr.open_group(zstore, mode="r+").update_attributes(
+        json.loads(json.dumps(dict(attrs), default=str)))
 
 
 # --------------------------------------------------------------------------- nightly stores

@@ -46,7 +46,11 @@ def _icechunk():
     import icechunk
 
     # One writer per store is guaranteed by our lock (pipeline/products/lock.py), so Icechunk's
-    # warning that the local file system is not safe for *concurrent* commits does not apply.
+    # warning that the local file system is not safe for *concurrent* commits does not apply
+    # (it is printed when a local storage object is made: every open, read-only ones too).
+    # S3 storage never prints it (conditional writes make its commits safe), and a bucket
+    # product has its own one-writer lease (pipeline/products/lease.py). The filter is
+    # process-wide; Icechunk's other warnings stay on.
     icechunk.set_logs_filter("icechunk::storage::object_store=error,warn")
     return icechunk
 
