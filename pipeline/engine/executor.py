@@ -212,7 +212,11 @@ class Executor:
         results: list[R] = []
         failed: list[dict[str, str]] = []
         try:
-            for done, fut in enumerate(as_completed(futures), 1):
+            # this client's loop, not default_client()'s: with another Client open in the
+            # process (a notebook's, a test's), as_completed would track the futures on that
+            # client's loop and fail them with "... bound to a different event loop"
+            # (dask/distributed#4317; seen in CI)
+            for done, fut in enumerate(as_completed(futures, loop=client.loop), 1):
                 try:
                     results.append(fut.result())
                 except Exception as exc:  # noqa: BLE001 - reported per chunk, the run goes on
