@@ -38,18 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _reads_s3() -> str | None:
-    """Why the reader cannot read ``s3://`` assets yet (None: it can)."""
-    try:
-        from pipeline.io.objectstore import vsi_path  # noqa: F401
-    except ImportError:
-        return "pipeline/io has no s3:// reader yet (pipeline.io.objectstore.vsi_path)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_reads_s3() is not None, reason=str(_reads_s3()))
-
-
 def scenes_to_bucket(catalog: Path, s3, bucket: str, dest: Path) -> Path:
     """Upload every COG of ``catalog`` to ``s3://bucket/scenes/…`` and copy its JSON documents
     to ``dest`` with the asset links rewritten there; no COG is left under ``dest``."""
