@@ -9,6 +9,12 @@ knows the folder is Aquila's to replace.
 Float32 reflectance, NaN = no data (also the fill value, so chunks never written read as NaN).
 Coordinates are pixel centres; the CRS is a CF ``spatial_ref`` variable so that
 ``xarray.open_zarr(store).rio.crs`` returns it.
+
+What a product holds is described here (:func:`cube_arrays`, :func:`mosaic_arrays`, a
+:class:`~pipeline.products.layout.Layout`) and written with zarr directly by
+:mod:`pipeline.products.layout`, so the driver never imports xarray, dask.array or pandas for
+it; :func:`cube_layout` and :func:`mosaic_layout` give the same description as a lazy xarray
+dataset for the API (:mod:`pipeline.api.dataset`), importing xarray only then.
 """
 
 from __future__ import annotations
@@ -16,19 +22,18 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
-import rioxarray  # noqa: F401  (registers the .rio accessor)
-import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
 from pipeline.plan.chunks import TimeSlot
 from pipeline.plan.grid import TargetGrid
 from pipeline.plan.methods import mosaic_layers
+from pipeline.products.layout import TIME_EPOCH, Layout, Variable, write_group
 from pipeline.products.overviews import (
     level_path,
     level_shape,
@@ -37,6 +42,9 @@ from pipeline.products.overviews import (
     multiscales,
 )
 from pipeline.products.publish import PRODUCT_MARKER
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 # lz4 measured ~15 % faster than zstd for this job at similar size (see LESSONS.md)
 COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
@@ -77,10 +85,11 @@ def _band_attrs(band: str, quantity: str, what: str = "") -> dict[str, str]:
     return attrs
 
 
-def _base_dataset(grid: TargetGrid) -> dict[str, Any]:
+def _base_coords(grid: TargetGrid) -> dict[str, Variable]:
     y, x = grid.coords()
     y_attrs, x_attrs = _axis_attrs(grid)
-    return {"y": ("y", y, y_attrs), "x": ("x", x, x_attrs)}
+    return {"y": Variable.coordinate(("y",), y, y_attrs),
+            "x": Variable.coordinate(("x",), x, x_attrs)}
 
 
 def _product_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,25 +99,9 @@ def _product_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {"Conventions": CF_CONVENTIONS, "source": f"Aquila {__version__}", **attrs}
 
 
-def _georeferenced(
-    ds: xr.Dataset, grid: TargetGrid, attrs: Mapping, transform: Sequence[float] | None = None
-) -> xr.Dataset:
-    from affine import Affine
-
-    ds = ds.rio.write_crs(grid.crs)
-    ds = ds.rio.write_transform(Affine(*(transform or grid.transform)[:6]))
-    for name in ds.data_vars:
-        if name == "spatial_ref":
-            continue
-        ds[name].attrs["grid_mapping"] = "spatial_ref"
-        ds[name].encoding.pop("grid_mapping", None)
-    ds.attrs.update(attrs)
-    return ds
-
-
 def _write_layout(
-    ds: xr.Dataset, grid: TargetGrid, store: Path | Any, encoding: dict, attrs: Mapping, *,
-    kind: str, zarr_format: int = 3,
+    layout: Layout, grid: TargetGrid, store: Path | Any, attrs: Mapping, *, kind: str,
+    zarr_format: int = 3,
 ) -> None:
     """Write the layout into ``store``, which must be new or an empty directory (a run's build
     directory) or an empty zarr store object (a bucket product's run branch): mode ``w-``
@@ -116,84 +109,42 @@ def _write_layout(
     (numcodecs Blosc, the same settings) for GDAL < 3.11."""
     levels = levels_for(grid.shape, grid.chunk)
     pyramid = multiscales(grid.shape, grid.transform, levels) if levels else {}
-    ds = _georeferenced(ds, grid, _product_attrs({**attrs, **pyramid, PRODUCT_MARKER: kind}))
-    target = str(store) if isinstance(store, Path) else store
-    ds.to_zarr(target, compute=False, mode="w-", encoding=_for_format(encoding, zarr_format),
-               zarr_format=zarr_format, consolidated=False)
+    write_group(store, layout, attrs=_product_attrs({**attrs, **pyramid, PRODUCT_MARKER: kind}),
+                crs=grid.crs, transform=grid.transform, zarr_format=zarr_format)
     for k in levels:
-        level, level_encoding = _overview_layout(ds, encoding, grid, k)
-        level.to_zarr(target, group=level_path(k), compute=False, mode="w-",
-                      encoding=_for_format(level_encoding, zarr_format), zarr_format=zarr_format,
-                      consolidated=False)
+        write_group(store, _overview(layout, grid, k), attrs={"aquila:overview_factor": 2**k},
+                    crs=grid.crs, transform=level_transform(grid.transform, k),
+                    zarr_format=zarr_format, path=level_path(k))
 
 
-def _for_format(encoding: Mapping[str, Any], zarr_format: int) -> dict[str, Any]:
-    """``encoding`` for ``zarr_format``: v2 takes numcodecs compressors, not v3 codecs."""
-    if zarr_format == 3:
-        return dict(encoding)
-    import numcodecs
-
-    v2 = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
-    out: dict[str, Any] = {}
-    for name, e in encoding.items():
-        e = dict(e)
-        if "compressors" in e:
-            e["compressors"] = [v2]
-        if "fill_value" in e:
-            # v2 has one fill value, which xarray reads as CF's _FillValue and masks (an int
-            # layer would come back as floats): integer layers get none (null), so they read
-            # back as the integers written; every chunk of a run's product is written whole
-            e.pop("fill_value")
-            e["_FillValue"] = None
-        out[name] = e
-    return out
-
-
-def _overview_layout(
-    ds: xr.Dataset, encoding: Mapping[str, Any], grid: TargetGrid, k: int
-) -> tuple[xr.Dataset, dict]:
-    """Level ``k`` of the pyramid (:mod:`pipeline.products.overviews`): every variable of ``ds``
-    at 1/2**k resolution in chunks of ``chunk // 2**k``, its own pixel-centre coordinates."""
-    f = 2**k
+def _overview(layout: Layout, grid: TargetGrid, k: int) -> Layout:
+    """Level ``k`` of the pyramid (:mod:`pipeline.products.overviews`): every data variable at
+    1/2**k resolution in chunks of ``chunk // 2**k`` (one slot deep), its own pixel-centre
+    coordinates; the other coordinates (time, collection) as they are."""
     ny, nx = level_shape(grid.shape, k)
-    c = grid.chunk // f
+    c = grid.chunk // 2**k
     t = level_transform(grid.transform, k)
-    coords: dict[str, Any] = {
-        "y": ("y", t[5] + t[4] * (np.arange(ny) + 0.5), ds["y"].attrs),
-        "x": ("x", t[2] + t[0] * (np.arange(nx) + 0.5), ds["x"].attrs),
+    coords = {
+        "y": Variable.coordinate(("y",), t[5] + t[4] * (np.arange(ny) + 0.5),
+                                 layout.coords["y"].attrs),
+        "x": Variable.coordinate(("x",), t[2] + t[0] * (np.arange(nx) + 0.5),
+                                 layout.coords["x"].attrs),
+        **{name: v for name, v in layout.coords.items() if name not in ("x", "y")},
     }
-    for name, coord in ds.coords.items():
-        if name not in ("x", "y", "spatial_ref"):
-            coords[str(name)] = coord.variable
-    data: dict[str, Any] = {}
-    enc: dict[str, Any] = {}
-    for name, var in ds.data_vars.items():
-        if name == "spatial_ref":
-            continue
-        e = dict(encoding[str(name)])
-        fill = e.get("_FillValue", e.get("fill_value", 0))
-        shape = (*var.shape[:-2], ny, nx)
-        chunks = (*(1,) * (var.ndim - 2), c, c)
-        attrs = {a: v for a, v in var.attrs.items() if a != "grid_mapping"}
-        data[str(name)] = (var.dims, da.full(shape, fill, dtype=var.dtype, chunks=chunks), attrs)
-        enc[str(name)] = {**e, "chunks": chunks}
-    for name in ("time",):
-        if name in encoding and name in coords:
-            enc[name] = dict(encoding[name])
-    level = xr.Dataset(data, coords=coords)
-    return _georeferenced(level, grid, {"aquila:overview_factor": f}, transform=t), enc
+    data = {
+        name: replace(v, shape=(*v.shape[:-2], ny, nx), chunks=(*(1,) * (len(v.dims) - 2), c, c))
+        for name, v in layout.data.items()
+    }
+    return Layout(coords, data)
 
 
 def create_group(
-    zstore: Any, group: str, layout: tuple[xr.Dataset, dict], grid: TargetGrid, attrs: Mapping
+    zstore: Any, group: str, layout: Layout, grid: TargetGrid, attrs: Mapping
 ) -> None:
     """Write a product's layout (metadata and coordinates, no data) as ``group`` of a zarr
     store object (e.g. an Icechunk session's store), replacing what the group held."""
-    ds, encoding = layout
-    _georeferenced(ds, grid, _product_attrs(attrs)).to_zarr(
-        zstore, group=group, compute=False, mode="w", encoding=encoding, zarr_format=3,
-        consolidated=False,
-    )
+    write_group(zstore, layout, attrs=_product_attrs(attrs), crs=grid.crs,
+                transform=grid.transform, zarr_format=3, path=group, mode="w")
 
 
 def create_cube(
@@ -207,8 +158,33 @@ def create_cube(
     zarr_format: int = 3,
 ) -> None:
     """An empty cube: (time, y, x) float32 per band, chunks (1, chunk, chunk)."""
-    ds, encoding = cube_layout(grid, bands, slots, quantity=quantity)
-    _write_layout(ds, grid, store, encoding, attrs, kind="cube", zarr_format=zarr_format)
+    _write_layout(cube_arrays(grid, bands, slots, quantity=quantity), grid, store, attrs,
+                  kind="cube", zarr_format=zarr_format)
+
+
+def cube_arrays(
+    grid: TargetGrid, bands: Sequence[str], slots: Sequence[TimeSlot], *,
+    quantity: str = "reflectance",
+) -> Layout:
+    """The cube's arrays: a float32 (time, y, x) variable per band in chunks of one slot,
+    NaN = no data; ``time`` (the slot's mean acquisition time) and ``collection`` per slot."""
+    ny, nx = grid.shape
+    c = grid.chunk
+    coords = _base_coords(grid)
+    times = np.array([s.time.replace(tzinfo=None) for s in slots], dtype="datetime64[ns]")
+    coords["time"] = Variable.coordinate(
+        ("time",), times, {"standard_name": "time", "axis": "T",
+                           "long_name": "acquisition time of the slot's scenes"})
+    coords["collection"] = Variable.coordinate(
+        ("time",), np.array([s.collection for s in slots], dtype=object),
+        {"long_name": "STAC collection of the slot's scenes"})
+    data = {
+        b: Variable(("time", "y", "x"), np.dtype(np.float32), (len(slots), ny, nx),
+                    _band_attrs(b, quantity), chunks=(1, c, c), fill=np.nan,
+                    compressors=(COMPRESSOR,))
+        for b in bands
+    }
+    return Layout(coords, data)
 
 
 def cube_layout(
@@ -216,28 +192,7 @@ def cube_layout(
     quantity: str = "reflectance",
 ) -> tuple[xr.Dataset, dict]:
     """The cube's dataset (lazy, nothing computed) and its encoding."""
-    ny, nx = grid.shape
-    c = grid.chunk
-    coords = _base_dataset(grid)
-    times = np.array([s.time.replace(tzinfo=None) for s in slots], dtype="datetime64[ns]")
-    coords["time"] = ("time", times, {"standard_name": "time", "axis": "T",
-                                      "long_name": "acquisition time of the slot's scenes"})
-    coords["collection"] = ("time", np.array([s.collection for s in slots], dtype=object),
-                            {"long_name": "STAC collection of the slot's scenes"})
-    shape = (len(slots), ny, nx)
-    data = {
-        b: (
-            ("time", "y", "x"),
-            da.full(shape, np.nan, dtype=np.float32, chunks=(1, c, c)),
-            _band_attrs(b, quantity),
-        )
-        for b in bands
-    }
-    enc = {
-        b: {"chunks": (1, c, c), "compressors": [COMPRESSOR], "_FillValue": np.nan} for b in bands
-    }
-    enc["time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
-    return xr.Dataset(data, coords=coords), enc
+    return _dataset(cube_arrays(grid, bands, slots, quantity=quantity))
 
 
 _LAYERS = {  # lineage layer -> (dtype, fill value, description)
@@ -260,9 +215,35 @@ def create_mosaic(
     zarr_format: int = 3,
 ) -> None:
     """An empty mosaic: (y, x) float32 per band, ``count``, and the lineage ``layers``."""
-    ds, encoding = mosaic_layout(grid, bands, method=method, layers=layers, quantity=quantity)
-    _write_layout(ds, grid, store, encoding, attrs, kind=f"mosaic ({method})",
-                  zarr_format=zarr_format)
+    layout = mosaic_arrays(grid, bands, method=method, layers=layers, quantity=quantity)
+    _write_layout(layout, grid, store, attrs, kind=f"mosaic ({method})", zarr_format=zarr_format)
+
+
+def mosaic_arrays(
+    grid: TargetGrid, bands: Sequence[str], *, method: str, layers: Sequence[str] = (),
+    quantity: str = "reflectance",
+) -> Layout:
+    """The mosaic's arrays: a float32 (y, x) variable per band (NaN = no data), ``count``
+    (uint16, 0) and the lineage ``layers`` (:data:`_LAYERS`), all in chunks of the grid's."""
+    ny, nx = grid.shape
+    c = grid.chunk
+    data: dict[str, Variable] = {
+        b: Variable(("y", "x"), np.dtype(np.float32), (ny, nx),
+                    {**_band_attrs(b, quantity, f" ({method} mosaic)"),
+                     # CF: the lineage layers that describe these values
+                     "ancillary_variables": " ".join(["count", *layers])},
+                    chunks=(c, c), fill=np.nan, compressors=(COMPRESSOR,))
+        for b in bands
+    }
+    data["count"] = Variable(("y", "x"), np.dtype(np.uint16), (ny, nx),
+                             {"long_name": "valid observations per pixel", "units": "1"},
+                             chunks=(c, c), fill=0, compressors=(COMPRESSOR,))
+    for layer in layers:
+        dtype, fill, text = _LAYERS[layer]
+        data[layer] = Variable(("y", "x"), np.dtype(dtype), (ny, nx),
+                               {"long_name": text, "units": "1"}, chunks=(c, c), fill=fill,
+                               compressors=(COMPRESSOR,))
+    return Layout(_base_coords(grid), data)
 
 
 def mosaic_layout(
@@ -270,34 +251,33 @@ def mosaic_layout(
     quantity: str = "reflectance",
 ) -> tuple[xr.Dataset, dict]:
     """The mosaic's dataset (lazy, nothing computed) and its encoding."""
-    ny, nx = grid.shape
-    c = grid.chunk
-    data: dict[str, Any] = {
-        b: (
-            ("y", "x"),
-            da.full((ny, nx), np.nan, dtype=np.float32, chunks=(c, c)),
-            {**_band_attrs(b, quantity, f" ({method} mosaic)"),
-             # CF: the lineage layers that describe these values
-             "ancillary_variables": " ".join(["count", *layers])},
-        )
-        for b in bands
-    }
-    enc: dict[str, Any] = {
-        b: {"chunks": (c, c), "compressors": [COMPRESSOR], "_FillValue": np.nan} for b in bands
-    }
-    data["count"] = (
-        ("y", "x"),
-        da.zeros((ny, nx), dtype=np.uint16, chunks=(c, c)),
-        {"long_name": "valid observations per pixel", "units": "1"},
-    )
-    enc["count"] = {"chunks": (c, c), "compressors": [COMPRESSOR], "fill_value": 0}
-    for layer in layers:
-        dtype, fill, text = _LAYERS[layer]
-        data[layer] = (("y", "x"), da.full((ny, nx), fill, dtype=dtype, chunks=(c, c)),
-                       {"long_name": text, "units": "1"})
-        key = "_FillValue" if np.issubdtype(dtype, np.floating) else "fill_value"
-        enc[layer] = {"chunks": (c, c), "compressors": [COMPRESSOR], key: fill}
-    return xr.Dataset(data, coords=_base_dataset(grid)), enc
+    return _dataset(mosaic_arrays(grid, bands, method=method, layers=layers, quantity=quantity))
+
+
+def _dataset(layout: Layout) -> tuple[xr.Dataset, dict]:
+    """``layout`` as a lazy xarray dataset (each data variable a dask array of its no-data
+    value) and the ``to_zarr`` encoding that would write it as :func:`write_group` does: the
+    API's view of a product. xarray and dask.array are imported here, for the API only."""
+    import dask.array as da
+    import xarray as xr
+
+    coords = {name: (v.dims, v.values, dict(v.attrs)) for name, v in layout.coords.items()}
+    data: dict[str, Any] = {}
+    enc: dict[str, Any] = {}
+    for name, v in layout.data.items():
+        data[name] = (v.dims, da.full(v.shape, v.fill, dtype=v.dtype, chunks=v.chunks),
+                      dict(v.attrs))
+        key = "_FillValue" if v.dtype.kind == "f" else "fill_value"
+        enc[name] = {"chunks": v.chunks, "compressors": list(v.compressors or ()), key: v.fill}
+    for name, v in layout.coords.items():
+        e: dict[str, Any] = {}
+        if v.dtype.kind == "M":
+            e.update(units=f"seconds since {TIME_EPOCH}", dtype="int64")
+        if v.chunks is not None:
+            e["chunks"] = v.chunks
+        if e:
+            enc[name] = e
+    return xr.Dataset(data, coords=coords), enc
 
 
 def write_attrs(store: Path, attrs: Mapping[str, Any]) -> None:
@@ -335,17 +315,18 @@ def create_nightly_groups(
 ) -> None:
     """A new (or rebuilt) nightly store's layout: the cube, chunked ``time_block`` slots deep
     (a chunk's history is read back a block at a time), and one group per mosaic."""
-    ds, enc = cube_layout(grid, outputs.bands, slots, quantity=outputs.quantity)
-    for name in ("time", "collection"):  # one chunk for years of nights
-        enc.setdefault(name, {})["chunks"] = (4096,)
+    cube = cube_arrays(grid, outputs.bands, slots, quantity=outputs.quantity)
     c = grid.chunk
-    ds = ds.assign({b: ds[b].chunk({"time": time_block}) for b in outputs.bands})
-    for b in outputs.bands:
-        enc[b]["chunks"] = (time_block, c, c)
-    create_group(zstore, NIGHTLY_CUBE, (ds, enc), grid, attrs)
+    cube = Layout(
+        # one chunk for years of nights
+        {name: replace(v, chunks=(4096,)) if name in ("time", "collection") else v
+         for name, v in cube.coords.items()},
+        {b: replace(v, chunks=(time_block, c, c)) for b, v in cube.data.items()},
+    )
+    create_group(zstore, NIGHTLY_CUBE, cube, grid, attrs)
     for m, name in zip(outputs.mosaics, groups, strict=True):
         layers = mosaic_layers(m.method, blend_width=m.blend_width)
-        layout = mosaic_layout(grid, outputs.bands, method=m.method, layers=layers,
+        layout = mosaic_arrays(grid, outputs.bands, method=m.method, layers=layers,
                                quantity=outputs.quantity)
         create_group(zstore, name, layout, grid, attrs)
 
