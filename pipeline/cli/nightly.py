@@ -66,7 +66,10 @@ def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--store",
         type=Path,
         metavar="DIR",
-        help="the Icechunk store (default: <cube store folder>/<workflow name>.icechunk)",
+        help="the Icechunk store: a folder, or s3://bucket/prefix/name (endpoint and "
+        "credentials from the standard AWS variables; its lock is then a lease object "
+        "<store>.lock and its reports are objects beside it) (default: <cube store "
+        "folder>/<workflow name>.icechunk)",
     )
     add_cluster_flags(night)
     add_reader_flags(night)
@@ -97,7 +100,8 @@ def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         })),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    hist.add_argument("store", type=Path, help="a nightly store (an .icechunk folder)")
+    hist.add_argument("store", type=Path,
+                      help="a nightly store (an .icechunk folder, or s3://bucket/prefix/name)")
 
 
 def main(args: argparse.Namespace, out: Output) -> int:
@@ -202,12 +206,14 @@ def _summary(console: Any, r: Any) -> None:
 
 
 def _history(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.products.objectstore import object_location
     from pipeline.products.publish import check_nightly_store
     from pipeline.products.transaction import NightlyStore
 
-    # a file or a foreign folder: one line, not a panic (history writes no sidecar)
-    check_nightly_store(args.store, sidecars=False)
-    _require_store(args.store)
+    if object_location(args.store) is None:
+        # a file or a foreign folder: one line, not a panic (history writes no sidecar)
+        check_nightly_store(args.store, sidecars=False)
+        _require_store(args.store)
     nights = NightlyStore.open(args.store, create=False).nights()
     rows = [
         {

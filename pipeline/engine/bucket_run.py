@@ -163,6 +163,8 @@ def run_in_bucket(
                             "(the other products are unchanged)")
         refused = pub is None and isinstance(exc, StoreBusy | StoreNotOurs)
     held.close()  # the run's branches removed (main untouched unless published), leases back
+    if pub is not None:
+        report.notes += pub.left
     events.finished(report, mode="run")
     if refused:  # busy, or a prefix not Aquila's: it writes nothing at all
         return report
@@ -259,7 +261,8 @@ def _commit(plan: Plan, stores: Mapping[Path, ObjectLocation], pub: BucketPublic
         write_root_attrs(pub.zarr_store(store), product_attrs_)
         sidecars[store] = product_stac_text(
             Path(store.name), kind=kind, bbox=lin.bbox, times=lin.times, label=lin.label,
-            slot_labels=lin.slot_labels if kind == "cube" else (), icechunk=True, **fields)
+            slot_labels=lin.slot_labels if kind == "cube" else (), icechunk=True,
+            in_bucket=True, **fields)
         report.labels[kind] = lin.label
     if o.mosaics and report.audience is not None:
         report.labels["slots"] = list(lin.slot_labels)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +55,9 @@ from pipeline.engine.steps import (
     outputs_of,
     product_attrs,
     record_failure,
-    record_withheld,
     target_grid,
 )
-from pipeline.errors import (
-    SpecError,
-    StoreNotOurs,
-)
+from pipeline.errors import RunError, SpecError, StoreNotOurs
 from pipeline.io.identity import IdentityProbe
 from pipeline.io.reader import ReaderSettings
 from pipeline.plan.changes import Listing, ingest_fingerprint, list_catalog
@@ -79,12 +75,12 @@ from pipeline.plan.tonight import (
     slot_record,
     used_in,
 )
+from pipeline.products.lease import LEASE_SECONDS
 from pipeline.products.lineage import lineage
-from pipeline.products.lock import store_lock
+from pipeline.products.nightplace import NightPlace, night_place
 from pipeline.products.objectstore import object_location
-from pipeline.products.publish import check_nightly_store
-from pipeline.products.report import NightReport, OperatorReport, write_finished
-from pipeline.products.stac import night_fields, write_product_stac
+from pipeline.products.report import NightReport, OperatorReport
+from pipeline.products.stac import night_fields, product_stac_text, sidecar_texts
 from pipeline.products.store import (
     NIGHTLY_CUBE,
     create_nightly_groups,
@@ -92,7 +88,7 @@ from pipeline.products.store import (
     resize_nightly_cube,
     write_group_attrs,
 )
-from pipeline.products.transaction import NightlyStore, Transaction, write_state
+from pipeline.products.transaction import Transaction, write_state
 from pipeline.spec.workflow import WorkflowSpec
 
 Progress = Callable[[int, int], None]
@@ -110,30 +106,19 @@ class NightOptions:
     time_block: int = 8  # cube slots per store chunk (a new store's layout; see cube/slots.py)
     # an HTML file recording the night's use of Dask (distributed.performance_report); Dask only
     performance_report: Path | None = None
+    lease_seconds: float = LEASE_SECONDS  # a store in a bucket: its lease's term
 
 
 def store_path(spec: WorkflowSpec, store: Path | None = None) -> Path:
+    """The store given, else ``<cube store folder>/<workflow>.icechunk``; an ``s3://`` one
+    (``s3:/bucket/key`` as a Path, see :mod:`pipeline.products.objectstore`) stays as it is."""
     if store is not None:
         path = Path(store)
-        _not_in_a_bucket(path)
-        return path.resolve()
+        return path if object_location(path) is not None else path.resolve()
     cube = spec.products.cube
     if cube is None:
         raise SpecError("a nightly run appends time slots to a cube: add products.cube")
-    path = cube.store.parent / f"{spec.name}.icechunk"
-    _not_in_a_bucket(path)
-    return path
-
-
-def _not_in_a_bucket(path: Path) -> None:
-    """Nightly stores on object storage are not supported yet (their lock and reports are
-    files): refused before anything is written, rather than into a local folder named 's3:'."""
-    loc = object_location(path)
-    if loc is not None:
-        raise SpecError(
-            f"nightly store {loc}: 'aquila nightly' keeps its store on a file system for now; "
-            "give --store a local (or NFSv4) path. 'aquila run' writes products to buckets"
-        )
+    return cube.store.parent / f"{spec.name}.icechunk"
 
 
 def mosaic_groups(spec: WorkflowSpec) -> tuple[str, ...]:
@@ -161,49 +146,43 @@ def run_nightly(
     options = options or NightOptions()
     t0 = time.perf_counter()
     run_id, started = new_run_id()
-    store = store_path(spec, options.store)
-    report = NightReport(run_id, spec.name, spec_path, str(store), started.isoformat())
-    report_path = options.report_path or store.with_name(store.name + ".night-report.json")
+    place = night_place(store_path(spec, options.store), report_path=options.report_path,
+                        lease_seconds=options.lease_seconds)
+    report = NightReport(run_id, spec.name, spec_path, place.label, started.isoformat())
     try:
-        night = _Night(spec, store, options, report, on_event, progress, t0)
+        night = _Night(spec, place, options, report, on_event, progress, t0)
         night.check_spec()
         try:
-            check_nightly_store(store)  # a file, or someone else's folder: refused untouched
+            place.check()  # a file, or someone else's folder or prefix: refused untouched
         except StoreNotOurs as exc:  # and nothing written beside it either (no report)
             report.status, report.error = "bad_input", f"[{exc.reason}] {exc.message}"
             return report
-        with store_lock(store, run_id=run_id) as lock:
-            report.lock = {
-                "holder": asdict(lock.holder),
-                "took_over": asdict(lock.took_over) if lock.took_over else None,
-            }
+        with place.lock(run_id) as lock:
+            report.lock = lock.record
             if lock.took_over:
                 report.notes.append(
-                    f"took over the lock left by {lock.took_over.describe()}, "
-                    "which is no longer running"
+                    f"took over the lock left by {lock.took_over}, which is no longer running"
                 )
+            night.lease_lost = lock.lost
             night.run()
     except BaseException as exc:  # noqa: BLE001 - every end is reported; see record_failure
         kept = "the last published night is unchanged"
-        reraise = record_failure(report, exc, stores=[store], kept=kept)
-        write_finished(report, t0, report_path, also=(_history_path(report),))
+        reraise = record_failure(report, exc, stores=[place.label], kept=kept)
+        place.put_report(report, t0)
         events.finished(report, mode="nightly")
         if reraise:
             raise
         return report
-    write_finished(report, t0, report_path, also=(_history_path(report),))
+    place.put_report(report, t0)  # also kept under <store>.reports/<run id>.json
     events.finished(report, mode="nightly")
     return report
 
 
-def _history_path(report: NightReport) -> Path:
-    """Every night's report is also kept under ``<store>.reports/<run id>.json``."""
-    return Path(report.store + ".reports") / f"{report.run_id}.json"
-
-
 class _Night:
-    def __init__(self, spec, store, options, report, on_event, progress, t0) -> None:
-        self.spec, self.store_dir, self.options, self.report = spec, store, options, report
+    def __init__(self, spec, place: NightPlace, options, report, on_event, progress, t0) -> None:
+        self.spec, self.place, self.options, self.report = spec, place, options, report
+        self.store_dir = place.label  # as printed
+        self.lease_lost: Callable[[], str | None] = lambda: None
         self.progress = progress
         self.t0 = t0
         self.run_id = report.run_id
@@ -223,7 +202,7 @@ class _Night:
                                  performance_report=options.performance_report)
         self.phases = Phases()  # the chunk tasks' seconds by phase, over every pass
         self.published: StoreState | None = None  # the state of the night this run commits
-        self.operator: tuple[OperatorReport, Path] | None = None  # with audience: report, path
+        self.operator: tuple[OperatorReport, str] | None = None  # with audience: report, path
 
     # ------------------------------------------------------------------ the night
 
@@ -272,6 +251,10 @@ class _Night:
                     with self.timed("commit"):
                         snapshot = self.commit(txn, session, tonight, inc, results, listing)
                     with self.timed("publish"):
+                        lost = self.lease_lost()
+                        if lost is not None:  # another run may hold the store now
+                            raise RunError(f"{lost}: nothing was published, rerun",
+                                           reason="publish_conflict")
                         txn.publish(snapshot)
                     self.report.snapshot = snapshot
                 finally:
@@ -283,7 +266,7 @@ class _Night:
     # ------------------------------------------------------------------ steps
 
     def open_store(self) -> None:
-        self.store = NightlyStore.open(self.store_dir)
+        self.store = self.place.open()
         stale = self.store.remove_stale_branches()
         if stale:
             self.report.notes.append(
@@ -322,13 +305,13 @@ class _Night:
         if self.rule is not None:
             r.audience = audience_dict(self.rule.audience)
             operator = OperatorReport(self.run_id, self.spec.name, r.audience)
-            path = (
-                self.options.operator_report_path
-                or Path(r.store + ".reports") / f"{self.run_id}.operator-report.json"
-            )
-            record_withheld(operator, path, listing.withheld, listing.conflicts, self.emit)
-            self.operator = (operator, path)  # dedupe's marking conflicts are added at commit
-            r.products["operator report"] = str(path)
+            where = str(self.options.operator_report_path or self.place.operator_at(self.run_id))
+            operator.withheld = [w.as_dict() for w in listing.withheld]
+            operator.conflicts = [c.as_dict() for c in listing.conflicts]
+            self.place.put_operator(operator, where)  # before any pixel is read
+            self.emit("withheld", (len(listing.withheld), where))
+            self.operator = (operator, where)  # dedupe's marking conflicts are added at commit
+            r.products["operator report"] = where
         r.seconds["discover"] = time.perf_counter() - t
         self.emit("discovered", (len(listing.scenes), listing))
         return listing
@@ -475,9 +458,9 @@ class _Night:
             listing.markings, tonight.duplicates, scale=self.rule.scale
         )
         if conflicts and self.operator is not None:
-            operator, path = self.operator
+            operator, where = self.operator
             operator.conflicts.extend(c.as_dict() for c in conflicts)
-            operator.write(path)
+            self.place.put_operator(operator, where)
         return markings
 
     def commit(self, txn, session, tonight: Tonight, inc: Increment, results, listing) -> str:
@@ -535,15 +518,18 @@ class _Night:
         stac = state.extra.get("stac") if state is not None else None
         if state is None or stac is None:
             return
-        write_product_stac(
-            self.store_dir,
+        place = self.place
+        item = product_stac_text(
+            place.stac_store,
             kind="nightly cube and mosaics",
             bbox=stac["bbox"],
             times=stac["times"],
             label=stac["label"],
             slot_labels=stac["slot_labels"],
+            in_bucket=place.in_bucket,
             **night_fields(self, state),
         )
+        place.put_sidecars({p.name: t for p, t in sidecar_texts(place.stac_store, item).items()})
 
     def timed(self, step: str) -> contextlib.AbstractContextManager[None]:
         return timed(self.report.seconds, step)

@@ -67,14 +67,27 @@ class Night:
 
 
 class NightlyStore:
-    """An Icechunk repository on the local file system holding a nightly cube and its mosaics."""
+    """An Icechunk repository holding a nightly cube and its mosaics: on the local file system,
+    or in a bucket (S3's conditional writes make its commits safe there too)."""
 
-    def __init__(self, path: Path, repo: Any) -> None:
-        self.path, self.repo = path, repo
+    def __init__(self, path: Any, repo: Any) -> None:
+        self.path, self.repo = path, repo  # a Path, or an ObjectLocation (printed as s3://…)
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> NightlyStore:
+    def open(cls, path: Path, *, create: bool = True, settings: Any = None) -> NightlyStore:
+        """The store at ``path``: a local folder, or an ``s3://`` location (as
+        :func:`pipeline.products.objectstore.object_location` reads it; ``settings``: how to
+        reach the bucket, default the standard environment)."""
+        from pipeline.products.objectstore import icechunk_storage, object_location, s3_settings
+
         ic = _icechunk()
+        loc = object_location(path)
+        if loc is not None:
+            storage = icechunk_storage(loc, settings or s3_settings())
+            if not create and not ic.Repository.exists(storage):
+                raise RunError(f"no nightly store at {loc}", reason="store_missing")
+            repo = (ic.Repository.open_or_create if create else ic.Repository.open)(storage)
+            return cls(loc, repo)
         storage = ic.local_filesystem_storage(str(path))
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,13 @@ def _relative(href: str, base: Path) -> str:
     return rel if rel.startswith("../") else f"./{rel}"
 
 
+def _absolute(href: str) -> str:
+    """``href`` as a link from a bucket: URLs stay, a local path becomes its ``file://`` URL."""
+    if len(urlsplit(href).scheme) > 1:
+        return href
+    return Path(href).absolute().as_uri()
+
+
 # --------------------------------------------------------------------------- the Item
 
 
@@ -141,11 +148,14 @@ def product_stac_text(
     source_store: Path | None = None,
     icechunk: bool = False,
     quantity: str = "reflectance",
+    in_bucket: bool = False,
 ) -> str:
     """The text of ``<store>.stac.json``: a STAC 1.0 Item (``times``: ISO 8601 UTC strings).
     ``source_store``: where the store's metadata is read now (a run's build directory; default
     ``store``); ``icechunk``: the store is a nightly Icechunk repository (its arrays are then
-    described from ``bands``)."""
+    described from ``bands``); ``in_bucket``: the store is in a bucket (``store`` is then its
+    name alone): no local folder is measured for its size, and a source on a local disk is
+    linked by its absolute ``file://`` URL, since no relative path leads from a bucket to it."""
     here = source_store or store
     _, item_id = product_ids(store, workflow=workflow, version=snapshot or run_id)
     collection_id, _ = product_ids(store, workflow=workflow, version=None)
@@ -171,7 +181,7 @@ def product_stac_text(
             extensions.append(DATACUBE_EXT)
         extensions.append(PROJ_EXT)
     props.update(properties or {})
-    assets = _assets(store, here, variables, bands, icechunk=icechunk)
+    assets = _assets(store, None if in_bucket else here, variables, bands, icechunk=icechunk)
     if any("raster:bands" in a for a in assets.values()):
         extensions.append(RASTER_EXT)
     w, s, e, n = (float(v) for v in bbox)
@@ -188,7 +198,7 @@ def product_stac_text(
         },
         "properties": props,
         "assets": assets,
-        "links": _item_links(store, sources),
+        "links": _item_links(store, sources, in_bucket=in_bucket),
     }
     # Sorted keys: the same bytes whether written from the state just committed or from the
     # one read back from the store (a rerun after a crash between publish and sidecar).
@@ -284,15 +294,15 @@ def _raster_band(v: Variable) -> dict[str, Any]:
     return band
 
 
-def _assets(store: Path, here: Path, variables: Sequence[Variable], bands: Sequence[str], *,
-            icechunk: bool) -> dict[str, Any]:
+def _assets(store: Path, here: Path | None, variables: Sequence[Variable],
+            bands: Sequence[str], *, icechunk: bool) -> dict[str, Any]:
     """The whole store (``data``), and for a plain Zarr store one asset per array on the grid
     (its path inside the store), each with its ``raster:bands``. An Icechunk repository is
     opened as a whole: its bands are described on its one asset, in band order."""
-    kind = media_type(here, icechunk=icechunk)
+    kind = media_type(store if here is None else here, icechunk=icechunk)
     data: dict[str, Any] = {"href": f"./{store.name}", "type": kind, "roles": ["data"],
                             "title": f"the product store ({store.name})"}
-    size = store_size(here)
+    size = None if here is None else store_size(here)
     if size is not None:
         data["file:size"] = size
     if icechunk:
@@ -315,14 +325,16 @@ def _assets(store: Path, here: Path, variables: Sequence[Variable], bands: Seque
     return assets
 
 
-def _item_links(store: Path, sources: Sequence[Source]) -> list[dict[str, Any]]:
+def _item_links(store: Path, sources: Sequence[Source], *, in_bucket: bool = False
+                ) -> list[dict[str, Any]]:
     coll = f"./{collection_path(store).name}"
     links: list[dict[str, Any]] = [
         {"rel": rel, "href": coll, "type": JSON_MEDIA_TYPE} for rel in ("collection", "parent")
     ]
     for s in sources:
         if s.href:
-            links.append({"rel": "derived_from", "href": _relative(s.href, store.parent),
+            href = _absolute(s.href) if in_bucket else _relative(s.href, store.parent)
+            links.append({"rel": "derived_from", "href": href,
                           "type": ITEM_MEDIA_TYPE, "title": f"{s.collection}/{s.id}"})
     return links
 
