@@ -141,6 +141,7 @@ class BucketPublication:
         self.run_id, self.settings, self.lease_lost = run_id, settings, lease_lost
         self._builds: dict[ObjectLocation, _Build] = {}
         self.published: list[ObjectLocation] = []
+        self.left: list[str] = []  # what discard() could not remove
 
     def _repo(self, store: ObjectLocation) -> Any:
         return _icechunk().Repository.open_or_create(icechunk_storage(store, self.settings))
@@ -225,13 +226,16 @@ class BucketPublication:
             put_text(item, item_text, self.settings)
 
     def discard(self) -> None:
-        """Remove this run's branches (its unpublished builds)."""
-        for build in self._builds.values():
+        """Remove this run's branches (its unpublished builds). A branch that cannot be removed
+        (the bucket refused) is left for the next run's :meth:`recover` and named in
+        :attr:`left` for the report."""
+        for store, build in self._builds.items():
             try:
                 if build.branch in build.repo.list_branches():
                     build.repo.delete_branch(build.branch)
-            except Exception:  # noqa: BLE001, S112 - left for the next run's recover()
-                continue
+            except Exception as exc:  # noqa: BLE001 - said in the report; recover() removes it
+                self.left.append(f"branch {build.branch} of {store} not removed ({exc}); the "
+                                 "next run removes it")
         self._builds.clear()
 
     def __enter__(self) -> BucketPublication:

@@ -267,6 +267,8 @@ _Product = TypeVar("_Product", CubeProduct, MosaicProduct)
 
 def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     def resolve(p: Path) -> Path:
+        if p.parts[:1] == ("s3:",):  # s3://b/k, folded by Path: a bucket, not a folder here
+            return p
         return p if p.is_absolute() else (base_dir / p).resolve()
 
     catalog = spec.catalog
