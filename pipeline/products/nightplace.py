@@ -192,10 +192,12 @@ class InBucket:
         report.seconds["total"] = time.perf_counter() - t0
         report.products.setdefault("report", str(latest))
         text = json.dumps(report.as_dict(), indent=2, default=str)
+        import obstore
+
         try:
             put_text(history, text, self.settings)
             put_text(latest, text, self.settings)
-        except Exception as exc:  # noqa: BLE001 - the report must land somewhere
+        except (OSError, obstore.exceptions.BaseError) as exc:  # the bucket refused: kept local
             fallback = Path(tempfile.gettempdir()) / f"aquila-{report.run_id}.night-report.json"
             report.products["report"] = str(fallback)
             report.report_error = f"night report not put at {latest}: {exc}; written to {fallback}"
