@@ -65,7 +65,7 @@ def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     night.add_argument(
         "--store",
         type=Path,
-        metavar="DIR",
+        metavar="STORE",
         help="the Icechunk store: a folder, or s3://bucket/prefix/name (endpoint and "
         "credentials from the standard AWS variables; its lock is then a lease object "
         "<store>.lock and its reports are objects beside it) (default: <cube store "
