@@ -22,7 +22,9 @@
      needed tile once, warp, kernels, write; each timed alone, one thread; see its docstring),
      divided by the cluster's cores.
 
-   Both jobs on ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``. Wall time
+   Both jobs on the same ``LocalCluster(processes=True)``, sized as ``aquila run`` sizes its
+   own by default (:func:`pipeline.engine.cluster.local_shape`: 1 worker x 2 threads on a
+   2-core machine) unless ``--workers``/``--threads`` say otherwise. Wall time
    is measured around each child: interpreter start, imports, catalog walk, cluster start-up
    and shutdown included, for both. The compute-only time each job reports is shown too.
 4. Compares the two medians (and, for information, the two latest mosaics) per band at every
@@ -786,8 +788,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
                    help="before each timed run, wait up to S seconds for other processes to use "
                    "< 0.25 CPU (shared machines; default 0: do not wait)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes of both jobs' LocalCluster (default: Aquila's choice "
+                   "for this machine, pipeline.engine.cluster.local_shape)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per worker (default: Aquila's choice, as --workers)")
     p.add_argument("--chunks", default=",".join(str(c) for c in DEFAULT_CHUNKS),
                    help="chunk sizes, px, separated by commas (default 512,1024,2048)")
     p.add_argument("--chunk", type=int, default=None,
@@ -800,6 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=int, default=20000,
                    help="pixels checked against the exact oracle (default 20000)")
     args = p.parse_args(argv)
+    from pipeline.engine.cluster import local_shape
+
+    args.workers, args.threads = local_shape(args.workers, args.threads)
     chunks = parse_chunks(args)
 
     work = args.workdir.resolve()

@@ -25,7 +25,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from pipeline.engine.cluster import cluster_from_cli, load_cluster_profile
+from pipeline.engine.cluster import cluster_from_cli, load_cluster_profile, local_shape
 from pipeline.engine.clusters.gateway import GatewayProfile
 from pipeline.engine.clusters.jobqueue import PBSProfile, SLURMProfile, job_script
 from pipeline.engine.clusters.kubernetes import KubernetesProfile, cluster_spec
@@ -337,7 +337,42 @@ def test_kindless_profiles_keep_their_meaning(tmp_path):
     options = load_cluster_profile(tmp_path / "addr.yaml")
     assert options.kind == "address" and options.scheduler == "tcp://10.0.0.5:8786"
     (tmp_path / "empty.yaml").write_text("")
-    assert load_cluster_profile(tmp_path / "empty.yaml").n_workers == 2
+    empty = load_cluster_profile(tmp_path / "empty.yaml")
+    assert (empty.n_workers, empty.threads_per_worker) == local_shape()
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "threads", "expected"),
+    [
+        (1, None, None, (1, 1)),
+        (2, None, None, (1, 2)),  # this project's CI machine: one worker, its tile cache shared
+        (4, None, None, (1, 4)),
+        (6, None, None, (2, 3)),
+        (8, None, None, (2, 4)),
+        (16, None, None, (4, 4)),
+        (64, None, None, (16, 4)),
+        (2, 2, None, (2, 1)),  # one size given: the other shares the cores out
+        (8, 3, None, (3, 2)),
+        (8, None, 1, (8, 1)),
+        (2, 4, None, (4, 1)),  # more workers than cores: at least one thread each
+        (2, 3, 5, (3, 5)),  # both given: taken as they are
+    ],
+)
+def test_the_local_cluster_is_sized_from_the_cores(cores, workers, threads, expected):
+    assert local_shape(workers, threads, cores=cores) == expected
+    w, t = expected
+    assert w * t <= max(cores, (workers or 1) * (threads or 1))  # never more threads than asked
+
+
+def test_cli_sizes_left_out_come_from_the_cores():
+    base = dict(cluster_profile=None, scheduler=None, memory_limit="auto",
+                dashboard="127.0.0.1:0")
+    both = cluster_from_cli(argparse.Namespace(workers=None, threads=None, **base))
+    assert (both.n_workers, both.threads_per_worker) == local_shape()
+    one = cluster_from_cli(argparse.Namespace(workers=3, threads=None, **base))
+    assert (one.n_workers, one.threads_per_worker) == local_shape(3, None)
+    given = cluster_from_cli(argparse.Namespace(workers=2, threads=3, **base))
+    assert (given.n_workers, given.threads_per_worker) == (2, 3)
 
 
 # ------------------------------------------------------------------------- Dask Gateway, real

@@ -20,7 +20,7 @@ from typing import Any, Literal, TextIO
 
 from rich.console import Console
 
-from pipeline.engine.cluster import positive_int
+from pipeline.engine.cluster import local_shape, positive_int
 from pipeline.products.report import (
     EXIT_BAD_INPUT,
     EXIT_BUSY,
@@ -101,10 +101,13 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument("--direct", action="store_true",
                        help="run every chunk in this process without Dask (debugging)")
-    parser.add_argument("--workers", type=positive_int, default=2, metavar="N",
-                        help="local cluster: worker processes (default 2)")
-    parser.add_argument("--threads", type=positive_int, default=1, metavar="N",
-                        help="local cluster: threads per worker (default 1)")
+    workers, threads = local_shape()
+    parser.add_argument("--workers", type=positive_int, metavar="N",
+                        help="local cluster: worker processes (default: about one per 4 usable "
+                        f"cores, at least one: {workers} here)")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="local cluster: threads per worker, which share one tile cache "
+                        f"(default: the usable cores / workers: {threads} here)")
     parser.add_argument("--memory-limit", default="auto", metavar="SIZE",
                         help="local cluster: memory per worker, e.g. 4GiB (default: auto)")
     parser.add_argument("--dashboard", default="127.0.0.1:8787", metavar="HOST:PORT",

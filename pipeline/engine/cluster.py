@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.engine.clusters.options import ClusterOptions, TLSFiles, count_problem
+from pipeline.engine.clusters.options import ClusterOptions, TLSFiles, count_problem, local_shape
 
 if TYPE_CHECKING:  # dask is imported where a cluster is made: the CLI parser imports this module
     from distributed import Client
@@ -30,6 +30,7 @@ __all__ = [
     "cluster_from_cli",
     "count_problem",
     "load_cluster_profile",
+    "local_shape",
     "open_client",
     "positive_int",
 ]
@@ -65,10 +66,11 @@ def cluster_from_cli(args: Any) -> ClusterOptions:
             cluster.backend.require_library()
             return cluster
         return replace(cluster, scheduler=args.scheduler) if args.scheduler else cluster
+    workers, threads = local_shape(args.workers, args.threads)
     return ClusterOptions(
         scheduler=args.scheduler,
-        n_workers=args.workers,
-        threads_per_worker=args.threads,
+        n_workers=workers,
+        threads_per_worker=threads,
         memory_limit=args.memory_limit,
         dashboard_address=args.dashboard,
     )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import StrictStr, field_validator, model_validator
 
 from pipeline.engine.clusters.model import Count, HostPort, MemoryOrAuto, StrictModel
-from pipeline.engine.clusters.options import ClusterOptions, TLSFiles
+from pipeline.engine.clusters.options import ClusterOptions, TLSFiles, local_shape
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -36,16 +36,17 @@ class LocalProfile(StrictModel):
     """Worker processes on this machine; the dashboard on loopback unless said otherwise."""
 
     kind: Literal["local"] = "local"
-    n_workers: Count = 2
-    threads_per_worker: Count = 1
+    n_workers: Count | None = None  # None: sized from the usable cores (local_shape)
+    threads_per_worker: Count | None = None
     memory_limit: MemoryOrAuto = "auto"
     dashboard_address: HostPort = "127.0.0.1:8787"
     tls: TLSPaths | None = None
 
     def options(self, base: Path) -> ClusterOptions:
+        workers, threads = local_shape(self.n_workers, self.threads_per_worker)
         return ClusterOptions(
-            n_workers=self.n_workers,
-            threads_per_worker=self.threads_per_worker,
+            n_workers=workers,
+            threads_per_worker=threads,
             memory_limit=self.memory_limit,
             dashboard_address=self.dashboard_address,
             tls=self.tls.files(base) if self.tls else None,
