@@ -89,6 +89,65 @@ def test_parts_give_the_whole_chunks_bytes(tiny_catalog, tmp_path, mosaic):
     assert np.isfinite(whole.mosaics[0]["bands"]).mean() > 0.5  # the chunk has data
 
 
+@pytest.mark.parametrize("mosaic", list(STACKED.values()), ids=list(STACKED))
+@pytest.mark.parametrize("dilate", [0, 2])
+def test_a_chunk_read_in_regions_gives_the_whole_chunks_bytes(tiny_catalog, tmp_path, mosaic,
+                                                               dilate):
+    """A chunk larger than ``read_side`` is read region by region (pipeline.engine.parts
+    read_regions): the same mosaics, scenes used and failures as the whole chunk read at once,
+    with cloud dilation and blending halos crossing the regions' edges."""
+    from pipeline.engine.chunk import compute_chunk
+    from pipeline.engine.parts import read_regions
+    from pipeline.io.reader import RasterReader
+    from pipeline.plan.calibration import Masking
+    from pipeline.plan.chunks import parts
+
+    plan = _plan(tiny_catalog, tmp_path, [mosaic, {"method": "latest"}])
+    (task,) = plan.tasks
+    masking = Masking(classes=plan.outputs.masking.classes, dilate=dilate)
+    base = dataclasses.replace(plan.outputs, masking=masking)
+    whole_outputs = dataclasses.replace(base, stack_budget=2**40)
+    region_outputs = dataclasses.replace(base, stack_budget=2 * 2**20, read_side=160)
+    pieces = parts(task, region_outputs)
+    regions = read_regions(task, pieces, region_outputs)
+    assert len(regions) >= 4, regions
+    # every part in exactly one region, inside its read grid
+    assert sorted(i for _, members in regions for i in members) == list(range(len(pieces)))
+    for grid, members in regions:
+        for i in members:
+            g = pieces[i].grid_read
+            assert grid.y0 <= g.y0 and g.y0 + g.height <= grid.y0 + grid.height
+            assert grid.x0 <= g.x0 and g.x0 + g.width <= grid.x0 + grid.width
+    reader = RasterReader()
+    whole = compute_chunk(task, outputs=whole_outputs, reader=reader)
+    regioned = compute_chunk(task, outputs=region_outputs, reader=reader)
+    reader.close()
+    assert regioned.used == whole.used and regioned.failures == whole.failures
+    for w, p in zip(whole.mosaics, regioned.mosaics, strict=True):
+        assert w.keys() == p.keys()
+        for layer in w:
+            assert p[layer].dtype == w[layer].dtype
+            np.testing.assert_array_equal(p[layer], w[layer], err_msg=layer)
+    assert np.isfinite(whole.mosaics[0]["bands"]).mean() > 0.5  # the chunk has data
+
+
+def test_a_chunk_no_larger_than_read_side_or_warped_by_gdal_is_one_region(tiny_catalog,
+                                                                          tmp_path):
+    from pipeline.engine.parts import read_regions
+    from pipeline.plan.chunks import parts
+
+    plan = _plan(tiny_catalog, tmp_path, [{"method": "median"}])
+    (task,) = plan.tasks
+    small = dataclasses.replace(plan.outputs, stack_budget=2 * 2**20)
+    pieces = parts(task, small)
+    assert len(pieces) >= 4
+    assert read_regions(task, pieces, small) == [(task.grid_read, tuple(range(len(pieces))))]
+    bilinear = dataclasses.replace(small, read_side=160, resampling="bilinear")
+    assert len(read_regions(task, pieces, bilinear)) == 1
+    assert len(read_regions(task, pieces, dataclasses.replace(bilinear,
+                                                              resampling="nearest"))) >= 4
+
+
 def test_a_cube_and_a_median_in_parts_write_the_whole_chunks_stores(tiny_catalog, tmp_path):
     """With a cube, the slots stream into it first and the median is computed in parts
     after (a second read): both stores equal those of the whole-chunk task."""

@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.catalog.scene import BandSource, Scene
 from pipeline.engine.compose import StreamState, composite_method
+from pipeline.engine.memo import ChunkMemo
 from pipeline.engine.warp import nearest_window
 from pipeline.engine.writer import ChunkWriter
 from pipeline.errors import ReadError
@@ -171,7 +172,7 @@ def compute_chunk(
     kept: list[tuple[int, np.ndarray]] = []
     used: list[str] = []
     failures: list[tuple[str, str, str]] = []
-    windows: dict = {}  # index maps by source grid: the bands of one asset grid share them
+    windows = ChunkMemo()  # index maps by source grid, bounded: the bands of a grid share them
     any_filled = False
     for k, slot_scenes in enumerate(task.slots):
         if stack is not None:

@@ -11,13 +11,17 @@ the time for 4× the slots. So the chunk is read once instead:
    would be (one slot plane in memory), handed to the cube writer if there is one, and its
    pieces that hold data are appended to an anonymous scratch file in the worker's temporary
    folder, one contiguous block per (part, slot): the part's read grid (its halo included) of
-   every band, then its quality-mask block where a quality asset masked something;
+   every band, then its quality-mask block where a quality asset masked something. A chunk
+   larger than ``outputs.read_side`` (and no cube to write) is read in regions of whole parts
+   (:func:`read_regions`), each with its own slot plane, on the worker's spare threads: a single
+   2048 px chunk on a worker of two threads reads on both;
 2. **parts**: each part's stack is read back (one ``preadv`` per slot with data there, slots
    without data stay NaN), composited by the same :func:`~pipeline.engine.compose.composite_method`,
    cropped and put into the chunk's mosaics, which are written once. Parts run on the worker's
    spare threads.
 
-Memory: one slot plane (B × chunk² float32) plus ``threads`` part stacks of at most
+Memory: one slot plane per region being read (B × region² float32; the region at most
+``read_side`` a side unless a cube is written) plus ``threads`` part stacks of at most
 ``outputs.stack_budget``, plus the chunk's assembled mosaics. The scratch file holds the slots'
 data (at most T × B × chunk² × 4 bytes, less where scenes do not cover a part); it is unlinked at
 creation, so nothing is left behind by a crash, a kill or Ctrl-C, and a full temporary folder is
@@ -33,14 +37,17 @@ import contextvars
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.engine.memo import ChunkMemo
 from pipeline.errors import StoreUnwritable
 from pipeline.plan.chunks import ChunkTask, Outputs
+from pipeline.plan.grid import ChunkGrid
 
 if TYPE_CHECKING:
     from pipeline.engine.chunk import ChunkOutput, Phases
@@ -57,44 +64,38 @@ def compute_in_parts(
 ) -> ChunkOutput:
     """The chunk's mosaics computed part by part from the slots read once (module docstring);
     each slot with data goes to ``on_slot(slot index, (B, Y, X) cropped to the chunk)``."""
-    from pipeline.engine.chunk import ChunkOutput, _crop, _empty, _merge_slot
+    from pipeline.engine.chunk import ChunkOutput, _empty, _merged, _merged_failures
 
-    nb, work, c = len(outputs.bands), task.grid_read, task.chunk
+    nb, c = len(outputs.bands), task.chunk
     need_qa = any(m.method == "best-pixel" for m in outputs.mosaics)
-    plane = np.empty((nb, work.height, work.width), np.float32)
-    qa = np.empty((work.height, work.width), bool) if need_qa else None
-    crop = _crop(task)
-    regions = [_region(p, task) for p in pieces]
-    used: list[str] = []
-    failures: list[tuple[str, str, str]] = []
-    windows: dict = {}
+    groups = read_regions(task, pieces, outputs) if on_slot is None else [
+        (task.grid_read, tuple(range(len(pieces))))]
     with tempfile.TemporaryFile(prefix="aquila-stack-") as scratch:
         blocks = _Blocks(scratch.fileno(), task)
-        for k, slot_scenes in enumerate(task.slots):
-            plane.fill(np.nan)
-            if qa is not None:
-                qa.fill(False)
-            filled = _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used,
-                                 failures, phases)
-            if filled and on_slot is not None:
-                with phases("write"):
-                    on_slot(slot_scenes.slot, plane[(slice(None), *crop)])
-            with phases("write"):
-                for i, (ys, xs) in enumerate(regions):
-                    if filled:
-                        block = plane[:, ys, xs]
-                        if np.isfinite(block).any():
-                            blocks.put(("v", i, k), block)
-                    if qa is not None and qa[ys, xs].any():
-                        blocks.put(("q", i, k), qa[ys, xs])
+
+        def read(g: int) -> tuple[list[str], list[tuple[str, str, str]], Phases]:
+            return _read_region(task, pieces, groups[g], outputs, reader, blocks, need_qa,
+                                on_slot)
+
+        threads = min(_spare_threads(), len(groups))
+        useds, fails = [], []
+        with ThreadPoolExecutor(threads, thread_name_prefix="aquila-region") as pool:
+            done = pool.map(lambda g: contextvars.copy_context().run(read, g),
+                            range(len(groups))) if threads > 1 else map(read, range(len(groups)))
+            for used_g, failures_g, own in done:
+                phases.add(own)
+                useds.append(used_g)
+                fails.append(failures_g)
+        used = useds[0] if len(groups) == 1 else list(_merged(task, *useds))
+        failures = fails[0] if len(groups) == 1 else list(_merged_failures(task, *fails))
         mosaics = [_empty(m, nb, c) for m in outputs.mosaics]
 
         def one(i: int) -> tuple[int, tuple[dict[str, np.ndarray], ...], Phases]:
-            from pipeline.engine.chunk import Phases, _mosaics
+            from pipeline.engine.chunk import Phases, _crop, _mosaics
 
             own = Phases()  # Phases nest per thread; merged below
-            piece, (ys, xs) = pieces[i], regions[i]
-            h, w = ys.stop - ys.start, xs.stop - xs.start
+            piece = pieces[i]
+            h, w = piece.grid_read.height, piece.grid_read.width
             with own("read"):
                 stack = np.full((len(task.slots), nb, h, w), np.nan, np.float32)
                 qa_stack = np.zeros((len(task.slots), h, w), bool) if need_qa else None
@@ -111,9 +112,10 @@ def compute_in_parts(
         with ThreadPoolExecutor(threads, thread_name_prefix="aquila-part") as pool:
             # kernels (numba, nogil) and reads run outside the GIL; results are taken in
             # order, so at most `threads` part stacks are alive at once
-            done = pool.map(lambda i: contextvars.copy_context().run(one, i), range(len(pieces))) \
+            done_parts = pool.map(lambda i: contextvars.copy_context().run(one, i),
+                                  range(len(pieces))) \
                 if threads > 1 else map(one, range(len(pieces)))
-            for i, part, own in done:
+            for i, part, own in done_parts:
                 phases.add(own)
                 p = pieces[i].chunk
                 at = (slice(p.y0 - c.y0, p.y0 - c.y0 + p.height),
@@ -125,11 +127,87 @@ def compute_in_parts(
     return ChunkOutput(c, (), tuple(mosaics), tuple(used), tuple(failures))
 
 
-def _region(piece: ChunkTask, task: ChunkTask) -> tuple[slice, slice]:
-    """The part's read grid (its halo included) within the task's read grid."""
-    w, g = piece.grid_read, task.grid_read
-    return (slice(w.y0 - g.y0, w.y0 - g.y0 + w.height),
-            slice(w.x0 - g.x0, w.x0 - g.x0 + w.width))
+Region = tuple[ChunkGrid, tuple[int, ...]]  # a read grid and the parts (indices) inside it
+
+
+def read_regions(task: ChunkTask, pieces: Sequence[ChunkTask], outputs: Outputs) -> list[Region]:
+    """The chunk's read grid cut into regions of whole parts, each at most
+    ``outputs.read_side`` pixels a side (plus the parts' halo), read one after another or on
+    spare threads: a slot plane, a scene's values and its index maps then follow the region,
+    not the chunk the user picked. One region (the task's read grid) when the chunk is no
+    larger, or when a band is resampled by GDAL's warper (bilinear, cubic...), whose
+    approximate transformer depends on the window it is given, so only the whole chunk's
+    window gives the whole chunk's pixels; nearest-neighbour maps are per pixel, anchored to
+    the grid (:mod:`pipeline.engine.warp`), so a region's pixels are the chunk's."""
+    work, side = task.grid_read, outputs.read_side
+    whole: list[Region] = [(work, tuple(range(len(pieces))))]
+    if max(task.chunk.height, task.chunk.width) <= side or not _nearest_only(task, outputs):
+        return whole
+    ys = sorted({p.chunk.y0 for p in pieces})
+    xs = sorted({p.chunk.x0 for p in pieces})
+    sy, sx = pieces[0].chunk.height, pieces[0].chunk.width
+    gy, gx = max(1, side // sy), max(1, side // sx)  # parts per region along y and x
+    regions: list[Region] = []
+    for ry in range(0, len(ys), gy):
+        for rx in range(0, len(xs), gx):
+            rows, cols = set(ys[ry:ry + gy]), set(xs[rx:rx + gx])
+            members = tuple(i for i, p in enumerate(pieces)
+                            if p.chunk.y0 in rows and p.chunk.x0 in cols)
+            grids = [pieces[i].grid_read for i in members]
+            y0, x0 = min(g.y0 for g in grids), min(g.x0 for g in grids)
+            y1 = max(g.y0 + g.height for g in grids)
+            x1 = max(g.x0 + g.width for g in grids)
+            regions.append((work.part(y0, x0, y1 - y0, x1 - x0), members))
+    return regions
+
+
+def _nearest_only(task: ChunkTask, outputs: Outputs) -> bool:
+    """Whether every band of every scene of the task is resampled by nearest neighbour."""
+    return all((b.resampling or outputs.resampling) == "nearest"
+               for slot in task.slots for scene in slot.scenes for b in scene.bands)
+
+
+def _read_region(task: ChunkTask, pieces: Sequence[ChunkTask], region: Region, outputs: Outputs,
+                 reader: RasterReader, blocks: _Blocks, need_qa: bool,
+                 on_slot: Callable[[int, np.ndarray], None] | None,
+                 ) -> tuple[list[str], list[tuple[str, str, str]], Phases]:
+    """Step 1 of the module docstring over one region: every slot read and merged into one
+    plane of the region's grid, the blocks of its parts appended to the scratch file."""
+    from pipeline.engine.chunk import Phases, _crop, _merge_slot
+
+    grid, members = region
+    own = Phases()
+    plane = np.empty((len(outputs.bands), grid.height, grid.width), np.float32)
+    qa = np.empty((grid.height, grid.width), bool) if need_qa else None
+    crop = _crop(task)  # on_slot: only with the task's read grid as the one region
+    cuts = [(i, _within(pieces[i].grid_read, grid)) for i in members]
+    used: list[str] = []
+    failures: list[tuple[str, str, str]] = []
+    windows = ChunkMemo()  # index maps and sun factors, bounded (pipeline.engine.memo)
+    for k, slot_scenes in enumerate(task.slots):
+        plane.fill(np.nan)
+        if qa is not None:
+            qa.fill(False)
+        filled = _merge_slot(slot_scenes, plane, qa, grid, outputs, reader, windows, used,
+                             failures, own)
+        if filled and on_slot is not None:
+            with own("write"):
+                on_slot(slot_scenes.slot, plane[(slice(None), *crop)])
+        with own("write"):
+            for i, (ys, xs) in cuts:
+                if filled:
+                    block = plane[:, ys, xs]
+                    if np.isfinite(block).any():
+                        blocks.put(("v", i, k), block)
+                if qa is not None and qa[ys, xs].any():
+                    blocks.put(("q", i, k), qa[ys, xs])
+    return used, failures, own
+
+
+def _within(inner: ChunkGrid, outer: ChunkGrid) -> tuple[slice, slice]:
+    """``inner``'s pixels within ``outer`` (both on the same grid)."""
+    return (slice(inner.y0 - outer.y0, inner.y0 - outer.y0 + inner.height),
+            slice(inner.x0 - outer.x0, inner.x0 - outer.x0 + inner.width))
 
 
 class _Blocks:
@@ -139,17 +217,19 @@ class _Blocks:
         self.fd, self.task = fd, task
         self.at: dict[tuple[str, int, int], tuple[int, int]] = {}  # key -> (offset, bytes)
         self.end = 0
+        self._lock = threading.Lock()  # regions are read on several threads
 
     def put(self, key: tuple[str, int, int], array: np.ndarray) -> None:
         data = np.ascontiguousarray(array)
-        try:
-            written = os.pwrite(self.fd, data.view(np.uint8).reshape(-1), self.end)  # type: ignore[arg-type]
-        except OSError as exc:
-            raise self._refused(exc) from None
-        if written != data.nbytes:
-            raise self._refused(OSError(28, "short write"))
-        self.at[key] = (self.end, data.nbytes)
-        self.end += data.nbytes
+        with self._lock:
+            try:
+                written = os.pwrite(self.fd, data.view(np.uint8).reshape(-1), self.end)  # type: ignore[arg-type]
+            except OSError as exc:
+                raise self._refused(exc) from None
+            if written != data.nbytes:
+                raise self._refused(OSError(28, "short write"))
+            self.at[key] = (self.end, data.nbytes)
+            self.end += data.nbytes
 
     def get(self, key: tuple[str, int, int], into: np.ndarray) -> bool:
         """Fill ``into`` (contiguous) with the block; False, untouched, if there is none."""
