@@ -1,4 +1,4 @@
-"""Where each output pixel comes from: nearest-neighbour source index maps. Pure NumPy + pyproj.
+"""Where each output pixel comes from: nearest-neighbour source index maps. NumPy + pyproj.
 
 For nearest resampling Aquila does not call GDAL's warper. A same-CRS, axis-aligned source maps
 by per-row/per-column indices (exact). Another CRS is transformed exactly (pyproj) on a node grid
@@ -6,7 +6,9 @@ every ``NODE_STEP`` output pixels, anchored to the *global* grid so the result d
 on the chunking, and interpolated bilinearly in between; for UTM↔UTM over 16 × 10 m the
 interpolation error is below 1e-5 source pixel (measured 2e-6 at 6° from the central
 meridian; tested). GDAL's default approximate transformer, by contrast, makes
-nearest-neighbour output depend on the chunking.
+nearest-neighbour output depend on the chunking. The full-size half of that interpolation,
+with the floor and the window, runs in one numba kernel
+(:func:`pipeline.kernels.calibrate.nearest_index_maps`) for :func:`nearest_window`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from pyproj import CRS, Transformer
 
 from pipeline.catalog.scene import RasterGrid
+from pipeline.kernels.calibrate import nearest_index_maps
 from pipeline.plan.grid import ChunkGrid
 
 NODE_STEP = 16
@@ -72,6 +75,21 @@ def _separable(chunk: ChunkGrid, grid: RasterGrid) -> tuple[np.ndarray, np.ndarr
 
 def _transformed(chunk: ChunkGrid, grid: RasterGrid) -> tuple[np.ndarray, np.ndarray]:
     """Exact transform on a node grid anchored to global pixel indices, bilinear in between."""
+    along_rows, along_cols, iy, fy = _along_x(chunk, grid)
+    fy2 = fy[:, None]
+
+    def interp(along_x: np.ndarray) -> np.ndarray:  # the second of the two full-size passes
+        return along_x[iy] * (1 - fy2) + along_x[iy + 1] * fy2
+
+    return interp(along_rows), interp(along_cols)
+
+
+def _along_x(
+    chunk: ChunkGrid, grid: RasterGrid
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The first pass of :func:`_transformed`'s bilinear interpolation: the fractional source
+    row and column (node rows, X) interpolated along x on every node row, and per output row
+    the node row below it ``iy`` (Y,) and the fraction ``fy`` (Y,) towards the next."""
     a, b, c, d, e, f = chunk.transform
     sa, sb, sc, sd, se, sf = grid.transform
     gy = np.arange(chunk.y0, chunk.y0 + chunk.height)
@@ -93,14 +111,13 @@ def _transformed(chunk: ChunkGrid, grid: RasterGrid) -> tuple[np.ndarray, np.nda
     tx = (gx - nx0) / NODE_STEP
     iy = np.minimum(ty.astype(np.int64), len(node_y) - 2)
     ix = np.minimum(tx.astype(np.int64), len(node_x) - 2)
-    fy = (ty - iy)[:, None]
+    fy = ty - iy
     fx = tx - ix
 
-    def interp(v: np.ndarray) -> np.ndarray:
-        along_x = v[:, ix] * (1 - fx) + v[:, ix + 1] * fx  # (node rows, X)
-        return along_x[iy] * (1 - fy) + along_x[iy + 1] * fy
+    def along_x(v: np.ndarray) -> np.ndarray:  # (node rows, X)
+        return v[:, ix] * (1 - fx) + v[:, ix + 1] * fx
 
-    return interp(crow), interp(ccol)
+    return along_x(crow), along_x(ccol), iy, fy
 
 
 def _span(idx: np.ndarray, inside: np.ndarray, size: int, pad: int) -> tuple[int, int]:
@@ -129,17 +146,10 @@ def nearest_window(chunk: ChunkGrid, grid: RasterGrid, *, pad: int = 0) -> Sourc
         rows = np.broadcast_to(_clip32(r1 - row0)[:, None], shape)
         cols = np.broadcast_to(_clip32(c1 - col0)[None, :], shape)
         return SourceWindow(row0, col0, row1 - row0, col1 - col0, rows, cols)
-    frow, fcol = _transformed(chunk, grid)
-    rows64 = np.floor(frow, out=frow)
-    cols64 = np.floor(fcol, out=fcol)
-    inside = (rows64 >= 0) & (rows64 < h) & (cols64 >= 0) & (cols64 < w)
-    if not inside.any():
-        return None
-    row0, row1 = _span(rows64, inside, h, pad)
-    col0, col1 = _span(cols64, inside, w, pad)
-    rows = _clip32(rows64 - row0)
-    cols = _clip32(cols64 - col0)
-    return SourceWindow(row0, col0, row1 - row0, col1 - col0, rows, cols)
+    # the second interpolation pass, floor, window and int32 maps fused in one kernel: the
+    # same indices as flooring _transformed's arrays (tests/test_gather_fastpath.py)
+    found = nearest_index_maps(*_along_x(chunk, grid), (h, w), pad)
+    return None if found is None else SourceWindow(*found)
 
 
 def _clip32(a: np.ndarray) -> np.ndarray:
