@@ -97,13 +97,17 @@ def compute_in_parts(
             piece = pieces[i]
             h, w = piece.grid_read.height, piece.grid_read.width
             with own("read"):
-                stack = np.full((len(task.slots), nb, h, w), np.nan, np.float32)
-                qa_stack = np.zeros((len(task.slots), h, w), bool) if need_qa else None
+                # written once: a slot's block, or NaN / False where the slot has none here
+                stack = np.empty((len(task.slots), nb, h, w), np.float32)
+                qa_stack = np.empty((len(task.slots), h, w), bool) if need_qa else None
                 filled = False
                 for k in range(len(task.slots)):
-                    filled |= blocks.get(("v", i, k), stack[k])
-                    if qa_stack is not None:
-                        blocks.get(("q", i, k), qa_stack[k])
+                    if blocks.get(("v", i, k), stack[k]):
+                        filled = True
+                    else:
+                        stack[k].fill(np.nan)
+                    if qa_stack is not None and not blocks.get(("q", i, k), qa_stack[k]):
+                        qa_stack[k].fill(False)
             with own("composite"):
                 out = _mosaics(piece, outputs, stack, qa_stack, [], _crop(piece), filled)
             return i, out, own
