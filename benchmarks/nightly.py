@@ -9,9 +9,9 @@ margin, as real tiles and swaths do). ``--new`` (5 %) of the scenes arrive tonig
 * **swath**: the newest scenes of one column of tiles (what one satellite pass brings).
 
 For each, the rest is built into a nightly store first; then, on one local cluster as
-``aquila nightly`` starts it (2 workers × 1 thread by default; before every timed run GDAL's
-HTTP cache is emptied in every worker: warm code, no scene cached from the run before), the
-timed runs alternate:
+``aquila nightly`` starts it (sized from the cores by default: 1 worker × 2 threads on a 2-core
+machine; before every timed run GDAL's HTTP cache is emptied in every worker: warm code, no scene
+cached from the run before), the timed runs alternate:
 
 * **incremental**: ``aquila nightly`` with tonight's scenes published;
 * **full rebuild**: ``aquila nightly --rebuild`` over all scenes into a fresh store.
@@ -188,7 +188,10 @@ def main() -> int:
     p.add_argument("--new", type=float, default=0.05, help="fraction of new scenes (0.05)")
     p.add_argument("--chunk", type=int, default=200, help="output chunk edge, px (200)")
     p.add_argument("--res", type=float, default=10.0, help="grid resolution, m (10)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: as aquila nightly sizes its local cluster)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per worker (default: as aquila nightly sizes it)")
     p.add_argument("--repeat", type=int, default=2, help="timed rounds; fastest kept (2)")
     p.add_argument(
         "--http",
@@ -286,10 +289,11 @@ def redate(paths: list[Path], after: str) -> None:
 
 
 def measure(args, work: Path, items, nights: dict[str, list[Path]], spec) -> int:
-    from pipeline.engine.cluster import ClusterOptions, open_client
+    from pipeline.engine.cluster import ClusterOptions, local_shape, open_client
 
+    workers, threads = local_shape(args.workers, args.threads)  # as `aquila nightly` sizes it
     options = ClusterOptions(
-        n_workers=args.workers, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+        n_workers=workers, threads_per_worker=threads, dashboard_address="127.0.0.1:0"
     )
     summary: dict = {"scenes": len(items), "nights": {}}
     with open_client(options) as client:  # the cluster `aquila nightly` starts, kept warm

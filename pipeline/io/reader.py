@@ -84,6 +84,10 @@ class ReaderSettings:
     gdal_cache_mb: int = 64  # GTiff window reads bypass it (pipeline.io.tilecache); JP2 uses it
     tile_cache_mb: int = 0  # decoded source tiles per worker (pipeline.io.tilecache); 0: off
     max_open: int = 512  # open datasets per thread; closing one drops its cached blocks
+    #: of which local files: GDAL keeps ~0.35 MiB of buffers per dataset after a read (576
+    #: datasets held open: +217 MiB; closed after each read: +28 MiB), and reopening a local
+    #: file costs ~0.6 ms, while a URL's reopen costs requests
+    max_open_local: int = 16
     policy: HrefPolicy | None = None  # checked again at every request (pipeline.io.http)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     http_timeout_s: float = 30.0  # per HTTP request (the HEAD and each range GET)
@@ -122,6 +126,14 @@ class RasterReader:
         if cache is None:
             cache = self._local.datasets = OrderedDict()
         return cache
+
+    def _local_files(self) -> OrderedDict:
+        """This thread's open local files (hrefs, least recently used first): also in
+        :meth:`_cache`, capped at ``max_open_local`` on their own."""
+        files = getattr(self._local, "local_files", None)
+        if files is None:
+            files = self._local.local_files = OrderedDict()
+        return files
 
     # ------------------------------------------------------------------ public
 
@@ -246,8 +258,11 @@ class RasterReader:
     def _open(self, href: str, signer: str | None = None):
         cache = self._cache()
         ds = cache.get(href)
+        local = not is_object_href(href) and "://" not in href
         if ds is not None:
             cache.move_to_end(href)
+            if local:
+                self._local_files().move_to_end(href)
             return ds
         if is_object_href(href):
             ds = self._open_object(href)
@@ -256,6 +271,11 @@ class RasterReader:
         else:
             ds = self._open_local(href)
         cache[href] = ds
+        if local:
+            files = self._local_files()
+            files[href] = None
+            while len(files) > self.settings.max_open_local:
+                self._forget(next(iter(files)))
         while len(cache) > self.settings.max_open:
             self._forget(next(iter(cache)))  # the least recently used
         return ds
@@ -391,6 +411,7 @@ class RasterReader:
 
     def _forget(self, href: str) -> None:
         ds = self._cache().pop(href, None)
+        self._local_files().pop(href, None)
         asset = self._assets().pop(href, None)
         if asset is not None:
             asset.release()
