@@ -65,10 +65,27 @@ def test_parts_tile_the_chunk_and_grow_by_the_halo(tiny_catalog, tmp_path):
     np.testing.assert_array_equal(covered, 1)  # every pixel in exactly one part
 
 
-@pytest.mark.parametrize("mosaic", list(STACKED.values()), ids=list(STACKED))
-def test_parts_give_the_whole_chunks_bytes(tiny_catalog, tmp_path, mosaic):
+def _assert_the_whole_chunks(task, whole_outputs, outputs) -> None:
+    """``task`` computed with ``outputs`` gives the whole chunk's mosaics, byte for byte, and
+    the same scenes used and failures."""
     from pipeline.engine.chunk import compute_chunk
     from pipeline.io.reader import RasterReader
+
+    reader = RasterReader()
+    whole = compute_chunk(task, outputs=whole_outputs, reader=reader)
+    other = compute_chunk(task, outputs=outputs, reader=reader)
+    reader.close()
+    assert other.used == whole.used and other.failures == whole.failures
+    for w, p in zip(whole.mosaics, other.mosaics, strict=True):
+        assert w.keys() == p.keys()
+        for layer in w:
+            assert p[layer].dtype == w[layer].dtype
+            np.testing.assert_array_equal(p[layer], w[layer], err_msg=layer)
+    assert np.isfinite(whole.mosaics[0]["bands"]).mean() > 0.5  # the chunk has data
+
+
+@pytest.mark.parametrize("mosaic", list(STACKED.values()), ids=list(STACKED))
+def test_parts_give_the_whole_chunks_bytes(tiny_catalog, tmp_path, mosaic):
     from pipeline.plan.chunks import parts
 
     plan = _plan(tiny_catalog, tmp_path, [mosaic, {"method": "latest"}])
@@ -76,17 +93,7 @@ def test_parts_give_the_whole_chunks_bytes(tiny_catalog, tmp_path, mosaic):
     whole_outputs = dataclasses.replace(plan.outputs, stack_budget=2**40)
     part_outputs = dataclasses.replace(plan.outputs, stack_budget=2 * 2**20)
     assert len(parts(task, part_outputs)) >= 4
-    reader = RasterReader()
-    whole = compute_chunk(task, outputs=whole_outputs, reader=reader)
-    parted = compute_chunk(task, outputs=part_outputs, reader=reader)
-    reader.close()
-    assert parted.used == whole.used and parted.failures == whole.failures
-    for w, p in zip(whole.mosaics, parted.mosaics, strict=True):
-        assert w.keys() == p.keys()
-        for layer in w:
-            assert p[layer].dtype == w[layer].dtype
-            np.testing.assert_array_equal(p[layer], w[layer], err_msg=layer)
-    assert np.isfinite(whole.mosaics[0]["bands"]).mean() > 0.5  # the chunk has data
+    _assert_the_whole_chunks(task, whole_outputs, part_outputs)
 
 
 @pytest.mark.parametrize("mosaic", list(STACKED.values()), ids=list(STACKED))
@@ -96,9 +103,7 @@ def test_a_chunk_read_in_regions_gives_the_whole_chunks_bytes(tiny_catalog, tmp_
     """A chunk larger than ``read_side`` is read region by region (pipeline.engine.parts
     read_regions): the same mosaics, scenes used and failures as the whole chunk read at once,
     with cloud dilation and blending halos crossing the regions' edges."""
-    from pipeline.engine.chunk import compute_chunk
     from pipeline.engine.parts import read_regions
-    from pipeline.io.reader import RasterReader
     from pipeline.plan.calibration import Masking
     from pipeline.plan.chunks import parts
 
@@ -118,17 +123,7 @@ def test_a_chunk_read_in_regions_gives_the_whole_chunks_bytes(tiny_catalog, tmp_
             g = pieces[i].grid_read
             assert grid.y0 <= g.y0 and g.y0 + g.height <= grid.y0 + grid.height
             assert grid.x0 <= g.x0 and g.x0 + g.width <= grid.x0 + grid.width
-    reader = RasterReader()
-    whole = compute_chunk(task, outputs=whole_outputs, reader=reader)
-    regioned = compute_chunk(task, outputs=region_outputs, reader=reader)
-    reader.close()
-    assert regioned.used == whole.used and regioned.failures == whole.failures
-    for w, p in zip(whole.mosaics, regioned.mosaics, strict=True):
-        assert w.keys() == p.keys()
-        for layer in w:
-            assert p[layer].dtype == w[layer].dtype
-            np.testing.assert_array_equal(p[layer], w[layer], err_msg=layer)
-    assert np.isfinite(whole.mosaics[0]["bands"]).mean() > 0.5  # the chunk has data
+    _assert_the_whole_chunks(task, whole_outputs, region_outputs)
 
 
 def test_a_chunk_no_larger_than_read_side_or_warped_by_gdal_is_one_region(tiny_catalog,
