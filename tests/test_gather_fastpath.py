@@ -24,12 +24,8 @@ from shapely.geometry import box as shapely_box
 from pipeline.catalog.scene import BandSource, RasterGrid, Scene
 from pipeline.engine.chunk import read_scene
 from pipeline.engine.warp import nearest_window, source_pixel_coords
-from pipeline.kernels.calibrate import (
-    gather_calibrate,
-    gather_mask,
-    nearest_index_maps,
-    separable_maps,
-)
+from pipeline.kernels.calibrate import gather_calibrate, gather_mask, separable_maps
+from pipeline.kernels.indexmaps import nearest_index_maps
 from pipeline.plan.grid import ChunkGrid, TargetGrid
 from tests.references.kernels import gather_calibrate_reference, gather_mask_reference
 

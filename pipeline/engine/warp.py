@@ -8,7 +8,7 @@ interpolation error is below 1e-5 source pixel (measured 2e-6 at 6° from the ce
 meridian; tested). GDAL's default approximate transformer, by contrast, makes
 nearest-neighbour output depend on the chunking. The full-size half of that interpolation,
 with the floor and the window, runs in one numba kernel
-(:func:`pipeline.kernels.calibrate.nearest_index_maps`) for :func:`nearest_window`.
+(:func:`pipeline.kernels.indexmaps.nearest_index_maps`) for :func:`nearest_window`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from pyproj import CRS, Transformer
 
 from pipeline.catalog.scene import RasterGrid
-from pipeline.kernels.calibrate import nearest_index_maps
+from pipeline.kernels.indexmaps import nearest_index_maps
 from pipeline.plan.grid import ChunkGrid
 
 NODE_STEP = 16
