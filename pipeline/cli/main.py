@@ -43,7 +43,7 @@ JSON document on stdout and nothing else (human text, progress and errors go to 
 
 examples:
   aquila demo-catalog catalogs/demo          # generate the bundled demo catalog
-  aquila run workflows/demo.yaml             # local cluster: 2 worker processes × 1 thread
+  aquila run workflows/demo.yaml             # local cluster sized from the usable cores
   aquila run workflows/demo.yaml --workers 4 --threads 2
   aquila run workflows/demo.yaml --scheduler tcp://10.0.0.5:8786
   aquila -q run workflows/demo.yaml --json > report.json   # the run report, nothing else
