@@ -62,6 +62,19 @@ QA_DTYPES: tuple[np.dtype, ...] = tuple(
 # --------------------------------------------------------------------------------------------
 
 
+@numba.njit(inline="always")
+def _no_data(dn: float, lo: float, hi: float, nd: float) -> bool:
+    """DN outside [lo, hi], equal to the nodata value, or NaN (every gather kernel's test)."""
+    return bool((dn < lo) | (dn > hi) | (dn == nd) | (dn != dn))
+
+
+@numba.njit(inline="always")
+def _calibrated(dn: float, s: float, o: float, f: float, p: float) -> np.float32:
+    """float32((DN * scale + offset) * factor + post): the calibration line of every gather
+    kernel, in this operation order (bit-identical outputs depend on it)."""
+    return np.float32((dn * s + o) * f + p)
+
+
 @numba.njit(cache=True, nogil=True)
 def gather_calibrate_kernel(
     src: np.ndarray,
@@ -142,20 +155,20 @@ def gather_calibrate_kernel(
                 for x in range(nx):
                     dn = np.float64(srow[x])
                     v = np.float32(dn * s + o) + keep[x]
-                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    bad = _no_data(dn, valid_lo, valid_hi, nd)
                     orow[x] = nan if bad else v
             elif run:
                 srow = src[k, r0, c0 : c0 + nx]
                 for x in range(nx):
                     dn = np.float64(srow[x])
-                    v = np.float32((dn * s + o) * fac[x] + p) + keep[x]
-                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    v = _calibrated(dn, s, o, fac[x], p) + keep[x]
+                    bad = _no_data(dn, valid_lo, valid_hi, nd)
                     orow[x] = nan if bad else v
             else:
                 for x in range(nx):
                     dn = np.float64(src[k, rr[x], cc[x]])
-                    v = np.float32((dn * s + o) * fac[x] + p) + keep[x]
-                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    v = _calibrated(dn, s, o, fac[x], p) + keep[x]
+                    bad = _no_data(dn, valid_lo, valid_hi, nd)
                     orow[x] = nan if bad else v
 
 
@@ -301,31 +314,31 @@ def gather_calibrate_sep_kernel(
                     for x in range(nx):
                         dn = np.float64(srow[x])
                         v = np.float32(dn * s + o) + keep[x]
-                        bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                        bad = _no_data(dn, valid_lo, valid_hi, nd)
                         orow[x] = nan if bad else v
                 else:
                     for x in range(nx):
                         dn = np.float64(srow[x])
                         v = np.float32(dn * s + o)
-                        bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                        bad = _no_data(dn, valid_lo, valid_hi, nd)
                         orow[x] = nan if bad else v
             elif run:
                 srow = src[k, r, c0 : c0 + nx]
                 for x in range(nx):
                     dn = np.float64(srow[x])
-                    v = np.float32((dn * s + o) * fac[x] + p) + keep[x]
-                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    v = _calibrated(dn, s, o, fac[x], p) + keep[x]
+                    bad = _no_data(dn, valid_lo, valid_hi, nd)
                     orow[x] = nan if bad else v
             elif per_pixel:
                 for x in range(nx):
                     dn = np.float64(src[k, rr[x], cc[x]])
-                    v = np.float32((dn * s + o) * fac[x] + p) + keep[x]
-                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    v = _calibrated(dn, s, o, fac[x], p) + keep[x]
+                    bad = _no_data(dn, valid_lo, valid_hi, nd)
                     orow[x] = nan if bad else v
             else:  # factor 1: a pixel outside gets the 2-D kernel's value of src[k, 0, 0]
                 d0 = np.float64(src[k, 0, 0])
-                v0 = np.float32((d0 * s + o) * 1.0 + p) + nan
-                bad0 = (d0 < valid_lo) | (d0 > valid_hi) | (d0 == nd) | (d0 != d0)
+                v0 = _calibrated(d0, s, o, 1.0, p) + nan
+                bad0 = _no_data(d0, valid_lo, valid_hi, nd)
                 out0 = nan if bad0 else v0
                 if not rin:
                     for x in range(nx):
@@ -334,8 +347,8 @@ def gather_calibrate_sep_kernel(
                 srow = src[k, r]
                 for x in range(nx):
                     dn = np.float64(srow[ccol[x]])
-                    v = np.float32((dn * s + o) * 1.0 + p) + keepc[x]
-                    bad = (dn < valid_lo) | (dn > valid_hi) | (dn == nd) | (dn != dn)
+                    v = _calibrated(dn, s, o, 1.0, p) + keepc[x]
+                    bad = _no_data(dn, valid_lo, valid_hi, nd)
                     orow[x] = out0 if not cin[x] else (nan if bad else v)
 
 
