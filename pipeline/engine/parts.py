@@ -38,9 +38,9 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -48,6 +48,8 @@ from pipeline.engine.memo import ChunkMemo
 from pipeline.errors import StoreUnwritable
 from pipeline.plan.chunks import ChunkTask, Outputs
 from pipeline.plan.grid import ChunkGrid
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from pipeline.engine.chunk import ChunkOutput, Phases
@@ -77,15 +79,11 @@ def compute_in_parts(
             return _read_region(task, pieces, groups[g], outputs, reader, blocks, need_qa,
                                 on_slot)
 
-        threads = min(_spare_threads(), len(groups))
         useds, fails = [], []
-        with ThreadPoolExecutor(threads, thread_name_prefix="aquila-region") as pool:
-            done = pool.map(lambda g: contextvars.copy_context().run(read, g),
-                            range(len(groups))) if threads > 1 else map(read, range(len(groups)))
-            for used_g, failures_g, own in done:
-                phases.add(own)
-                useds.append(used_g)
-                fails.append(failures_g)
+        for used_g, failures_g, own in _on_spare_threads(read, len(groups), "aquila-region"):
+            phases.add(own)
+            useds.append(used_g)
+            fails.append(failures_g)
         used = useds[0] if len(groups) == 1 else list(_merged(task, *useds))
         failures = fails[0] if len(groups) == 1 else list(_merged_failures(task, *fails))
         mosaics = [_empty(m, nb, c) for m in outputs.mosaics]
@@ -112,23 +110,30 @@ def compute_in_parts(
                 out = _mosaics(piece, outputs, stack, qa_stack, [], _crop(piece), filled)
             return i, out, own
 
-        threads = min(_spare_threads(), len(pieces))
-        with ThreadPoolExecutor(threads, thread_name_prefix="aquila-part") as pool:
-            # kernels (numba, nogil) and reads run outside the GIL; results are taken in
-            # order, so at most `threads` part stacks are alive at once
-            done_parts = pool.map(lambda i: contextvars.copy_context().run(one, i),
-                                  range(len(pieces))) \
-                if threads > 1 else map(one, range(len(pieces)))
-            for i, part, own in done_parts:
-                phases.add(own)
-                p = pieces[i].chunk
-                at = (slice(p.y0 - c.y0, p.y0 - c.y0 + p.height),
-                      slice(p.x0 - c.x0, p.x0 - c.x0 + p.width))
-                with phases("composite"):
-                    for whole, values in zip(mosaics, part, strict=True):
-                        for layer, array in values.items():
-                            whole[layer][(..., *at)] = array
+        for i, part, own in _on_spare_threads(one, len(pieces), "aquila-part"):
+            phases.add(own)
+            p = pieces[i].chunk
+            at = (slice(p.y0 - c.y0, p.y0 - c.y0 + p.height),
+                  slice(p.x0 - c.x0, p.x0 - c.x0 + p.width))
+            with phases("composite"):
+                for whole, values in zip(mosaics, part, strict=True):
+                    for layer, array in values.items():
+                        whole[layer][(..., *at)] = array
     return ChunkOutput(c, (), tuple(mosaics), tuple(used), tuple(failures))
+
+
+def _on_spare_threads(fn: Callable[[int], T], n: int, name: str) -> Iterator[T]:
+    """fn(0), ..., fn(n - 1), in order, on this Dask worker's spare threads (on this thread
+    alone when there are none). Kernels (numba, nogil) and reads run outside the GIL; results
+    are taken in order, so at most that many results (part stacks, region planes) are alive at
+    once. Each call runs in a copy of the caller's context, so Dask's fine metrics reach the
+    task."""
+    threads = min(_spare_threads(), n)
+    if threads <= 1:
+        yield from map(fn, range(n))
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
+        yield from pool.map(lambda i: contextvars.copy_context().run(fn, i), range(n))
 
 
 Region = tuple[ChunkGrid, tuple[int, ...]]  # a read grid and the parts (indices) inside it
