@@ -16,12 +16,14 @@ cached from the run before), the timed runs alternate:
 * **incremental**: ``aquila nightly`` with tonight's scenes published;
 * **full rebuild**: ``aquila nightly --rebuild`` over all scenes into a fresh store.
 
-All compute the same products (a cube, a median mosaic and a latest mosaic), checked identical at
-the end. Prints wall and CPU time (driver + workers: robust to other load on a shared machine)
-and their ratios against the target (≤ 15 %). ``--http`` reads the COGs over HTTP range
-requests from a loopback server instead of the local disk (as from object storage).
+All compute the same products (a cube, a median mosaic and a latest mosaic; ``--mosaics`` picks
+others), checked identical at the end. Prints wall and CPU time (driver + workers: robust to
+other load on a shared machine) and their ratios against the target (≤ 15 %). ``--http`` reads
+the COGs over HTTP range requests from a loopback server instead of the local disk (as from
+object storage).
 
     .venv/bin/python benchmarks/nightly.py               # ~3 minutes on 2 cores
+    .venv/bin/python benchmarks/nightly.py --mosaics latest,earliest,min,max   # all folded
     .venv/bin/python benchmarks/nightly.py --http --repeat 3
     .venv/bin/python benchmarks/nightly.py --http --latency-ms 20 --repeat 1
 """
@@ -84,7 +86,14 @@ def serve_over_http(folder: Path, items, url: str) -> None:
 
 
 def spec_for(
-    catalog: Path, out: Path, *, tiles: int, chunk: int, res: float, url: str | None = None
+    catalog: Path,
+    out: Path,
+    *,
+    tiles: int,
+    chunk: int,
+    res: float,
+    url: str | None = None,
+    methods: tuple[str, ...] = ("median", "latest"),
 ) -> dict:
     size = 4000 * tiles
     roots = {"allowed_roots": [str(catalog), url + "/"]} if url else {}
@@ -101,8 +110,8 @@ def spec_for(
         },
         "products": {
             "cube": {"store": str(out / "cube.zarr")},
-            "mosaic": {"store": str(out / "mosaic.zarr"), "method": "median"},
-            "mosaics": [{"store": str(out / "latest.zarr"), "method": "latest"}],
+            "mosaic": {"store": str(out / f"{methods[0]}.zarr"), "method": methods[0]},
+            "mosaics": [{"store": str(out / f"{m}.zarr"), "method": m} for m in methods[1:]],
         },
     }
 
@@ -142,14 +151,14 @@ def tree_cpu_s() -> float:
     return total
 
 
-def same_products(a: Path, b: Path) -> bool:
+def same_products(a: Path, b: Path, methods: tuple[str, ...]) -> bool:
     import numpy as np
     import xarray as xr
 
     from pipeline.products.transaction import open_night
 
     sa, sb = open_night(a), open_night(b)
-    for group in ("cube", "mosaic", "latest"):
+    for group in ("cube", *methods):
         x = xr.open_zarr(sa.store, group=group, consolidated=False)
         y = xr.open_zarr(sb.store, group=group, consolidated=False)
         for name in y.data_vars:
@@ -213,6 +222,14 @@ def main() -> int:
         metavar="S",
         help="before each timed run, wait up to S s for the load average to drop",
     )
+    p.add_argument(
+        "--mosaics",
+        type=lambda text: tuple(text.split(",")),
+        default=("median", "latest"),
+        metavar="M,M",
+        help="the mosaic methods, comma-separated (default median,latest; latest,earliest,min,max "
+        "are all updated from their committed values, see README 'Cost and limits')",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "_work" / "nightly")
     args = p.parse_args()
@@ -253,6 +270,7 @@ def main() -> int:
                 chunk=args.chunk,
                 res=args.res,
                 url=url,
+                methods=args.mosaics,
             ),
             base_dir=work,
         )
@@ -363,13 +381,14 @@ def one_pattern(args, work: Path, name: str, held: list[Path], spec, address: st
     wall, rep, _ = min(incs, key=lambda x: x[0])
     full_wall, full, _ = min(fulls, key=lambda x: x[0])
     cpu, full_cpu = min(x[2] for x in incs), min(x[2] for x in fulls)
-    ok = same_products(store, full_store)
+    ok = same_products(store, full_store, args.mosaics)
     ratio, cpu_ratio = wall / full_wall, cpu / full_cpu
     c = rep.chunks
     print(
         f"  incremental: {wall:5.1f} s, {cpu:5.1f} CPU s ({c['tasks']} of "
         f"{full.chunks['tasks']} chunks touched; {c['slot_reads']} slots read from assets, "
-        f"{c['slot_copies']} from the cube)"
+        f"{c['slot_copies']} from the cube; {c.get('mosaic_folds', 0)} mosaic chunks updated "
+        "from their committed values)"
     )
     print(
         f"  full:        {full_wall:5.1f} s, {full_cpu:5.1f} CPU s "

@@ -13,12 +13,40 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from pipeline.demo import generate_catalog
 from pipeline.engine.run import RunOptions, run_workflow
 from pipeline.products.transaction import open_night
 from pipeline.spec.workflow import spec_from_dict
+from tests.arrivals import reprocess
 from tests.conftest import make_spec_dict
 
 MOSAICS = {"mosaic": "median", "latest": "latest"}  # group -> method
+REPROCESSED = "S2X_REPROCESSED_L2A"
+
+
+def make_arrivals(full: Path) -> tuple[Path, list[list[str]], str]:
+    """A tiny catalog of 9 scenes plus a reprocessed publication of one north scene, and the
+    order in which they arrive: seven nights, one empty, one late arrival, one reprocessing.
+    Returns (catalog folder, item ids per night, the north scene the reprocessing replaces)."""
+    cat = generate_catalog(full, preset="tiny", scenes_per_provider=3)
+    by_time = [s.item_id for s in sorted(cat.scenes, key=lambda s: s.datetime)]
+    north = [
+        s.item_id for s in sorted(cat.scenes, key=lambda s: s.datetime) if s.collection == "north"
+    ]
+    reprocess(full, north[0], new_id=REPROCESSED)
+    late = by_time[2]  # acquired early, published on night 4: inserted before later slots
+    first = [i for i in by_time[:5] if i != late]
+    nights = [
+        first[:3],  # 1
+        first[3:],  # 2: appended after them
+        [],  # 3: nothing new
+        [late, by_time[5]],  # 4: a late arrival renumbers the later slots
+        [REPROCESSED],  # 5: a newer baseline replaces its slot's scene
+        [by_time[6], by_time[7]],  # 6
+        [by_time[8]],  # 7
+    ]
+    assert sorted(i for n in nights for i in n) == sorted([*by_time, REPROCESSED])
+    return full, nights, north[0]
 
 
 def night_spec(

@@ -173,3 +173,29 @@ def test_the_installed_zarr_is_in_the_tested_range():
     from pipeline.products.chunkio import require_zarr
 
     require_zarr()  # the constraints file pins one inside it
+
+
+def test_whole_chunks_read_past_zarr_equal_zarrs_reads(tmp_path):
+    """Inner, edge and absent (fill value) chunks of every dtype, read in one call, equal
+    zarr's reads; a layout or region it does not read itself goes through zarr."""
+    repo = _repo(tmp_path / "r")
+    session = repo.writable_session("main")
+    group = _layout(session.store)
+    for a, sel, values in _writes({name: group[name] for name in LAYERS}):
+        a[sel] = values
+    zstd = group.create_array("zstd", shape=(12, 12), chunks=(5, 5), dtype="float32",
+                              compressors=[ZstdCodec()], fill_value=np.nan)
+    zstd[:] = np.arange(144, dtype=np.float32).reshape(12, 12)
+    session.commit("data")
+    store = repo.readonly_session("main").store
+    names = ["red", "zero", "count", "source", "zstd"]
+    arrays = chunkio.open_arrays(store, names, mode="r")
+    for region in [(slice(0, 5), slice(5, 10)), (slice(10, 12), slice(0, 5)),
+                   (slice(5, 10), slice(10, 12)), (slice(5, 10), slice(5, 10)),
+                   (slice(0, 5), slice(0, 5)), (slice(1, 6), slice(0, 5))]:
+        got = chunkio.read_chunks(arrays, region)
+        for name, a, g in zip(names, arrays, got, strict=True):
+            want = np.asarray(a[region])
+            assert g.dtype == want.dtype and g.tobytes() == want.tobytes(), (name, region)
+    assert not chunkio._whole(arrays[0], (slice(1, 6), slice(0, 5)))
+    assert chunkio._whole(arrays[0], (slice(10, 12), slice(0, 5)))

@@ -14,48 +14,26 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.demo import generate_catalog
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.nightly import NightOptions, run_nightly
 from pipeline.products.transaction import NightlyStore
 from pipeline.spec.workflow import spec_from_dict
-from tests.arrivals import item_files, publish, reprocess
+from tests.arrivals import item_files, publish
 from tests.nightly_helpers import (
+    REPROCESSED,
     assert_same,
     current,
     full_run,
     load,
+    make_arrivals,
     night_spec,
     time_strictly_increasing,
 )
 
-REPROCESSED = "S2X_REPROCESSED_L2A"
-
 
 @pytest.fixture(scope="module")
 def arrivals(tmp_path_factory):
-    """A tiny catalog of 9 scenes plus a reprocessed publication of one north scene, and the
-    order in which they arrive: seven nights, one empty, one late arrival, one reprocessing."""
-    full = tmp_path_factory.mktemp("arrivals") / "full"
-    cat = generate_catalog(full, preset="tiny", scenes_per_provider=3)
-    by_time = [s.item_id for s in sorted(cat.scenes, key=lambda s: s.datetime)]
-    north = [
-        s.item_id for s in sorted(cat.scenes, key=lambda s: s.datetime) if s.collection == "north"
-    ]
-    reprocess(full, north[0], new_id=REPROCESSED)
-    late = by_time[2]  # acquired early, published on night 4: inserted before later slots
-    first = [i for i in by_time[:5] if i != late]
-    nights = [
-        first[:3],  # 1
-        first[3:],  # 2
-        [],  # 3: nothing new
-        [late, by_time[5]],  # 4: a late arrival renumbers the later slots
-        [REPROCESSED],  # 5: a newer baseline replaces its slot's scene
-        [by_time[6], by_time[7]],  # 6
-        [by_time[8]],  # 7
-    ]
-    assert sorted(i for n in nights for i in n) == sorted([*by_time, REPROCESSED])
-    return full, nights, north[0]
+    return make_arrivals(tmp_path_factory.mktemp("arrivals") / "full")
 
 
 @pytest.mark.slow

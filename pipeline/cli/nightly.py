@@ -196,6 +196,8 @@ def _summary(console: Any, r: Any) -> None:
             f"  time slots: {r.slots['before']} → {r.slots['after']}; chunks "
             f"written: {r.chunks.get('cube', 0)} cube, {r.chunks.get('mosaic', 0)} "
             "mosaic"
+            + (f" ({r.chunks['mosaic_folds']} updated from their committed values)"
+               if r.chunks.get("mosaic_folds") else "")
         )
     if r.snapshot:
         console.print(f"  published snapshot {r.snapshot}")

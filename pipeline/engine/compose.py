@@ -19,7 +19,7 @@ from pipeline.kernels import scored as kscored
 from pipeline.kernels import stream as ks
 from pipeline.kernels.median import composite_latest, composite_median
 from pipeline.plan.chunks import MosaicOutput, SlotScenes
-from pipeline.plan.methods import SINGLE_SOURCE_METHODS
+from pipeline.plan.methods import FOLDABLE_METHODS, SINGLE_SOURCE_METHODS
 
 SUN_ELEVATION_UNKNOWN = 45.0  # degrees: a neutral value where a provider publishes none
 OFF_NADIR_UNKNOWN = 0.0
@@ -194,3 +194,58 @@ def _best_pixel_terms(spec: MosaicOutput, slots: Sequence[SlotScenes]):
     sun, view, days, ranks = _best_pixel_metadata(spec, slots)
     obs = kscored._best_pixel_observation_score(weights, sun, view, days, ranks)
     return obs, float(weights.cloud), float(weights.cloud_distance_max)
+
+
+# --------------------------------------------------------------------------- folding
+
+
+class FoldState:
+    """A committed mosaic chunk taken up again as a running state, for a night's new slots to be
+    folded in (:data:`~pipeline.plan.methods.FOLDABLE_METHODS`). The committed ``bands``,
+    ``count`` and ``source`` are what :class:`StreamState` holds after the committed slots: min,
+    max and count do not depend on the order of the slots, and latest (earliest) keeps the valid
+    observation of the highest (lowest) cube index, which ``source`` records (renumbered by
+    ``moved``, committed index -> tonight's, when a late arrival moved the slots). So
+    :meth:`update` with each new slot, in any order, then :meth:`result` give a full run's bytes
+    (tested against the stack kernels)."""
+
+    def __init__(
+        self,
+        spec: MosaicOutput,
+        committed: dict[str, np.ndarray],
+        moved: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        if spec.method not in FOLDABLE_METHODS or spec.blend_width:
+            raise ValueError(f"a {spec.method} mosaic cannot be folded (see FOLDABLE_METHODS)")
+        self.method = spec.method
+        self.out = np.array(committed["bands"], dtype=np.float32, order="C")
+        self.count = np.array(committed["count"], dtype=np.uint16, order="C")
+        if self.method in SINGLE_SOURCE_METHODS:
+            source = np.array(committed["source"], dtype=np.int32, order="C")
+            if moved:
+                renumber = np.arange(max(max(i for i, _ in moved), int(source.max())) + 1,
+                                     dtype=np.int32)
+                for i, j in moved:
+                    renumber[i] = j
+                source = np.where(source >= 0, renumber[np.maximum(source, 0)], -1).astype(
+                    np.int32)
+            self.source = source
+            self.sign = 1.0 if self.method == "latest" else -1.0  # the later or the earlier wins
+            self.best = self.sign * source.astype(np.float64)
+            self.key = np.empty(source.shape, np.float64)
+
+    def update(self, slot_index: int, slot: np.ndarray) -> None:
+        """Fold cube slot ``slot_index`` (tonight's index; (B, Y, X) float32 on the chunk, NaN =
+        invalid)."""
+        m = self.method
+        if m in ("min", "max"):
+            ks.stream_extreme(slot, self.out, self.count, m == "max")
+            return
+        self.key[:] = self.sign * slot_index
+        ks.stream_pick(slot, self.key, slot_index, self.out, self.source, self.count, self.best)
+
+    def result(self) -> dict[str, np.ndarray]:
+        result: dict[str, np.ndarray] = {"bands": self.out, "count": self.count}
+        if self.method in SINGLE_SOURCE_METHODS:
+            result["source"] = self.source
+        return result

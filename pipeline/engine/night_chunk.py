@@ -2,11 +2,12 @@
 
 Pure of Dask (the driver runs it in workers or in-process). It opens the worker's fork of the
 night's transaction and, read-only, the committed snapshot; computes the chunk with
-:func:`pipeline.engine.chunk.compute_chunk`
-(slots whose content did not change are read back from the
-committed cube instead of their scenes); and writes whole chunks only: each cube slot the order
-names, each cleared slot (an all-NaN chunk equals the fill value, so zarr deletes it), and the
-mosaics. Running it twice writes the same bytes; the driver merges one fork per order.
+:func:`pipeline.engine.chunk.compute_chunk` (slots whose content did not change are read back from
+the committed cube instead of their scenes), or, when the order folds, only its new slots, folded
+into the committed mosaics (:class:`~pipeline.engine.compose.FoldState`); and writes whole chunks
+only: each cube slot the order names, each cleared slot (an all-NaN chunk equals the fill value,
+so zarr deletes it), and the mosaics. Running it twice writes the same bytes; the driver merges
+one fork per order.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.engine.chunk import Phases, _empty, compute_chunk
+from pipeline.engine.compose import FoldState
 from pipeline.engine.writer import ChunkWriter
 from pipeline.io.reader import RasterReader
 from pipeline.plan.chunks import Outputs, SlotScenes
 from pipeline.plan.increment import ChunkOrder
 from pipeline.plan.methods import mosaic_layers
-from pipeline.products.chunkio import MetadataCache, open_arrays, resize_all
+from pipeline.products.chunkio import MetadataCache, open_arrays, read_chunks, resize_all
 from pipeline.products.slots import CubeSlots
 from pipeline.products.store import NIGHTLY_CUBE as CUBE
 
@@ -59,6 +61,27 @@ def night_job(
     """:func:`run_order` as the executor calls it (``groups``: the mosaic group names, in
     ``outputs.mosaics`` order)."""
     return run_order(order, outputs=outputs, groups=groups, reader=reader, fork=fork, base=base)
+
+
+def committed_mosaics(
+    base: Any,
+    outputs: Outputs,
+    groups: Sequence[str],
+    layers: Sequence[Sequence[str]],
+    region: tuple[slice, slice],
+    moved: Sequence[tuple[int, int]] = (),
+) -> list[FoldState]:
+    """Each mosaic's committed layers on the chunk (from the read-only ``base`` session), taken
+    up again as a running state (``moved``: renumbered slots, committed index -> tonight's)."""
+    states = []
+    for spec, group, names in zip(outputs.mosaics, groups, layers, strict=True):
+        arrays = open_arrays(base.store, [f"{group}/{n}" for n in names], mode="r",
+                             cache=_METADATA)
+        values = dict(zip(names, read_chunks(arrays, region), strict=True))
+        committed = {n: v for n, v in values.items() if n not in outputs.bands}
+        committed["bands"] = np.stack([values[b] for b in outputs.bands])
+        states.append(FoldState(spec, committed, moved))
+    return states
 
 
 def run_order(
@@ -104,7 +127,12 @@ def run_order(
             wanted = [s.cube_index for s in order.slots if s.cube_index is not None]
             old = CubeSlots(committed, region, (c.iy, c.ix), wanted)
     t_open = time.perf_counter() - t0
+    folds = None
+    if order.fold is not None:
+        with phases("read"):
+            folds = committed_mosaics(base, outputs, groups, layers, region, order.fold.moved)
     by_slot = {s.slot: s for s in order.slots}
+    fold_slots = frozenset(order.fold.new if order.fold is not None else ())
     result = NightChunkResult(chunk=c.name)
     writer = ChunkWriter(cube, region, block=order.block, n_slots=order.n_slots,
                          blocks=order.blocks)
@@ -113,6 +141,10 @@ def run_order(
     def write_slot(slot: int, values: np.ndarray) -> None:
         if by_slot[slot].write:
             writer(slot, values)
+        if folds is not None and slot in fold_slots:
+            with phases("composite"):
+                for state in folds:
+                    state.update(slot, values)
 
     def from_cube(ss: SlotScenes, plane: np.ndarray) -> bool | None:
         o = by_slot[ss.slot]
@@ -128,7 +160,7 @@ def run_order(
 
     out = None
     if order.task is not None and order.task.slots:
-        computed = outputs if order.mosaic else replace(outputs, mosaics=())
+        computed = outputs if order.mosaic and order.fold is None else replace(outputs, mosaics=())
         out = compute_chunk(
             order.task, outputs=computed, reader=reader, on_slot=write_slot, reuse=from_cube,
             phases=phases,
@@ -141,11 +173,12 @@ def run_order(
     if writing_mosaics:
         nb = len(outputs.bands)
         with phases("composite"):
-            mosaics = (
-                out.mosaics
-                if (order.mosaic and out is not None)
-                else tuple(_empty(m, nb, c) for m in outputs.mosaics)
-            )
+            if folds is not None:
+                mosaics = tuple(state.result() for state in folds)
+            elif order.mosaic and out is not None:
+                mosaics = out.mosaics
+            else:
+                mosaics = tuple(_empty(m, nb, c) for m in outputs.mosaics)
         for name, names, mosaic in zip(groups, layers, mosaics, strict=True):
             for layer in names:
                 values = (

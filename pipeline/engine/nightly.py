@@ -64,6 +64,7 @@ from pipeline.plan.changes import Listing, ingest_fingerprint, list_catalog
 from pipeline.plan.chunks import Plan, make_plan
 from pipeline.plan.increment import Increment, diff, plan_digest
 from pipeline.plan.ledger import LedgerEntry, StoreState, Tokens
+from pipeline.plan.methods import can_fold
 from pipeline.plan.tonight import (
     Tonight,
     account,
@@ -236,6 +237,7 @@ class _Night:
                         block=self.options.time_block,
                         token=self.token,
                         changed=self.rewritten(listing),
+                        fold=can_fold(self.outputs.mosaics),
                     )
                     self.describe(tonight, inc, listing)
                 if inc.empty and not self.ledger_changed(tonight, listing):

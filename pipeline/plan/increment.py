@@ -21,7 +21,12 @@ For one chunk ``c`` and cube slot index ``j``, the *content* is the tuple of sce
   without ``target_date`` targets the median slot time, which moves every night);
 * slots the mosaic needs but the cube does not rewrite are read back from the committed cube
   when that is exact (no halo, no quality mask needed: the cube stores neither), else from the
-  scenes.
+  scenes;
+* but when every mosaic can be folded (``fold``: :data:`~pipeline.plan.methods.FOLDABLE_METHODS`)
+  and tonight only adds slots to the chunk (each committed slot is still there with its content,
+  in the same order, perhaps renumbered by a late arrival), the mosaic chunk is updated from its
+  committed layers with the new slots alone (:class:`Fold`): no other slot is read, from the
+  cube or the scenes.
 
 A scene whose assets were rewritten in place (same item, same scene record and token, new pixels:
 see :mod:`pipeline.io.identity`) is passed in ``changed``: its contents tonight count as new, so
@@ -55,6 +60,15 @@ class SlotOrder:
 
 
 @dataclass(frozen=True)
+class Fold:
+    """The committed mosaics of a chunk, updated: ``new`` slots folded in (tonight's indices,
+    ascending), and the ``source`` of ``moved`` slots renumbered (committed index, tonight's)."""
+
+    new: tuple[int, ...]
+    moved: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class ChunkOrder:
     """Everything one nightly chunk task does. ``task`` lists only the slots it needs."""
 
@@ -66,6 +80,7 @@ class ChunkOrder:
     clear_mosaic: bool = False  # the chunk had mosaic data and has none tonight
     n_slots: int = 0  # the cube's time length tonight (each fork resizes to it: see night_chunk)
     block: int = 1  # slots per cube store chunk
+    fold: Fold | None = None  # update the committed mosaics (None: recompose them)
 
     @property
     def n_reads(self) -> int:
@@ -173,11 +188,13 @@ def diff(
     block: int = 1,
     token: Callable[[Scene], str] = scene_token,
     changed: frozenset[str] = frozenset(),
+    fold: bool = False,
 ) -> Increment:
     """The work orders that turn the committed store (plan ``old``; None: empty store) into
     tonight's (plan ``new``). ``reuse_cube``: slots may be read back from the committed cube;
     ``block``: slots per cube store chunk; ``token``: see :func:`contents`; ``changed``: tokens
-    of scenes whose assets were rewritten in place (same scene record, new pixels)."""
+    of scenes whose assets were rewritten in place (same scene record, new pixels); ``fold``:
+    every mosaic can be updated from its committed layers (see the module's docstring)."""
     grid = new.grid
     old_c = contents(old, token) if old is not None else {}
     new_c = contents(new, _renewed(token, changed) if changed else token)
@@ -194,6 +211,7 @@ def diff(
             tasks.get(key),
             reuse_cube=reuse_cube,
             block=block,
+            fold=fold,
         )
         if order is not None:
             orders.append(order)
@@ -238,6 +256,7 @@ def _order(
     *,
     reuse_cube: bool,
     block: int,
+    fold: bool = False,
 ) -> ChunkOrder | None:
     chunk = grid.chunk_grid(*key)
     n, n_old = len(new.slots), len(old.slots) if old is not None else 0
@@ -257,11 +276,12 @@ def _order(
         if not blocks and not clear_mosaic:
             return None
         return ChunkOrder(chunk, None, (), blocks, mosaic, clear_mosaic, n, block)
+    folded = _fold(old, new, before, tonight) if fold and mosaic and old else None
     where = {content: i for i, content in before.items()}
     wanted, kept = [], []
     for ss in task.slots:
         write = ss.slot // block in changed
-        if not (write or mosaic):
+        if not (write or (ss.slot in folded.new if folded else mosaic)):
             continue
         i = where.get(tonight[ss.slot]) if reuse_cube else None
         origin: Literal["scenes", "cube"] = "cube" if i is not None else "scenes"
@@ -278,4 +298,28 @@ def _order(
         clear_mosaic,
         n,
         block,
+        folded,
     )
+
+
+def _fold(
+    old: Plan, new: Plan, before: Mapping[int, Content], tonight: Mapping[int, Content]
+) -> Fold | None:
+    """How the chunk's committed mosaics become tonight's, when tonight only adds slots to the
+    chunk: every committed slot is there tonight with the same content, in the same order (a
+    late arrival may renumber them), and the mosaic parameters are the same. Else None
+    (recompose). A slot's metadata may change (a scene joining it elsewhere moves its time):
+    the foldable methods' values depend on the slots' pixels and order, not on their times."""
+    if not before or repr(old.outputs.mosaics) != repr(new.outputs.mosaics):
+        return None
+    index = {content: j for j, content in tonight.items()}
+    moved, kept, last = [], set(), -1
+    for i in sorted(before):
+        j = index.get(before[i])
+        if j is None or j <= last:
+            return None
+        kept.add(j)
+        last = j
+        if i != j:
+            moved.append((i, j))
+    return Fold(tuple(sorted(set(tonight) - kept)), tuple(moved))

@@ -114,6 +114,7 @@ def account(
             "tasks": len(inc.orders),
             "cube": inc.cube_writes,
             "mosaic": inc.mosaic_writes,
+            "mosaic_folds": sum(o.fold is not None for o in inc.orders),
             "slot_reads": sum(o.n_reads for o in inc.orders),
             "slot_copies": sum(len(o.slots) - o.n_reads for o in inc.orders),
         },

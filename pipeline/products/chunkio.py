@@ -115,6 +115,38 @@ def fetch(store, keys: Sequence[str]) -> list:
     return list(sync(get_all()))
 
 
+def read_chunks(arrays: Sequence[Any], region: tuple[slice, ...]) -> list[np.ndarray]:
+    """Each array's values on ``region``, one whole chunk of arrays of one store (a nightly
+    mosaic chunk's bands and layers): the :func:`plain` ones fetched in one concurrent call and
+    decoded here (an absent chunk is the fill value), the others read by zarr. Measured: 22
+    layers of a 200 px chunk through ``Array.__getitem__`` cost ~45 ms, mostly hand-offs to
+    zarr's event loop."""
+    shape = tuple(r.stop - r.start for r in region)
+    fast = [plain(a) and _whole(a, region) for a in arrays]
+    keys = [key(a, [r.start // c for r, c in zip(region, a.chunks, strict=True)])
+            for a, f in zip(arrays, fast, strict=True) if f]
+    raws = iter(fetch(arrays[0].store, keys) if keys else ())
+    out = []
+    for a, f in zip(arrays, fast, strict=True):
+        if not f:
+            out.append(np.asarray(a[region]))
+            continue
+        data = decode(a, next(raws))
+        if data is None:
+            out.append(np.full(shape, a.metadata.fill_value, dtype=a.dtype))
+        else:
+            out.append(data[tuple(slice(0, n) for n in shape)])
+    return out
+
+
+def _whole(array, region: tuple[slice, ...]) -> bool:
+    """``region`` is one chunk of ``array``, cut short only by the array's edge."""
+    return len(region) == len(array.chunks) and all(
+        r.start % c == 0 and r.stop == min(r.start + c, n)
+        for r, c, n in zip(region, array.chunks, array.shape, strict=True)
+    )
+
+
 class MetadataCache:
     """Parsed array metadata by (snapshot, path), for stores whose content is exactly one
     committed snapshot's: an Icechunk session or fork without uncommitted changes. Each
