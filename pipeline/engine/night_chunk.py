@@ -73,11 +73,12 @@ def committed_mosaics(
 ) -> list[FoldState]:
     """Each mosaic's committed layers on the chunk (from the read-only ``base`` session), taken
     up again as a running state (``moved``: renumbered slots, committed index -> tonight's)."""
+    paths = [f"{g}/{n}" for g, names in zip(groups, layers, strict=True) for n in names]
+    arrays = open_arrays(base.store, paths, mode="r", cache=_METADATA)
+    read = iter(read_chunks(arrays, region))  # every mosaic's layers in one store call
     states = []
-    for spec, group, names in zip(outputs.mosaics, groups, layers, strict=True):
-        arrays = open_arrays(base.store, [f"{group}/{n}" for n in names], mode="r",
-                             cache=_METADATA)
-        values = dict(zip(names, read_chunks(arrays, region), strict=True))
+    for spec, names in zip(outputs.mosaics, layers, strict=True):
+        values = {n: next(read) for n in names}
         committed = {n: v for n, v in values.items() if n not in outputs.bands}
         committed["bands"] = np.stack([values[b] for b in outputs.bands])
         states.append(FoldState(spec, committed, moved))
