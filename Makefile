@@ -40,8 +40,9 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/peers.py
 
-bench-nightly: $(STAMP)  # scenes on local disk, then from an object store answering in 20 ms
+bench-nightly: $(STAMP)  # local disk (median+latest, then mosaics updated in place), then remote
 	$(BIN)/python benchmarks/nightly.py
+	$(BIN)/python benchmarks/nightly.py --mosaics latest,earliest,min,max
 	$(BIN)/python benchmarks/nightly.py --http --latency-ms 20
 
 bench-rates: $(STAMP)  # per-core rates for the cost model (--write updates pipeline/plan/rates.py)

@@ -33,8 +33,10 @@ log = logging.getLogger("pipeline.cli")
 
 NIGHTLY_HELP = """\
 Append the scenes the catalog gained since the last night to an Icechunk store (cube + mosaics),
-recompute the mosaic chunks they touch, and publish it all in one atomic commit. Idempotent and
-crash-safe: a night with nothing new commits nothing; a killed run, rerun, gives the same store.
+bring the mosaic chunks they touch up to date (latest, earliest, min and max are updated from
+their committed values; the others are recomposed), and publish it all in one atomic commit.
+Idempotent and crash-safe: a night with nothing new commits nothing; a killed run, rerun, gives
+the same store.
 One run per store at a time: a second one exits at once with code 75.
 """
 
