@@ -6,7 +6,8 @@ night's transaction and, read-only, the committed snapshot; computes the chunk w
 the committed cube instead of their scenes), or, when the order folds, only its new slots, folded
 into the committed mosaics (:class:`~pipeline.engine.compose.FoldState`); and writes whole chunks
 only: each cube slot the order names, each cleared slot (an all-NaN chunk equals the fill value,
-so zarr deletes it), and the mosaics. Running it twice writes the same bytes; the driver merges
+so zarr deletes it), and the mosaics (a fold leaves out the layers whose bytes it did not change:
+the fork holds them already). Running it twice writes the same bytes; the driver merges
 one fork per order.
 """
 
@@ -70,15 +71,19 @@ def committed_mosaics(
     layers: Sequence[Sequence[str]],
     region: tuple[slice, slice],
     moved: Sequence[tuple[int, int]] = (),
+    values_out: dict[str, np.ndarray] | None = None,
 ) -> list[FoldState]:
     """Each mosaic's committed layers on the chunk (from the read-only ``base`` session), taken
-    up again as a running state (``moved``: renumbered slots, committed index -> tonight's)."""
+    up again as a running state (``moved``: renumbered slots, committed index -> tonight's).
+    ``values_out`` receives each layer's committed values by path (``group/layer``)."""
     paths = [f"{g}/{n}" for g, names in zip(groups, layers, strict=True) for n in names]
     arrays = open_arrays(base.store, paths, mode="r", cache=_METADATA)
     read = iter(read_chunks(arrays, region))  # every mosaic's layers in one store call
     states = []
-    for spec, names in zip(outputs.mosaics, layers, strict=True):
+    for g, spec, names in zip(groups, outputs.mosaics, layers, strict=True):
         values = {n: next(read) for n in names}
+        if values_out is not None:
+            values_out.update((f"{g}/{n}", v) for n, v in values.items())
         committed = {n: v for n, v in values.items() if n not in outputs.bands}
         committed["bands"] = np.stack([values[b] for b in outputs.bands])
         states.append(FoldState(spec, committed, moved))
@@ -129,9 +134,11 @@ def run_order(
             old = CubeSlots(committed, region, (c.iy, c.ix), wanted)
     t_open = time.perf_counter() - t0
     folds = None
+    committed_layers: dict[str, np.ndarray] = {}  # a fold's committed layers, by path
     if order.fold is not None:
         with phases("read"):
-            folds = committed_mosaics(base, outputs, groups, layers, region, order.fold.moved)
+            folds = committed_mosaics(base, outputs, groups, layers, region, order.fold.moved,
+                                      committed_layers)
     by_slot = {s.slot: s for s in order.slots}
     fold_slots = frozenset(order.fold.new if order.fold is not None else ())
     result = NightChunkResult(chunk=c.name)
@@ -187,7 +194,10 @@ def run_order(
                     if layer in outputs.bands
                     else mosaic[layer]
                 )
-                final.append((arrays[f"{name}/{layer}"], region, values))
+                path = f"{name}/{layer}"
+                if path in committed_layers and _same_bytes(committed_layers[path], values):
+                    continue  # the fork holds the committed chunk already: nothing to write
+                final.append((arrays[path], region, values))
         result.mosaic_written = 1
     with phases("write"):
         writer.finish(final)
@@ -203,3 +213,12 @@ def run_order(
     result.phases = dict(phases)
     result.fork = fork
     return result
+
+
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays hold the same bytes (a signed zero or a NaN payload counts: a layer
+    is skipped only where writing it would change no byte of the store)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(np.ascontiguousarray(a).view(np.uint8),
+                               np.ascontiguousarray(b).view(np.uint8)))
