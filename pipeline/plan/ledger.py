@@ -195,8 +195,11 @@ def scene_from_dict(d: Mapping[str, Any]) -> Scene:
 
 
 def _encode(v: Any) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _encode(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if type(v) in _LEAVES:  # most values: no further test (a night encodes ~70 000 of them)
+        return v if type(v) is not float or math.isfinite(v) else repr(v)
+    names = _field_names(type(v))  # type: ignore[arg-type]  # types are hashable
+    if names is not None:
+        return {name: _encode(getattr(v, name)) for name in names}
     if isinstance(v, tuple | list):
         return [_encode(x) for x in v]
     if isinstance(v, dt.datetime):
@@ -206,6 +209,17 @@ def _encode(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return repr(v)  # 'nan', 'inf', '-inf'
     return v
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The field names of a dataclass type, in order (None for any other type)."""
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    return None
 
 
 Decoder = Callable[[Any], Any]
