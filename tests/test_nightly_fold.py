@@ -125,6 +125,34 @@ def test_appending_nights_fold_and_equal_a_full_run(arrivals, tmp_path):
         assert same == [], f"mosaic chunks rewritten with the bytes they had: {same[:5]}"
 
 
+def test_a_fold_over_the_keep_bound_writes_every_layer(arrivals, tmp_path, monkeypatch):
+    """Committed layers larger than the bound are not kept for the unchanged-layer check (a
+    second copy of the fold's state): the fold then writes every layer, and still equals a full
+    run."""
+    import pipeline.engine.night_chunk as night_chunk
+
+    full, nights, _ = arrivals
+    live, store = tmp_path / "live", tmp_path / "n.icechunk"
+    publish(full, live, list(nights[0]))
+    _night(live, tmp_path, store)
+    monkeypatch.setattr(night_chunk, "_KEEP_COMMITTED", 1024)
+    publish(full, live, [*nights[0], *nights[1]])
+    spec, r2 = _night(live, tmp_path, store)
+    assert r2.chunks["mosaic_folds"] == r2.chunks["mosaic"] > 0
+    assert_same(current(store), full_run(spec, tmp_path / "full"), groups=("cube", *FOLDED))
+    ((before, after),) = _night_pairs(store)
+    written, same = _mosaic_chunks_written(store, before, after, FOLDED)
+    assert same and written == r2.chunks["mosaic"] * _layers_per_chunk()
+
+
+def _layers_per_chunk() -> int:
+    """Mosaic layers of a chunk in :data:`FOLDED`: 4 bands and count, and source where the
+    method picks one observation."""
+    from pipeline.plan.methods import mosaic_layers
+
+    return sum(5 + len(mosaic_layers(m)) for m in FOLDED.values())
+
+
 def _night_pairs(store: Path) -> list[tuple[str, str]]:
     """(snapshot before, snapshot after) of each night after the first."""
     from pipeline.products.transaction import NightlyStore
