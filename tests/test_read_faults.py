@@ -123,3 +123,25 @@ def test_retries_exhausted_is_a_transient_failure_with_its_attempts(served):
         reader.read(server.url + rel, [1], (0, 0, 16, 16))
     assert err.value.reason == "asset_unavailable" and err.value.attempts == FAST.attempts
     assert server.answered(rel) == [503] * FAST.attempts
+
+
+def test_ctrl_c_inside_gdals_read_callback_is_an_interruption_not_a_corrupt_asset(served,
+                                                                                 monkeypatch):
+    """A KeyboardInterrupt raised while GDAL is inside the URL's read callback (a terminal's
+    Ctrl-C lands there when reads are slow; seen once in CI as a "partial run" with the scene
+    judged asset_corrupt) cannot pass through GDAL, which sees a failed open: the reader raises
+    it again instead of judging the asset corrupt and the run going on without the scene."""
+    from pipeline.io import remote
+
+    server, root = served
+    path, rel = _asset(root)
+    _, window = _full(path)
+    reader = _reader()
+
+    def interrupted(self, offset, size):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(remote.RemoteAsset, "read_at", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reader.read(server.url + rel, [1], window)
+    assert server.url + rel not in reader.failed()

@@ -168,7 +168,12 @@ class RasterReader:
                     with object_env(href) if is_object_href(href) else nullcontext():
                         return ds.read(list(bands), window=Window(c0, r0, w, h))
 
-                data = self._tiles.read(ds, self.settings.session, href, indexes, window, raw)
+                try:
+                    data = self._tiles.read(ds, self.settings.session, href, indexes, window,
+                                            raw)
+                finally:
+                    if asset is not None:
+                        asset.reraise_interrupt()  # a Ctrl-C inside GDAL's read callback
                 done = True
                 return data
             except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:

@@ -113,6 +113,9 @@ class RemoteAsset:
         self.settings = settings
         self.size = size
         self.problem: Failure | HrefNotAllowed | None = None
+        # a Ctrl-C (or exit) that arrived inside a GDAL callback, which cannot pass it on: GDAL
+        # sees a failed read, and the caller raises it again (reraise_interrupt)
+        self.interrupted: BaseException | None = None
         self.requests = 0
         self._serial = next(_SERIALS)
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
@@ -176,6 +179,13 @@ class RemoteAsset:
             self.problem = problem
         else:  # the network: a timeout, a reset, a refused connection
             self.problem = Failure(True, "asset_unavailable", f"{self.href}: {problem}")
+
+    def reraise_interrupt(self) -> None:
+        """Raise again a KeyboardInterrupt or SystemExit that a GDAL callback swallowed: a
+        Ctrl-C during a read is the run's interruption, never an unreadable asset."""
+        stopped, self.interrupted = self.interrupted, None
+        if stopped is not None:
+            raise stopped
 
     def release(self) -> None:
         """Drop what is stored for this file (it was closed)."""
@@ -266,6 +276,8 @@ class _Handle(io.RawIOBase):
                 self._pos = self._asset.total_size() + offset
             except _PROBLEMS as exc:
                 self._asset.note(exc)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                self._asset.interrupted = exc
         return self._pos
 
     def read(self, size: int = -1) -> bytes:
@@ -273,6 +285,9 @@ class _Handle(io.RawIOBase):
             data = self._asset.read_at(self._pos, size)
         except _PROBLEMS as exc:
             self._asset.note(exc)
+            return b""
+        except (KeyboardInterrupt, SystemExit) as exc:  # GDAL cannot pass it on: kept, raised
+            self._asset.interrupted = exc  # again by the caller (reraise_interrupt)
             return b""
         self._pos += len(data)
         return data
@@ -338,7 +353,10 @@ def open_remote(asset: RemoteAsset):
     if driver is None:  # the policy refuses these first; never open one unchecked
         raise HrefNotAllowed(f"{asset.href} is not a GeoTIFF or JPEG 2000")
     share_opener_state()
-    ds = rasterio.open(asset.href, driver=driver, opener=AssetOpener(asset))
+    try:
+        ds = rasterio.open(asset.href, driver=driver, opener=AssetOpener(asset))
+    finally:
+        asset.reraise_interrupt()
     _close_at_exit(ds)
     return ds
 
