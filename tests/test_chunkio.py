@@ -4,6 +4,11 @@ metadata equal zarr's; other layouts and partial selections go through zarr."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+import time
+
 import numpy as np
 import pytest
 import zarr
@@ -199,3 +204,69 @@ def test_whole_chunks_read_past_zarr_equal_zarrs_reads(tmp_path):
             assert g.dtype == want.dtype and g.tobytes() == want.tobytes(), (name, region)
     assert not chunkio._whole(arrays[0], (slice(1, 6), slice(0, 5)))
     assert chunkio._whole(arrays[0], (slice(10, 12), slice(0, 5)))
+
+
+# ------------------------------------------------------------- settle: a failed call's siblings
+
+
+def _failed_gather_with_a_slow_sibling(seconds: float) -> threading.Event:
+    """zarr-python's pattern (a node's metadata writes): ``asyncio.gather`` of store calls on
+    zarr's loop, one failing at once (a full disk) while another is still in its thread; that
+    one's own error is caught where zarr catches it (``set_if_not_exists``). Returns the event
+    the slow call sets as it ends."""
+    from zarr.core.sync import sync
+
+    finished = threading.Event()
+
+    def slow() -> None:
+        time.sleep(seconds)
+        finished.set()
+        raise FileExistsError(17, "File exists")
+
+    async def fails() -> None:
+        raise OSError(28, "No space left on device")
+
+    async def slow_write() -> None:
+        with contextlib.suppress(FileExistsError):
+            await asyncio.to_thread(slow)
+
+    async def save() -> None:
+        await asyncio.gather(fails(), slow_write())
+
+    with pytest.raises(OSError, match="No space left"):
+        sync(save())
+    assert not finished.is_set()  # still running: what a process exiting now would cut off
+    return finished
+
+
+def _tasks_left() -> int:
+    from zarr.core.sync import sync
+
+    async def count() -> int:
+        return len(asyncio.all_tasks()) - 1
+
+    return sync(count())
+
+
+def test_settle_waits_for_the_calls_a_failed_one_left_running():
+    finished = _failed_gather_with_a_slow_sibling(0.3)
+    assert chunkio.settle() is True
+    assert finished.is_set()
+    assert _tasks_left() == 0
+
+
+def test_settle_gives_up_after_its_timeout():
+    finished = _failed_gather_with_a_slow_sibling(0.5)
+    assert chunkio.settle(timeout_s=0.05) is False
+    assert not finished.is_set()
+    assert chunkio.settle() is True and finished.is_set()
+
+
+def test_the_cli_settles_zarr_before_it_returns(tmp_path):
+    """``aquila`` exits right after ``main`` returns; a call left in flight then would print an
+    unretrieved error's traceback (CI saw it on a full disk), so main waits for it first."""
+    from pipeline.cli.main import main
+
+    finished = _failed_gather_with_a_slow_sibling(0.3)
+    assert main(["validate", str(tmp_path / "missing.yaml")]) != 0
+    assert finished.is_set()

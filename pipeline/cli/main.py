@@ -129,7 +129,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     configure_logging(verbose=args.verbose, quiet=args.quiet, log_format=args.log_format)
     log.debug("aquila %s, arguments %s", __version__, vars(args))
-    return _call(args, Output.for_args(args))
+    try:
+        return _call(args, Output.for_args(args))
+    finally:
+        _settle_stores()
+
+
+def _settle_stores() -> None:
+    """Before the process exits: let zarr's in-flight store calls end (a failed write leaves
+    its siblings running, and asyncio would print each one's error as an unretrieved traceback;
+    :func:`pipeline.products.chunkio.settle`). Nothing to do where zarr was never used."""
+    if "zarr.core.sync" in sys.modules:
+        from pipeline.products.chunkio import settle
+
+        settle()
 
 
 def _command(args: argparse.Namespace) -> str:

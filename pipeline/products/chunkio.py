@@ -296,3 +296,38 @@ def _all_fill(data: np.ndarray, fill: Any) -> bool:
     if data.dtype.kind == "f" and np.isnan(f):
         return bool(np.isnan(data).all())
     return bool((data == f).all())
+
+
+_SETTLING = "aquila-settle"
+
+
+def settle(timeout_s: float = 10.0) -> bool:
+    """Wait until zarr's event loop has no store call left in flight (at most ``timeout_s``);
+    whether it got there. For a process about to exit after a store call failed.
+
+    A failed store call leaves its siblings running: zarr-python gathers a node's metadata writes
+    (and :func:`write_all` its chunks) with ``asyncio.gather``, which returns the first error at
+    once. A process that exits right after, as ``aquila run`` does on a full disk, stops zarr's
+    loop (its ``atexit`` clean-up) between a sibling's thread finishing and its task taking the
+    result, and asyncio then prints "Future exception was never retrieved" with a traceback for
+    an error that was handled or already reported (seen in CI: the ``FileExistsError`` zarr's
+    exclusive ``zarr.json`` writes raise and catch themselves). Waiting here lets every such
+    task end where zarr handles its errors. Nothing is waited for when no loop was started."""
+    from zarr.core import sync as zsync
+
+    loop = zsync.loop[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return True
+
+    async def drain() -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        me.set_name(_SETTLING)  # one that timed out still runs: the next must not wait for it
+        while rest := [t for t in asyncio.all_tasks() if t.get_name() != _SETTLING]:
+            await asyncio.wait(rest)
+
+    try:
+        zsync.sync(drain(), timeout=timeout_s)
+    except TimeoutError:
+        return False
+    return True
