@@ -18,6 +18,7 @@ from pipeline.kernels.median import (
     _median_network,
     composite_latest,
     composite_median,
+    keep_valid,
     merge_first_valid,
 )
 from pipeline.kernels.qa import lut_from_bitfields, lut_from_classes
@@ -382,6 +383,47 @@ def test_merge_first_valid_known_values():
         merge_first_valid(a, np.zeros((1, 3), bool), slot[:1])
     with pytest.raises(ValueError, match="masked"):
         merge_first_valid(a, np.zeros((3, 1), bool), slot)
+
+
+# keep_valid: a slot's first scene gathered straight into the all-NaN plane
+
+
+@pytest.mark.parametrize("case", MERGE_CASES)
+def test_keep_valid_leaves_what_merging_into_an_empty_slot_leaves(case):
+    rng = np.random.default_rng(seed("keep", case))
+    (scene, masked), *_ = merge_case(case, rng)[0]
+    scene[..., 1, 2] = -0.0  # signed zeros and NaN payloads are kept bit for bit
+    scene[0, 2, 3] = np.frombuffer(np.uint32(0x7FC00123).tobytes(), np.float32)[0]
+    expected = merge_first_valid_reference([(scene, masked)], scene.shape)
+    values = scene.copy()
+    n = keep_valid(values, masked)
+    assert n == int((~np.isnan(expected[0])).sum())
+    np.testing.assert_array_equal(bits(values), bits(expected))
+
+
+@PROPS
+@given(
+    values=hnp.arrays(np.float32, hnp.array_shapes(min_dims=3, max_dims=3, max_side=9),
+                      elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
+    data=st.data(),
+)
+def test_keep_valid_property(values, data):
+    masked = data.draw(hnp.arrays(np.bool_, values.shape[1:]))
+    slot = np.full(values.shape, np.nan, np.float32)
+    n_merge = merge_first_valid(values, masked, slot)
+    kept = values.copy()
+    assert keep_valid(kept, masked) == n_merge
+    np.testing.assert_array_equal(bits(kept), bits(slot))
+
+
+def test_keep_valid_known_values_and_errors():
+    a = np.array([[[1, np.nan, 3, 4]], [[5, 6, np.inf, 8]]], dtype=np.float32)
+    assert keep_valid(a, np.array([[False, False, False, True]])) == 1
+    np.testing.assert_array_equal(a, [[[1, np.nan, np.nan, np.nan]], [[5, np.nan, np.nan, np.nan]]])
+    with pytest.raises(ValueError, match="masked"):
+        keep_valid(a, np.zeros((4, 1), bool))
+    with pytest.raises(ValueError, match="values"):
+        keep_valid(a.astype(np.float64), np.zeros((1, 4), bool))
 
 
 # --------------------------------------------------------------------------------------------

@@ -145,3 +145,43 @@ def test_ctrl_c_inside_gdals_read_callback_is_an_interruption_not_a_corrupt_asse
     with pytest.raises(KeyboardInterrupt):
         reader.read(server.url + rel, [1], window)
     assert server.url + rel not in reader.failed()
+
+
+def test_a_scene_failing_after_its_bands_were_gathered_leaves_no_value_in_its_slot(
+        catalog_copy, tiny_catalog, tmp_path):
+    """A slot's first scene is gathered straight into the slot's plane; when its quality asset
+    then fails to read, the scene is a failure and the plane must hold none of its values:
+    the mosaic is the one of the chunk without that scene (bit for bit)."""
+    import dataclasses
+
+    from pipeline.engine.chunk import compute_chunk
+    from pipeline.engine.run import discover, outputs_of, target_grid
+    from pipeline.plan.chunks import make_plan
+    from pipeline.spec.workflow import spec_from_dict
+    from tests.conftest import make_spec_dict
+
+    d = make_spec_dict(catalog_copy, tmp_path, bounds=tiny_catalog.area_bounds, chunk=512,
+                       cube=False)
+    spec = spec_from_dict(d, base_dir=tmp_path)
+    scenes = list(discover(spec).scenes)
+    plan = make_plan(scenes, grid=target_grid(spec, scenes), outputs=outputs_of(spec))
+    (task,) = plan.tasks  # the tiny grid is one chunk, its stack held whole
+    k, victim = next((k, s.scenes[0]) for k, s in enumerate(task.slots)
+                     if len(s.scenes) == 1 and s.scenes[0].quality)
+    scl = next(q for q in victim.quality)
+    path = type(catalog_copy)(scl.href.removeprefix("file://"))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # its header reads, its tiles do not
+
+    without = dataclasses.replace(task, slots=task.slots[:k] + task.slots[k + 1:])
+    reader = RasterReader()
+    try:
+        expected = compute_chunk(without, outputs=plan.outputs, reader=reader)
+        got = compute_chunk(task, outputs=plan.outputs, reader=reader)
+    finally:
+        reader.close()
+    assert [f[0] for f in got.failures] == [victim.id]
+    assert victim.id not in got.used
+    for e, g in zip(expected.mosaics, got.mosaics, strict=True):
+        np.testing.assert_array_equal(g["bands"].view(np.uint32), e["bands"].view(np.uint32))
+        np.testing.assert_array_equal(g["count"], e["count"])

@@ -31,7 +31,7 @@ from pipeline.engine.writer import ChunkWriter
 from pipeline.errors import ReadError
 from pipeline.io.reader import RasterReader
 from pipeline.kernels.calibrate import gather_calibrate, gather_mask
-from pipeline.kernels.median import merge_first_valid
+from pipeline.kernels.median import keep_valid, merge_first_valid
 from pipeline.plan.calibration import Masking, group_factor, grow, quality_luts
 from pipeline.plan.chunks import (
     ChunkTask,
@@ -139,7 +139,8 @@ def compute_chunk(
     (B, Y, X))`` at once (the cube writer) or, without it, into ``ChunkOutput.slots``.
 
     ``reuse(slot_scenes, plane)`` (nightly runs) may fill a slot's plane from the committed cube
-    instead of reading its scenes: it returns whether any pixel was filled, or None to read.
+    instead of reading its scenes: it returns whether any pixel was filled, or None (having
+    written nothing) to read.
     ``phases`` receives the seconds of each step (:data:`PHASES`).
 
     Memory: when every mosaic can stream (see :func:`can_stream`) the task holds one slot
@@ -184,8 +185,9 @@ def compute_chunk(
                 qa.fill(False)
         filled = reuse(slot_scenes, plane) if reuse is not None else None
         if filled is None:
+            # all NaN: a new stack's plane or the buffer just filled (reuse's None wrote nothing)
             filled = _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used,
-                                 failures, phases)
+                                 failures, phases, empty=True)
         if not filled:
             continue
         any_filled = True
@@ -218,17 +220,26 @@ def _mosaics(task, outputs, stack, qa_stack, states, crop, any_filled) -> tuple[
 
 
 def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, failures,
-                phases: Phases) -> bool:
+                phases: Phases, *, empty: bool = False) -> bool:
     """Merge the slot's scenes into ``plane`` (first valid wins); OR their quality masks into
-    ``qa`` where no scene filled the pixel. True if any pixel was filled."""
+    ``qa`` where no scene filled the pixel. True if any pixel was filled.
+
+    ``empty``: the caller's word that ``plane`` is all NaN. Until a scene fills a pixel, each
+    scene is then gathered straight into the plane and its invalid or masked pixels set back to
+    NaN (:func:`~pipeline.kernels.median.keep_valid`): the plane merge_first_valid would give,
+    bit for bit, without a scene buffer or a merge pass (most slots hold one scene: in the
+    benchmark job 36 of 36). Later scenes of the slot go through a buffer and the merge."""
     filled = False
     for scene in slot_scenes.scenes:
+        direct = empty and not filled
         try:
             read = read_scene(
                 scene, work, resampling=outputs.resampling, reader=reader, windows=windows,
-                masking=outputs.masking, phases=phases,
+                masking=outputs.masking, phases=phases, out=plane if direct else None,
             )
         except ReadError as exc:
+            if direct:
+                plane.fill(np.nan)  # what the failed scene gathered before its error
             failures.append((scene.id, exc.reason, exc.message))
             continue
         if read is None:
@@ -237,7 +248,8 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
         with phases("composite"):
             if qa is not None:
                 qa |= masked
-            merged = merge_first_valid(values, masked, plane)
+            merged = keep_valid(plane, masked) if direct else merge_first_valid(
+                values, masked, plane)
         if merged:
             used.append(scene.id)
             filled = True
@@ -278,12 +290,15 @@ def read_scene(
     windows: dict | None = None,
     masking: Masking | None = None,
     phases: Phases | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """One scene on the chunk's grid: reflectance (or radiance) (B, Y, X) float32 (NaN =
     nodata) and the quality mask (Y, X) bool of the ``masking`` classes (cloud and shadow
     dilated when asked). None when the scene's rasters do not reach the chunk. ``windows``
     memoises index maps by source grid (and sun terms) within one chunk; ``phases`` receives
-    the seconds of each step."""
+    the seconds of each step. ``out``: an all-NaN (B, Y, X) float32 array to gather into (and
+    return) instead of a new one; a band the scene's rasters do not reach stays NaN there, and
+    a read error can leave it partly written."""
     windows = {} if windows is None else windows
     masking = masking or Masking()
     phases = Phases() if phases is None else phases
@@ -295,7 +310,11 @@ def read_scene(
         return windows[grid]
 
     nb = len(scene.bands)
-    values = np.full((nb, chunk.height, chunk.width), np.nan, dtype=np.float32)
+    shape = (nb, chunk.height, chunk.width)
+    if out is not None and (out.shape != shape or out.dtype != np.float32):
+        raise ValueError(f"out must be a float32 array of shape {shape}, got "
+                         f"{out.dtype}{out.shape}")
+    values = np.full(shape, np.nan, dtype=np.float32) if out is None else out
     any_read = False
     for group in _asset_groups(scene.bands):
         first = group[0][1]

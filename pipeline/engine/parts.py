@@ -198,7 +198,7 @@ def _read_region(task: ChunkTask, pieces: Sequence[ChunkTask], region: Region, o
         if qa is not None:
             qa.fill(False)
         filled = _merge_slot(slot_scenes, plane, qa, grid, outputs, reader, windows, used,
-                             failures, own)
+                             failures, own, empty=True)
         if filled and on_slot is not None:
             with own("write"):
                 on_slot(slot_scenes.slot, plane[(slice(None), *crop)])

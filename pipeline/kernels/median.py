@@ -29,6 +29,8 @@ __all__ = [
     "composite_latest_kernel",
     "composite_median",
     "composite_median_kernel",
+    "keep_valid",
+    "keep_valid_kernel",
     "merge_first_valid",
     "merge_first_valid_kernel",
 ]
@@ -75,6 +77,41 @@ def merge_first_valid_kernel(scene: np.ndarray, masked: np.ndarray, slot: np.nda
                 slot[b, y, x] = scene[b, y, x]
             copied += 1
     return copied
+
+
+@numba.njit(cache=True, nogil=True)
+def keep_valid_kernel(values: np.ndarray, masked: np.ndarray) -> int:
+    """Keep the valid, unmasked pixels of values (band, y, x) in place: where a pixel is masked
+    or any band is not finite, every band becomes NaN. Return the number of pixels kept.
+
+    For a slot's first scene gathered straight into the slot's all-NaN plane: the plane then
+    holds what :func:`merge_first_valid_kernel` would have copied into it, bit for bit (kept
+    pixels are the scene's values, the others the same NaN), without the scene's own buffer or
+    the merge's pass. Row by row: the per-band finiteness tests run along contiguous rows."""
+    nb = values.shape[0]
+    ny = values.shape[1]
+    nx = values.shape[2]
+    nan = np.float32(np.nan)
+    ok = np.empty(nx, np.bool_)
+    kept = 0
+    for y in range(ny):
+        for x in range(nx):
+            ok[x] = not masked[y, x]
+        for b in range(nb):
+            row = values[b, y]
+            for x in range(nx):
+                ok[x] = ok[x] & np.isfinite(row[x])
+        bad = 0
+        for x in range(nx):
+            bad += not ok[x]
+        kept += nx - bad
+        if bad:
+            for b in range(nb):
+                row = values[b, y]
+                for x in range(nx):
+                    if not ok[x]:
+                        row[x] = nan
+    return kept
 
 
 @numba.njit(cache=True, nogil=True)
@@ -300,6 +337,25 @@ def merge_first_valid(scene: np.ndarray, masked: np.ndarray, slot: np.ndarray) -
     if not slot.flags.writeable:
         raise ValueError("slot must be writeable")
     return int(merge_first_valid_kernel(scene, masked, slot))
+
+
+def keep_valid(values: np.ndarray, masked: np.ndarray) -> int:
+    """Set every band of values (band, y, x) to NaN where ``masked`` (y, x) or a band is not
+    finite, in place; return the number of pixels kept (:func:`keep_valid_kernel`)."""
+    if not isinstance(values, np.ndarray) or values.ndim != 3 or values.dtype != np.float32:
+        raise ValueError(f"values must be a 3-D float32 (band, y, x) array, got "
+                         f"{describe(values)}")
+    if values.shape[0] < 1:
+        raise ValueError("values must have at least one band")
+    if (not isinstance(masked, np.ndarray) or masked.dtype != np.bool_
+            or masked.shape != values.shape[1:]):
+        raise ValueError(
+            f"masked must be a bool array of shape {values.shape[1:]} (y, x), got "
+            f"{describe(masked)}"
+        )
+    if not values.flags.writeable:
+        raise ValueError("values must be writeable")
+    return int(keep_valid_kernel(values, masked))
 
 
 def composite_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
