@@ -204,10 +204,9 @@ def _read_region(task: ChunkTask, pieces: Sequence[ChunkTask], region: Region, o
                 on_slot(slot_scenes.slot, plane[(slice(None), *crop)])
         with own("write"):
             for i, (ys, xs) in cuts:
-                if filled:
-                    block = plane[:, ys, xs]
-                    if np.isfinite(block).any():
-                        blocks.put(("v", i, k), block)
+                # a merged plane's pixel is finite in every band or in none: band 0 tells
+                if filled and np.isfinite(plane[0, ys, xs]).any():
+                    blocks.put(("v", i, k), plane[:, ys, xs])
                 if qa is not None and qa[ys, xs].any():
                     blocks.put(("q", i, k), qa[ys, xs])
     return used, failures, own
