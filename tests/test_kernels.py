@@ -372,6 +372,27 @@ def test_merge_first_valid_table(case):
         assert np.isnan(slot).all()
 
 
+@PROPS
+@given(
+    first=hnp.arrays(np.float32, hnp.array_shapes(min_dims=3, max_dims=3, max_side=9),
+                     elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
+    data=st.data(),
+)
+def test_merge_first_valid_property(first, data):
+    """Two scenes merged into an empty slot, against the NumPy reference, bit for bit."""
+    second = data.draw(hnp.arrays(np.float32, first.shape,
+                                  elements=st.floats(width=32, allow_nan=True)))
+    masks = [data.draw(hnp.arrays(np.bool_, first.shape[1:])) for _ in range(2)]
+    scenes = list(zip((first, second), masks, strict=True))
+    slot = np.full(first.shape, np.nan, np.float32)
+    for i, (scene, masked) in enumerate(scenes):
+        before = merge_first_valid_reference(scenes[:i], first.shape)
+        after = merge_first_valid_reference(scenes[: i + 1], first.shape)
+        n = merge_first_valid(scene, masked, slot)
+        assert n == int((np.isnan(before[0]) & ~np.isnan(after[0])).sum())
+        np.testing.assert_array_equal(bits(slot), bits(after))
+
+
 def test_merge_first_valid_known_values():
     slot = np.full((2, 1, 3), np.nan, dtype=np.float32)
     a = np.array([[[1, np.nan, 3]], [[4, 5, 6]]], dtype=np.float32)
