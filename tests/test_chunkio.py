@@ -270,3 +270,19 @@ def test_the_cli_settles_zarr_before_it_returns(tmp_path):
     finished = _failed_gather_with_a_slow_sibling(0.3)
     assert main(["validate", str(tmp_path / "missing.yaml")]) != 0
     assert finished.is_set()
+
+
+def test_a_ctrl_c_while_the_cli_settles_ends_the_wait_quietly(monkeypatch):
+    """A second Ctrl-C during the wait exits with the first one's line, not a traceback."""
+    import importlib
+
+    cli = importlib.import_module("pipeline.cli.main")  # the package exports main, the function
+
+    def interrupted(timeout_s: float = 10.0) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(chunkio, "settle", interrupted)
+    try:
+        cli._settle_stores()
+    except KeyboardInterrupt:  # caught here, or it would stop the whole test session
+        pytest.fail("a Ctrl-C during the settle escaped main: a traceback at exit")

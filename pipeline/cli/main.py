@@ -11,6 +11,7 @@ The commands live beside this module: ``run`` (:mod:`pipeline.cli.run`), ``night
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -142,7 +143,8 @@ def _settle_stores() -> None:
     if "zarr.core.sync" in sys.modules:
         from pipeline.products.chunkio import settle
 
-        settle()
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: exit with the first's line
+            settle()
 
 
 def _command(args: argparse.Namespace) -> str:
