@@ -78,16 +78,22 @@ class Hosts:
                                         "--host", "127.0.0.1", "--nthreads", "1",
                                         "--dashboard-address", ":0", "--no-dashboard"],
                         worker_env)
-        deadline = time.monotonic() + 60
-        while not self.scheduler_file.exists():
-            assert time.monotonic() < deadline, "the scheduler did not start"
-            time.sleep(0.1)
-        address = json.loads(self.scheduler_file.read_text())["address"]
+        address = self._address(time.monotonic() + 60)
         from distributed import Client
 
         with Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
         return str(address)
+
+    def _address(self, deadline: float) -> str:
+        """The scheduler's address from its file, once the file is whole: the scheduler
+        creates it before writing it (CI read it empty once)."""
+        while True:
+            try:
+                return str(json.loads(self.scheduler_file.read_text())["address"])
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                assert time.monotonic() < deadline, "the scheduler did not start"
+                time.sleep(0.1)
 
     def stop(self) -> None:
         for p in reversed(self.procs):
