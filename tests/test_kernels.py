@@ -372,10 +372,14 @@ def test_merge_first_valid_table(case):
         assert np.isnan(slot).all()
 
 
+# (band, y, x) float32 scenes with NaN, infinities and signed zeros
+SCENES = hnp.arrays(np.float32, hnp.array_shapes(min_dims=3, max_dims=3, max_side=9),
+                    elements=st.floats(width=32, allow_nan=True, allow_infinity=True))
+
+
 @PROPS
 @given(
-    first=hnp.arrays(np.float32, hnp.array_shapes(min_dims=3, max_dims=3, max_side=9),
-                     elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
+    first=SCENES,
     data=st.data(),
 )
 def test_merge_first_valid_property(first, data):
@@ -424,8 +428,7 @@ def test_keep_valid_leaves_what_merging_into_an_empty_slot_leaves(case):
 
 @PROPS
 @given(
-    values=hnp.arrays(np.float32, hnp.array_shapes(min_dims=3, max_dims=3, max_side=9),
-                      elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
+    values=SCENES,
     data=st.data(),
 )
 def test_keep_valid_property(values, data):

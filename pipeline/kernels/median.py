@@ -52,6 +52,15 @@ _SIGN_SHIFT = np.int32(31)
 # --------------------------------------------------------------------------------------------
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _and_finite_row(a: np.ndarray, y: int, ok: np.ndarray) -> None:
+    """ok[x] &= every band of a (band, y, x) is finite at (y, x), along row y's contiguous runs."""
+    for b in range(a.shape[0]):
+        row = a[b, y]
+        for x in range(ok.shape[0]):
+            ok[x] = ok[x] & np.isfinite(row[x])
+
+
 @numba.njit(cache=True, nogil=True)
 def merge_first_valid_kernel(scene: np.ndarray, masked: np.ndarray, slot: np.ndarray) -> int:
     """Copy valid, unmasked pixels of scene (band, y, x) reflectance into the still-empty
@@ -68,10 +77,7 @@ def merge_first_valid_kernel(scene: np.ndarray, masked: np.ndarray, slot: np.nda
         first = slot[0, y]
         for x in range(nx):
             take[x] = (not masked[y, x]) & np.isnan(first[x])
-        for b in range(nb):
-            row = scene[b, y]
-            for x in range(nx):
-                take[x] = take[x] & np.isfinite(row[x])
+        _and_finite_row(scene, y, take)
         n = 0
         for x in range(nx):
             n += take[x]
@@ -104,10 +110,7 @@ def keep_valid_kernel(values: np.ndarray, masked: np.ndarray) -> int:
     for y in range(ny):
         for x in range(nx):
             ok[x] = not masked[y, x]
-        for b in range(nb):
-            row = values[b, y]
-            for x in range(nx):
-                ok[x] = ok[x] & np.isfinite(row[x])
+        _and_finite_row(values, y, ok)
         bad = 0
         for x in range(nx):
             bad += not ok[x]
@@ -320,6 +323,13 @@ def composite_latest_kernel(
 # --------------------------------------------------------------------------------------------
 
 
+def _check_masked(masked: np.ndarray, shape: tuple[int, ...]) -> None:
+    if not isinstance(masked, np.ndarray) or masked.dtype != np.bool_ or masked.shape != shape:
+        raise ValueError(
+            f"masked must be a bool array of shape {shape} (y, x), got {describe(masked)}"
+        )
+
+
 def merge_first_valid(scene: np.ndarray, masked: np.ndarray, slot: np.ndarray) -> int:
     """Fill the empty pixels of slot (band, y, x) with the valid, unmasked pixels of scene
     (band, y, x) in place (first scene wins); return the number of pixels copied."""
@@ -327,15 +337,7 @@ def merge_first_valid(scene: np.ndarray, masked: np.ndarray, slot: np.ndarray) -
         raise ValueError(f"scene must be a 3-D float32 (band, y, x) array, got {describe(scene)}")
     if scene.shape[0] < 1:
         raise ValueError("scene must have at least one band")
-    if (
-        not isinstance(masked, np.ndarray)
-        or masked.dtype != np.bool_
-        or masked.shape != scene.shape[1:]
-    ):
-        raise ValueError(
-            f"masked must be a bool array of shape {scene.shape[1:]} (y, x), got "
-            f"{describe(masked)}"
-        )
+    _check_masked(masked, scene.shape[1:])
     if not isinstance(slot, np.ndarray) or slot.dtype != np.float32 or slot.shape != scene.shape:
         raise ValueError(
             f"slot must be a float32 array of shape {scene.shape} (band, y, x), got "
@@ -354,12 +356,7 @@ def keep_valid(values: np.ndarray, masked: np.ndarray) -> int:
                          f"{describe(values)}")
     if values.shape[0] < 1:
         raise ValueError("values must have at least one band")
-    if (not isinstance(masked, np.ndarray) or masked.dtype != np.bool_
-            or masked.shape != values.shape[1:]):
-        raise ValueError(
-            f"masked must be a bool array of shape {values.shape[1:]} (y, x), got "
-            f"{describe(masked)}"
-        )
+    _check_masked(masked, values.shape[1:])
     if not values.flags.writeable:
         raise ValueError("values must be writeable")
     return int(keep_valid_kernel(values, masked))
