@@ -26,6 +26,14 @@ No ``.load()`` / ``.persist()`` of the stack: everything streams through the das
 ``LocalCluster(n_workers, threads_per_worker, processes=True, memory_limit="auto")`` with a
 loopback dashboard, as ``aquila run`` starts it (``pipeline/engine/cluster.py``).
 
+With ``--exact-warp`` (``peers.py``'s untimed second run, for the agreement check only), the
+workers warp with GDAL's exact transformer instead of its default approximate one (error
+threshold 0.125 source px), which picks the neighbouring source pixel when an output pixel
+centre falls that close to a source pixel edge. odc-stac has no option for it, so a worker
+plugin replaces the ``rasterio.warp.reproject`` that ``odc.loader`` calls by the same GDAL warp
+through a ``WarpedVRT`` with a 1e-6 px tolerance (:func:`exact_reproject`); nothing else
+changes.
+
 Prints one line ``ODC_JOB_RESULT {json}`` with its phase timings and graph size.
 """
 
@@ -106,6 +114,58 @@ def collection_stack(items, collection: str, gbox, chunk: int):
     return stack.assign_coords(collection=("time", [collection] * stack.sizes["time"]))
 
 
+EXACT_TOLERANCE = 1e-6  # source px; GDAL's default approximation allows 0.125
+
+
+def exact_reproject(original):
+    """``rasterio.warp.reproject`` for odc-stac's call (a ``rasterio.Band`` source, an ndarray
+    destination) through GDAL's ``WarpedVRT`` with a ``tolerance`` of 1e-6 source px: the same
+    GDAL warper, with the exact transformer in effect. rasterio 1.4's ``reproject`` always
+    wraps GDAL's transformer in the approximate one (error threshold 0.125 px; its
+    ``tolerance`` keyword is not honoured), and ``WarpedVRT`` refuses 0. Any other call goes to
+    ``original`` unchanged."""
+    import rasterio
+    from rasterio.vrt import WarpedVRT
+
+    def reproject(source, destination=None, *, src_nodata=None, dst_crs=None,
+                  dst_transform=None, dst_nodata=None, resampling=0, **kwargs):
+        if (kwargs or not isinstance(source, rasterio.Band) or destination is None
+                or dst_crs is None or dst_transform is None):
+            return original(source, destination, src_nodata=src_nodata, dst_crs=dst_crs,
+                            dst_transform=dst_transform, dst_nodata=dst_nodata,
+                            resampling=resampling, **kwargs)
+        height, width = destination.shape[-2:]
+        opts = {"crs": dst_crs, "transform": dst_transform, "width": width, "height": height,
+                "resampling": resampling, "tolerance": EXACT_TOLERANCE}
+        if src_nodata is not None:
+            opts["src_nodata"] = src_nodata
+        if dst_nodata is not None:
+            opts["nodata"] = dst_nodata
+        with WarpedVRT(source.ds, **opts) as vrt:
+            vrt.read(source.bidx, out=destination)
+        return destination
+
+    reproject.aquila_exact = True  # type: ignore[attr-defined]
+    return reproject
+
+
+def exact_warp_plugin():
+    """A dask WorkerPlugin that puts :func:`exact_reproject` in place of the worker's
+    ``rasterio.warp.reproject``; ``odc.loader`` looks it up at call time."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class ExactWarp(WorkerPlugin):
+        name = "aquila-bench-exact-warp"
+
+        def setup(self, worker) -> None:
+            import rasterio.warp
+
+            if not getattr(rasterio.warp.reproject, "aquila_exact", False):
+                rasterio.warp.reproject = exact_reproject(rasterio.warp.reproject)
+
+    return ExactWarp()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("catalog")
@@ -116,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=512)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--exact-warp", action="store_true",
+                   help="GDAL's exact transformer instead of its default approximate one (see "
+                   "exact_reproject); for the agreement check, not for timing")
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -133,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                            processes=True, memory_limit="auto",
                            dashboard_address="127.0.0.1:8787", host="127.0.0.1")
     client = Client(cluster)
+    if args.exact_warp:
+        client.register_plugin(exact_warp_plugin())
     t_cluster = time.perf_counter()
 
     gbox = GeoBox.from_bbox(tuple(args.bounds), args.crs, resolution=args.resolution)
@@ -174,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster.close()
     t_end = time.perf_counter()
     result = {
+        "exact_warp": args.exact_warp,
         "time_slots": int(stack.sizes["time"]),
         "tasks": n_tasks,
         "seconds": {
