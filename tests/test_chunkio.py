@@ -286,3 +286,26 @@ def test_a_ctrl_c_while_the_cli_settles_ends_the_wait_quietly(monkeypatch):
         cli._settle_stores()
     except KeyboardInterrupt:  # caught here, or it would stop the whole test session
         pytest.fail("a Ctrl-C during the settle escaped main: a traceback at exit")
+
+
+def test_run_all_lets_every_call_end_before_it_raises_the_first_failure():
+    """A layout's nodes are created together (run_all): when one fails (a full disk), the
+    others must have ended before the error reaches the caller, who then removes the build
+    directory (a write still in flight would recreate files in it). Without
+    ``return_exceptions`` gather returns at the first error with the slow call still running."""
+    ended: list[str] = []
+
+    async def slow(name: str, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        ended.append(name)
+        return name
+
+    async def fails(message: str) -> None:
+        await asyncio.sleep(0.01)
+        raise OSError(28, message)
+
+    with pytest.raises(OSError, match="first"):
+        chunkio.run_all([slow("a", 0.3), fails("first"), fails("second"), slow("b", 0.2)])
+    assert sorted(ended) == ["a", "b"]
+    assert _tasks_left() == 0
+    assert chunkio.run_all([slow("c", 0.0), slow("d", 0.01)]) == ["c", "d"]  # in order

@@ -222,6 +222,23 @@ def resize_all(arrays: Sequence[Any], n: int) -> None:
     sync(resize())
 
 
+def run_all(calls: Sequence[Any]) -> list[Any]:
+    """Await the coroutines ``calls`` together on zarr's event loop (zarr's asynchronous API,
+    from synchronous code): their results in order. Every call ends before this returns, the
+    failed ones too (no write is left in flight behind an error, e.g. a full disk); the first
+    failure, in order, is then raised."""
+    from zarr.core.sync import sync
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = sync(together())
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
 def write_all(writes: Sequence[Write]) -> None:
     """Write several selections (whole chunks, usually) of several arrays in one call."""
     if not writes:

@@ -80,13 +80,17 @@ def write_group(store: Path | Any, layout: Layout, *, attrs: Mapping[str, Any], 
                 mode: Literal["w", "w-"] = "w-") -> None:
     """Write ``layout`` as the group ``path`` of ``store`` (a folder, or a zarr store object):
     ``mode`` ``w-`` refuses an existing group (nothing is ever removed), ``w`` replaces what the
-    group held. Georeferenced by ``crs`` and the GDAL-order affine ``transform``."""
+    group held. Georeferenced by ``crs`` and the GDAL-order affine ``transform``.
+
+    The group is created with its attributes, then its arrays, each with its attributes, all
+    at once (zarr's asynchronous API, :func:`pipeline.products.chunkio.run_all`): one metadata
+    write per node, concurrently (a mosaic's 37 nodes took ~0.3 s one after another)."""
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format is 2 or 3, not {zarr_format!r}")
+    from pipeline.products.chunkio import run_all
+
     target = str(store) if isinstance(store, Path) else store
-    group = zarr.open_group(target, mode=mode, path=path, zarr_format=2 if zarr_format == 2 else 3,
-                            storage_options=None, use_consolidated=False)
-    group.attrs.put({k: _attr_value(v) for k, v in attrs.items()})
+    fmt: Literal[2, 3] = 2 if zarr_format == 2 else 3
     grid_mapping = Variable((), np.dtype(np.int64), (), grid_mapping_attrs(crs, transform),
                             np.array(0, dtype=np.int64))
     coords = {**layout.coords, GRID_MAPPING: grid_mapping}
@@ -94,17 +98,33 @@ def write_group(store: Path | Any, layout: Layout, *, attrs: Mapping[str, Any], 
                            v.values, v.chunks, v.fill, v.compressors)
             for name, v in layout.data.items()}
     dims = {d for v in (*coords.values(), *data.values()) for d in v.dims}
-    for name, var in coords.items():
-        _create(group, name, var, (), zarr_format, overwrite=mode == "w")
+    arrays: list[tuple[str, Variable, tuple[str, ...]]] = [
+        (name, var, ()) for name, var in coords.items()]
     for name, var in data.items():
         # CF: the coordinates that are not dimensions, on each variable they fit
         on = sorted(c for c, v in coords.items() if c not in dims and set(v.dims) <= set(var.dims))
-        _create(group, name, var, tuple(on), zarr_format, overwrite=mode == "w")
+        arrays.append((name, var, tuple(on)))
+    (group,) = run_all([zarr.api.asynchronous.open_group(
+        target, mode=mode, path=path, zarr_format=fmt, storage_options=None,
+        use_consolidated=False, attributes={k: _attr_value(v) for k, v in attrs.items()})])
+    run_all([_create(group, name, var, on, fmt, overwrite=mode == "w")
+             for name, var, on in arrays])
 
 
-def _create(group: Any, name: str, var: Variable, coordinates: tuple[str, ...], zarr_format: int,
-            *, overwrite: bool) -> None:
-    """One array as xarray's ``to_zarr`` created it, then its values (if any) written."""
+async def _create(group: Any, name: str, var: Variable, coordinates: tuple[str, ...],
+                  zarr_format: int, *, overwrite: bool) -> None:
+    """One array as xarray's ``to_zarr`` created it (in ``group``, a zarr ``AsyncGroup``), with
+    its attributes, then its values (if any) written."""
+    kwargs, values = _array_args(var, coordinates, zarr_format, name=name)
+    array = await group.create_array(name, overwrite=overwrite, config={}, **kwargs)
+    if values is not None:
+        await array.setitem(Ellipsis, values)
+
+
+def _array_args(var: Variable, coordinates: tuple[str, ...], zarr_format: int, *,
+                name: str) -> tuple[dict[str, Any], np.ndarray | None]:
+    """``create_array``'s arguments for ``var`` as xarray's ``to_zarr`` would encode it (shape,
+    dtype, fill value, chunks, codecs, dimension names, attributes) and the values to write."""
     attrs = dict(var.attrs)
     if coordinates:
         attrs["coordinates"] = " ".join(coordinates)
@@ -132,7 +152,8 @@ def _create(group: Any, name: str, var: Variable, coordinates: tuple[str, ...], 
         dtype, fill, values = np.dtype(np.float64), np.nan if zarr_format == 3 else None, None
     elif dtype.kind == "O":
         dtype = str  # variable-length UTF-8 strings
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"shape": var.shape, "dtype": dtype, "fill_value": fill,
+                              "chunks": var.chunks or "auto"}
     if var.compressors is not None:
         kwargs["compressors"] = (list(var.compressors) if zarr_format == 3
                                  else [v2_compressor(c) for c in var.compressors])
@@ -140,11 +161,8 @@ def _create(group: Any, name: str, var: Variable, coordinates: tuple[str, ...], 
         kwargs["dimension_names"] = var.dims
     else:
         attrs["_ARRAY_DIMENSIONS"] = var.dims
-    array = group.create(name, shape=var.shape, dtype=dtype, fill_value=fill,
-                         chunks=var.chunks or "auto", overwrite=overwrite, config={}, **kwargs)
-    array.attrs.put({k: _attr_value(v) for k, v in attrs.items()})
-    if values is not None:
-        array[...] = values
+    kwargs["attributes"] = {k: _attr_value(v) for k, v in attrs.items()}
+    return kwargs, values
 
 
 def encode_times(values: np.ndarray) -> tuple[np.ndarray, str]:
