@@ -34,6 +34,7 @@ from pipeline.engine.steps import (
     target_grid,
 )
 from pipeline.errors import NoScenesError, SpecError, StoreBusy, StoreNotOurs
+from pipeline.io.reader import open_files_for
 from pipeline.plan.chunks import Plan, make_plan
 from pipeline.plan.methods import mosaic_layers
 from pipeline.products.bucket import BucketPublication, check_bucket_target
@@ -134,6 +135,8 @@ def run_in_bucket(
         report.tasks = len(plan.tasks)
         report.time_slots = len(plan.slots)
         emit("planned", plan)
+        reader = replace(reader, max_open_local=open_files_for(plan.grid.chunk,
+                                                               plan.outputs.read_side))
         attrs = product_attrs(spec, run_id)
         pub.start(lambda loc, zstore: _lay_out(plan, stores, loc, zstore, attrs))
         t1 = time.perf_counter()

@@ -68,6 +68,8 @@ def reader_for(settings: ReaderSettings) -> RasterReader:
     if reader is None:
         while len(_READERS) >= 4:
             _READERS.pop(next(iter(_READERS))).close()
+        for older in _READERS.values():  # their runs have likely ended: free their idle files
+            older.release_idle()
         reader = _READERS[settings] = RasterReader(settings)
     return reader
 

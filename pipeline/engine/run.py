@@ -44,7 +44,7 @@ from pipeline.errors import (
     StoreBusy,
     StoreNotOurs,
 )
-from pipeline.io.reader import ReaderSettings
+from pipeline.io.reader import ReaderSettings, open_files_for
 from pipeline.plan.chunks import Outputs, Plan, make_plan
 from pipeline.plan.methods import mosaic_layers
 from pipeline.products.lease import LEASE_SECONDS
@@ -157,6 +157,8 @@ def run_workflow(
         report.tasks = len(plan.tasks)
         report.time_slots = len(plan.slots)
         emit("planned", plan)
+        reader = replace(reader, max_open_local=open_files_for(plan.grid.chunk,
+                                                               plan.outputs.read_side))
         markings = dict(found.markings)
         attrs = product_attrs(spec, run_id)
         work = replace(plan, outputs=_in_builds(plan.outputs, pub))  # written beside, swapped in

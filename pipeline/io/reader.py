@@ -83,10 +83,13 @@ class ReaderSettings:
 
     gdal_cache_mb: int = 64  # GTiff window reads bypass it (pipeline.io.tilecache); JP2 uses it
     tile_cache_mb: int = 0  # decoded source tiles per worker (pipeline.io.tilecache); 0: off
-    max_open: int = 512  # open datasets per thread; closing one drops its cached blocks
-    #: of which local files: GDAL keeps ~0.35 MiB of buffers per dataset after a read (576
-    #: datasets held open: +217 MiB; closed after each read: +28 MiB), and reopening a local
-    #: file costs ~0.6 ms, while a URL's reopen costs requests
+    max_open: int = 512  # open remote datasets per thread; closing one drops its cached blocks
+    #: local files kept open per process between reads, shared by its threads
+    #: (:class:`OpenFiles`): GDAL keeps ~0.31 MiB of buffers per open dataset, and a file
+    #: closed and opened again for the next chunk costs 1-4 ms of opening (with two threads
+    #: opening) and its first read. The run sets it from its plan (:func:`open_files_for`):
+    #: :data:`OPEN_FILES` where its tasks are many and small, :data:`OPEN_FILES_BIG_CHUNKS`
+    #: where a chunk is read in regions (its own buffers are large and it is read once)
     max_open_local: int = 16
     policy: HrefPolicy | None = None  # checked again at every request (pipeline.io.http)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -109,8 +112,96 @@ def configure_gdal(settings: ReaderSettings) -> None:
         set_gdal_config(key, value)
 
 
+OPEN_FILES = 256
+"""Local files a worker keeps open for a plan of small chunks: the benchmark's tasks read 180
+assets (~56 MiB held open); measured there at 512 px: the read phase 13.1-13.5 -> 7.8-7.9
+task-seconds, wall 20.0-20.5 -> 15.7-16.1 s."""
+
+OPEN_FILES_BIG_CHUNKS = 16
+"""... and for a plan with a chunk read in regions (larger than ``read_side``): at 2048 px the
+benchmark's peak was 0.87-0.89 GiB with 16 and 0.93-1.0 GiB with 256, against a 1.0 GiB
+target, for 0.4 s."""
+
+
+def open_files_for(chunk_side: int, read_side: int) -> int:
+    """``max_open_local`` for a run whose largest chunk is ``chunk_side`` px and whose chunks
+    are read in regions of at most ``read_side``."""
+    return OPEN_FILES if chunk_side <= read_side else OPEN_FILES_BIG_CHUNKS
+
+
+class OpenFiles:
+    """The local datasets of a process not in use at the moment, shared by its threads: a
+    thread takes one for a read and gives it back after (a GDAL dataset is used by one thread
+    at a time, never by two at once). A file read by two threads at once is open twice for that
+    while: one dataset per file is kept idle, the other closed as it is given back (each costs
+    ~0.31 MiB). At most ``cap`` are kept: once full, a dataset given back for another file is
+    closed (the files already kept stay: chunk after chunk reads the same files in the same
+    order, which an LRU would turn into no reuse at all once they outnumber ``cap``)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[str, list] = OrderedDict()  # href -> its idle datasets
+        self._count = 0
+
+    def take(self, href: str):
+        """An idle dataset of ``href``, now this thread's, or None."""
+        with self._lock:
+            handles = self._idle.get(href)
+            if not handles:
+                return None
+            ds = handles.pop()
+            self._count -= 1
+            if not handles:
+                del self._idle[href]
+            return ds
+
+    def give(self, href: str, ds) -> None:
+        """``ds`` (of ``href``) is idle again: kept unless ``href`` has an idle dataset already
+        or ``cap`` are kept (then closed)."""
+        with self._lock:
+            keep = href not in self._idle and self._count < self.cap
+            if keep:
+                self._idle[href] = [ds]
+                self._count += 1
+        if not keep:
+            _close_all([ds])
+
+    def drop(self, href: str) -> None:
+        """Close the idle datasets of ``href`` (it failed: the next read opens it afresh)."""
+        with self._lock:
+            handles = self._idle.pop(href, [])
+            self._count -= len(handles)
+        _close_all(handles)
+
+    def clear(self) -> None:
+        """Close every idle dataset."""
+        with self._lock:
+            handles = [ds for group in self._idle.values() for ds in group]
+            self._idle.clear()
+            self._count = 0
+        _close_all(handles)
+
+    def hrefs(self) -> list[str]:
+        """The hrefs with an idle dataset, in the order they were kept (for tests)."""
+        with self._lock:
+            return list(self._idle)
+
+
+def _close_all(handles: Sequence) -> None:
+    for ds in handles:
+        share_opener_state()
+        ds.close()
+
+
+def _is_local(href: str) -> bool:
+    return not is_object_href(href) and "://" not in href
+
+
 class RasterReader:
-    """Open-once, read-many access to rasters; safe to share between threads of one process."""
+    """Open-once, read-many access to rasters; safe to share between threads of one process.
+    Remote datasets are kept open per thread; local files in one :class:`OpenFiles` per reader,
+    shared by the threads."""
 
     def __init__(self, settings: ReaderSettings | None = None) -> None:
         self.settings = settings or ReaderSettings()
@@ -119,6 +210,7 @@ class RasterReader:
         self._rng = random.Random()
         self._sleep = time.sleep
         self._tiles = TileCache(self.settings.tile_cache_mb * 2**20)
+        self._files = OpenFiles(self.settings.max_open_local)
         configure_gdal(self.settings)
 
     def _cache(self) -> OrderedDict:
@@ -127,20 +219,17 @@ class RasterReader:
             cache = self._local.datasets = OrderedDict()
         return cache
 
-    def _local_files(self) -> OrderedDict:
-        """This thread's open local files (hrefs, least recently used first): also in
-        :meth:`_cache`, capped at ``max_open_local`` on their own."""
-        files = getattr(self._local, "local_files", None)
-        if files is None:
-            files = self._local.local_files = OrderedDict()
-        return files
-
     # ------------------------------------------------------------------ public
 
     def dataset(self, href: str, *, signer: str | None = None):
         """The open dataset for ``href`` (opened with retries); raises :class:`ReadError`.
-        ``signer``: the band source's signer name (``package.module:callable``), or None."""
-        return self._with_retries(href, lambda: self._open(href, signer), signer=signer)
+        ``signer``: the band source's signer name (``package.module:callable``), or None. A
+        local file's dataset is back among the idle ones when this returns: look at its
+        metadata, do not read from it (:meth:`read` does, safely between threads)."""
+        ds = self._with_retries(href, lambda: self._open(href, signer), signer=signer)
+        if _is_local(href):
+            self._files.give(href, ds)
+        return ds
 
     def read(
         self,
@@ -154,9 +243,11 @@ class RasterReader:
         ``signer``: the band source's signer name; None reads ``href`` as it is."""
         row0, col0, height, width = window
 
+        local = _is_local(href)
+
         def attempt() -> np.ndarray:
-            ds = self._open(href, signer)
-            asset = self._assets().get(href)
+            ds = self._open(href, signer)  # a local file's: this thread's until given back
+            asset = None if local else self._assets().get(href)
             done = False
             try:
                 if asset is not None:
@@ -182,7 +273,13 @@ class RasterReader:
                     failure.transient, failure.reason, f"window {window}: {failure.message}"
                 ) from None
             finally:
-                if not done:
+                if local and done:
+                    self._files.give(href, ds)
+                elif local:  # a retry opens afresh
+                    _close_all([ds])
+                    self._files.drop(href)
+                    self._tiles.forget(self.settings.session, href)
+                elif not done:
                     self._forget(href)  # a retry opens afresh
                     self._tiles.forget(self.settings.session, href)
 
@@ -198,11 +295,17 @@ class RasterReader:
         self._local.retries = {}
         return counts
 
+    def release_idle(self) -> None:
+        """Close the local files kept open between reads (another run started in this
+        process: this one's have likely ended; a read after this opens them again)."""
+        self._files.clear()
+
     def close(self) -> None:
-        """Close this thread's open files."""
+        """Close this thread's open remote datasets and the idle local ones."""
         cache = self._cache()
         while cache:
             self._forget(next(iter(cache)))
+        self._files.clear()
 
     # ------------------------------------------------------------------ attempts
 
@@ -261,26 +364,17 @@ class RasterReader:
         counts[href] = counts.get(href, 0) + 1
 
     def _open(self, href: str, signer: str | None = None):
+        """The dataset of ``href``: a local file's taken from the idle ones (or opened; the
+        caller gives it back), a remote one's from this thread's cache (or opened into it)."""
+        if _is_local(href):
+            return self._files.take(href) or self._open_local(href)
         cache = self._cache()
         ds = cache.get(href)
-        local = not is_object_href(href) and "://" not in href
         if ds is not None:
             cache.move_to_end(href)
-            if local:
-                self._local_files().move_to_end(href)
             return ds
-        if is_object_href(href):
-            ds = self._open_object(href)
-        elif "://" in href:
-            ds = self._open_remote(href, signer)
-        else:
-            ds = self._open_local(href)
+        ds = self._open_object(href) if is_object_href(href) else self._open_remote(href, signer)
         cache[href] = ds
-        if local:
-            files = self._local_files()
-            files[href] = None
-            while len(files) > self.settings.max_open_local:
-                self._forget(next(iter(files)))
         while len(cache) > self.settings.max_open:
             self._forget(next(iter(cache)))  # the least recently used
         return ds
@@ -416,7 +510,8 @@ class RasterReader:
 
     def _forget(self, href: str) -> None:
         ds = self._cache().pop(href, None)
-        self._local_files().pop(href, None)
+        if _is_local(href):
+            self._files.drop(href)
         asset = self._assets().pop(href, None)
         if asset is not None:
             asset.release()
