@@ -114,8 +114,8 @@ def configure_gdal(settings: ReaderSettings) -> None:
 
 OPEN_FILES = 256
 """Local files a worker keeps open for a plan of small chunks: the benchmark's tasks read 180
-assets (~56 MiB held open); measured there at 512 px: the read phase 13.1-13.5 -> 7.8-7.9
-task-seconds, wall 20.0-20.5 -> 15.7-16.1 s."""
+assets (~56 MiB held open); measured there at 512 px (alternating runs, 16 -> 256): the read
+phase 17.4 / 12.8 -> 8.6 / 8.0 task-seconds, wall 23.3 / 18.6 -> 17.4 / 16.2 s."""
 
 OPEN_FILES_BIG_CHUNKS = 16
 """... and for a plan with a chunk read in regions (larger than ``read_side``): at 2048 px the
