@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import rasterio
@@ -141,45 +141,34 @@ class OpenFiles:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self._lock = threading.Lock()
-        self._idle: OrderedDict[str, list] = OrderedDict()  # href -> its idle datasets
-        self._count = 0
+        self._idle: dict[str, Any] = {}  # href -> its idle dataset, in the order kept
 
     def take(self, href: str):
-        """An idle dataset of ``href``, now this thread's, or None."""
+        """The idle dataset of ``href``, now this thread's, or None."""
         with self._lock:
-            handles = self._idle.get(href)
-            if not handles:
-                return None
-            ds = handles.pop()
-            self._count -= 1
-            if not handles:
-                del self._idle[href]
-            return ds
+            return self._idle.pop(href, None)
 
     def give(self, href: str, ds) -> None:
         """``ds`` (of ``href``) is idle again: kept unless ``href`` has an idle dataset already
         or ``cap`` are kept (then closed)."""
         with self._lock:
-            keep = href not in self._idle and self._count < self.cap
+            keep = href not in self._idle and len(self._idle) < self.cap
             if keep:
-                self._idle[href] = [ds]
-                self._count += 1
+                self._idle[href] = ds
         if not keep:
             _close_all([ds])
 
     def drop(self, href: str) -> None:
-        """Close the idle datasets of ``href`` (it failed: the next read opens it afresh)."""
+        """Close the idle dataset of ``href`` (it failed: the next read opens it afresh)."""
         with self._lock:
-            handles = self._idle.pop(href, [])
-            self._count -= len(handles)
-        _close_all(handles)
+            ds = self._idle.pop(href, None)
+        _close_all([] if ds is None else [ds])
 
     def clear(self) -> None:
         """Close every idle dataset."""
         with self._lock:
-            handles = [ds for group in self._idle.values() for ds in group]
+            handles = list(self._idle.values())
             self._idle.clear()
-            self._count = 0
         _close_all(handles)
 
     def hrefs(self) -> list[str]:

@@ -98,24 +98,24 @@ def write_group(store: Path | Any, layout: Layout, *, attrs: Mapping[str, Any], 
                            v.values, v.chunks, v.fill, v.compressors)
             for name, v in layout.data.items()}
     dims = {d for v in (*coords.values(), *data.values()) for d in v.dims}
-    arrays: list[tuple[str, Variable, tuple[str, ...]]] = [
-        (name, var, ()) for name, var in coords.items()]
+    # every array's arguments first (an encoding problem is raised before anything is written)
+    arrays = [(name, *_array_args(var, (), fmt, name=name)) for name, var in coords.items()]
     for name, var in data.items():
         # CF: the coordinates that are not dimensions, on each variable they fit
         on = sorted(c for c, v in coords.items() if c not in dims and set(v.dims) <= set(var.dims))
-        arrays.append((name, var, tuple(on)))
+        arrays.append((name, *_array_args(var, tuple(on), fmt, name=name)))
     (group,) = run_all([zarr.api.asynchronous.open_group(
         target, mode=mode, path=path, zarr_format=fmt, storage_options=None,
         use_consolidated=False, attributes={k: _attr_value(v) for k, v in attrs.items()})])
-    run_all([_create(group, name, var, on, fmt, overwrite=mode == "w")
-             for name, var, on in arrays])
+    run_all([_create(group, name, kwargs, values, overwrite=mode == "w")
+             for name, kwargs, values in arrays])
 
 
-async def _create(group: Any, name: str, var: Variable, coordinates: tuple[str, ...],
-                  zarr_format: int, *, overwrite: bool) -> None:
-    """One array as xarray's ``to_zarr`` created it (in ``group``, a zarr ``AsyncGroup``), with
-    its attributes, then its values (if any) written."""
-    kwargs, values = _array_args(var, coordinates, zarr_format, name=name)
+async def _create(group: Any, name: str, kwargs: dict[str, Any], values: np.ndarray | None, *,
+                  overwrite: bool) -> None:
+    """One array, created in ``group`` (a zarr ``AsyncGroup``) with ``kwargs``
+    (:func:`_array_args`: as xarray's ``to_zarr`` created it, attributes included), then its
+    values (if any) written."""
     array = await group.create_array(name, overwrite=overwrite, config={}, **kwargs)
     if values is not None:
         await array.setitem(Ellipsis, values)
