@@ -309,3 +309,28 @@ def test_run_all_lets_every_call_end_before_it_raises_the_first_failure():
     assert sorted(ended) == ["a", "b"]
     assert _tasks_left() == 0
     assert chunkio.run_all([slow("c", 0.0), slow("d", 0.01)]) == ["c", "d"]  # in order
+
+
+def test_write_all_lets_every_write_end_before_it_raises_a_failed_one(tmp_path, monkeypatch):
+    """CI: a full file-size limit failed one chunk write of a --direct run while another was
+    still being written; the run removed its build directory and the late write recreated a
+    folder in it (left behind). write_all must return only when no write is in flight."""
+    store = zarr.storage.LocalStore(tmp_path / "s.zarr")
+    a = zarr.create_array(store, name="a", shape=(4, 4), chunks=(2, 2), dtype="float32",
+                          compressors=COMPRESSOR, fill_value=np.nan)
+    real_set = type(store).set
+    ended: list[str] = []
+
+    async def set_(self, key, value, *args, **kwargs):
+        if key.endswith("c/0/0"):
+            raise OSError(27, "File too large")
+        await asyncio.sleep(0.3)
+        await real_set(self, key, value, *args, **kwargs)
+        ended.append(key)
+
+    monkeypatch.setattr(type(store), "set", set_)
+    values = np.ones((2, 2), np.float32)
+    with pytest.raises(OSError, match="File too large"):
+        chunkio.write_all([(a, (slice(0, 2), slice(0, 2)), values),
+                           (a, (slice(2, 4), slice(2, 4)), values)])
+    assert ended == ["a/c/1/1"]

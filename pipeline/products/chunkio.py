@@ -213,13 +213,8 @@ def open_arrays(
 
 
 def resize_all(arrays: Sequence[Any], n: int) -> None:
-    """Set the first dimension of several arrays to ``n`` in one call."""
-    from zarr.core.sync import sync
-
-    async def resize() -> None:
-        await asyncio.gather(*(a.async_array.resize((n, *a.shape[1:])) for a in arrays))
-
-    sync(resize())
+    """Set the first dimension of several arrays to ``n`` in one call (:func:`run_all`)."""
+    run_all([a.async_array.resize((n, *a.shape[1:])) for a in arrays])
 
 
 def run_all(calls: Sequence[Any]) -> list[Any]:
@@ -244,7 +239,6 @@ def write_all(writes: Sequence[Write]) -> None:
     if not writes:
         return
     from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
 
     direct, through_zarr = [], []
     for array, sel, values in writes:
@@ -261,13 +255,10 @@ def write_all(writes: Sequence[Write]) -> None:
         else:
             await store.set(k, proto.buffer.from_bytes(encoded))
 
-    async def all_writes() -> None:
-        await asyncio.gather(
-            *(one(*d) for d in direct),
-            *(a.async_array.setitem(sel, v) for a, sel, v in through_zarr),
-        )
-
-    sync(all_writes())
+    # run_all: every write ends before a failure is raised, so none is still in flight (and
+    # recreating folders) when the caller removes a failed run's build directory
+    run_all([*(one(*d) for d in direct),
+             *(a.async_array.setitem(sel, v) for a, sel, v in through_zarr)])
 
 
 def _whole_chunk(array, sel: tuple, values: np.ndarray) -> tuple[str, bytes | None] | None:
