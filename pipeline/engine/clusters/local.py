@@ -129,6 +129,8 @@ def start_local(options: ClusterOptions) -> Iterator[Client]:
     import dask
     from distributed import Client, LocalCluster
 
+    from pipeline.engine.clusters.quick_exit import FreezeOnClose
+
     security = options.tls.security() if options.tls else None
     # distributed logs a warning when 8787 is taken and picks another port: that is fine
     logging.getLogger("distributed.node").setLevel(logging.ERROR)
@@ -140,6 +142,7 @@ def start_local(options: ClusterOptions) -> Iterator[Client]:
             memory_limit=options.memory_limit,
             dashboard_address=options.dashboard_address,
             host="127.0.0.1",
+            plugins={FreezeOnClose()},  # its workers exit without a last walk of their heaps
             **({"protocol": "tls://", "security": security} if security else {}),
         )
     client = Client(cluster, security=security)
