@@ -20,13 +20,13 @@ from typing import Any
 from pipeline.catalog.dedupe import Duplicate, drop_duplicates
 from pipeline.catalog.discover import collect
 from pipeline.catalog.items.formats import READS, asset_format, has_readable_asset
-from pipeline.catalog.items.grid import pixel_size_text
 from pipeline.catalog.items.options import NormaliseOptions
 from pipeline.catalog.query import SearchQuery
 from pipeline.catalog.scene import Reject, Scene
 from pipeline.catalog.sensors.profiles import load_profiles
 from pipeline.catalog.source import iter_docs
 from pipeline.catalog.stacdoc import ItemDoc
+from pipeline.catalog.units import pixel_size_text
 from pipeline.io.hrefs import HrefPolicy
 from pipeline.kernels.qa import DEFAULT_MASK, MASK_CLASSES
 

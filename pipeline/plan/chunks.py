@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.catalog.items.grid import pixel_size_text
 from pipeline.catalog.scene import Scene
+from pipeline.catalog.units import pixel_size_text
 from pipeline.errors import PlanTooLarge
 from pipeline.plan.calibration import Masking
 from pipeline.plan.extent import PlanLimits, check_grid_size, fmt_bounds

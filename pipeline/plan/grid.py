@@ -10,17 +10,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from odc.geo import geom
-from odc.geo.geobox import GeoBox, GeoboxTiles
-from shapely.geometry.base import BaseGeometry
-from shapely.ops import unary_union
-
 from pipeline.errors import NoScenesError
 from pipeline.plan.extent import Bounds, PlanLimits, grid_shape
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # odc-geo and shapely are imported where they are used: a Dask worker, which
+    # imports ChunkGrid with the plan, never needs them
     import numpy as np
     from odc.geo import XY
+    from odc.geo.geobox import GeoBox, GeoboxTiles
+    from shapely.geometry.base import BaseGeometry
 
 Anchor = Literal["edge", "center"] | tuple[float, float]
 """odc-geo's snapping anchor: 'edge' (pixel edges on multiples of the resolution), 'center'
@@ -91,6 +89,8 @@ class TargetGrid:
             res = float(resolution)
             return cls(str(crs), (res, 0.0, xmin, 0.0, -res, ymax), shape, chunk)
         assert anchor is not None  # grid_shape leaves the shape to odc-geo only when snapping
+        from odc.geo.geobox import GeoBox
+
         gbox = GeoBox.from_bbox(bounds, crs, resolution=resolution, anchor=_odc_anchor(anchor))
         t = gbox.transform
         return cls(str(crs), (t.a, t.b, t.c, t.d, t.e, t.f), (gbox.shape.y, gbox.shape.x), chunk)
@@ -110,6 +110,9 @@ class TargetGrid:
         """The grid over the union of lon/lat footprints (clipped to a lon/lat bbox if given),
         snapped outward to the resolution (``anchor``, default 'edge'): the run report records
         the bounds it ends up with."""
+        from odc.geo import geom
+        from shapely.ops import unary_union
+
         shapes = list(footprints)
         if not shapes:
             raise NoScenesError("no scene footprints to derive the grid bounds from")
@@ -139,11 +142,14 @@ class TargetGrid:
     @property
     def geobox(self) -> GeoBox:
         from affine import Affine
+        from odc.geo.geobox import GeoBox
 
         return GeoBox(self.shape, Affine(*self.transform), self.crs)
 
     @property
     def tiles(self) -> GeoboxTiles:
+        from odc.geo.geobox import GeoboxTiles
+
         return GeoboxTiles(self.geobox, (self.chunk, self.chunk))
 
     @property
@@ -158,6 +164,8 @@ class TargetGrid:
                 yield self.chunk_grid(iy, ix)
 
     def chunk_grid(self, iy: int, ix: int) -> ChunkGrid:
+        from odc.geo.geobox import GeoBox
+
         sub = self.tiles[iy, ix]
         assert isinstance(sub, GeoBox)  # tiles of an affine GeoBox are affine GeoBoxes
         t = sub.transform
@@ -188,6 +196,8 @@ class TargetGrid:
         self, footprint: BaseGeometry, *, pad_pixels: float = 2.0
     ) -> list[tuple[int, int]]:
         """Chunk indices (iy, ix) whose area intersects a lon/lat footprint (padded a little)."""
+        from odc.geo import geom
+
         g = geom.Geometry(footprint, "EPSG:4326").to_crs(self.crs)
         g = g.buffer(pad_pixels * abs(self.transform[0]))
         return sorted(self.tiles.tiles(g))
