@@ -118,12 +118,51 @@ def test_a_chunk_read_in_regions_gives_the_whole_chunks_bytes(tiny_catalog, tmp_
     assert len(regions) >= 4, regions
     # every part in exactly one region, inside its read grid
     assert sorted(i for _, members in regions for i in members) == list(range(len(pieces)))
+    halo = 2 * region_outputs.halo
     for grid, members in regions:
+        # read_side tall, twice that wide (whole parts, their halo included)
+        assert grid.height <= 160 + halo and grid.width <= 2 * 160 + halo
         for i in members:
             g = pieces[i].grid_read
             assert grid.y0 <= g.y0 and g.y0 + g.height <= grid.y0 + grid.height
             assert grid.x0 <= g.x0 and g.x0 + g.width <= grid.x0 + grid.width
+    assert any(grid.width > grid.height for grid, _ in regions)
     _assert_the_whole_chunks(task, whole_outputs, region_outputs)
+
+
+@pytest.mark.parametrize("mosaic", [STACKED["median"], STACKED["best-pixel+blend"]],
+                         ids=["median", "best-pixel+blend"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_sharing_a_regions_slots_give_the_whole_chunks_bytes(tiny_catalog, tmp_path,
+                                                                     monkeypatch, mosaic,
+                                                                     threads):
+    """On a worker with spare threads, each region's slots are shared out among them (each
+    thread every n-th slot, a plane of its own): the same mosaics, scenes used and failures as
+    the whole chunk read at once by one thread."""
+    from pipeline.engine import parts as parts_mod
+    from pipeline.plan.chunks import parts
+
+    plan = _plan(tiny_catalog, tmp_path, [mosaic, {"method": "latest"}])
+    (task,) = plan.tasks
+    assert len(task.slots) > threads
+    whole_outputs = dataclasses.replace(plan.outputs, stack_budget=2**40)
+    region_outputs = dataclasses.replace(plan.outputs, stack_budget=2 * 2**20, read_side=160)
+    assert len(parts_mod.read_regions(task, parts(task, region_outputs), region_outputs)) >= 2
+    calls: list[range] = []
+    read_region = parts_mod._read_region
+
+    def spy(task, pieces, region, slots, *args):
+        calls.append(slots)
+        return read_region(task, pieces, region, slots, *args)
+
+    monkeypatch.setattr(parts_mod, "_read_region", spy)
+    monkeypatch.setattr(parts_mod, "_spare_threads", lambda: threads)
+    _assert_the_whole_chunks(task, whole_outputs, region_outputs)
+    # the region reads (the whole chunk's read, one thread, is not in parts): each region's
+    # slots split into `threads` interleaved shares
+    region_calls = [c for c in calls if c.step == threads]
+    assert len(region_calls) >= 2 * threads
+    assert sorted(k for c in region_calls[:threads] for k in c) == list(range(len(task.slots)))
 
 
 def test_a_chunk_no_larger_than_read_side_or_warped_by_gdal_is_one_region(tiny_catalog,
