@@ -17,9 +17,9 @@ the time for 4× the slots. So the chunk is read once instead:
    another. Without a cube, the worker's spare threads read each region together, each thread
    every n-th slot with a slot plane of its own: a source tile is then decoded once per region,
    where side-by-side regions each decode the tiles on their shared edge. A single 2048 px chunk
-   on a worker of two threads is read in two halves, both threads on each (measured on the
-   benchmark's job: its read phase 5.6-5.8 -> 3.9 task-s, the task 1.0-1.6 s shorter; four
-   1024 px regions side by side before);
+   on a worker of two threads is read in two halves, both threads on each (the benchmark's job,
+   measured against four 1024 px squares side by side: read phase 5.1-6.2 -> 3.3-4.5 task-s in
+   alternating runs; in-process on two threads 6.8-8.6 -> 6.3-7.2 s);
 2. **parts**: each part's stack is read back (one ``preadv`` per slot with data there, slots
    without data stay NaN), composited by the same :func:`~pipeline.engine.compose.composite_method`,
    cropped and put into the chunk's mosaics, which are written once. Parts run on the worker's
@@ -150,9 +150,9 @@ def _on_spare_threads(fn: Callable[[int], T], n: int, name: str) -> Iterator[T]:
 
 
 Region = tuple[ChunkGrid, tuple[int, ...]]  # a read grid and the parts (indices) inside it
-#: A region is ``read_side`` tall and ``WIDE`` times that wide: read by two threads at once
-#: (one slot plane each), half as many tile edges decoded twice as ``read_side`` squares, for
-#: the memory of two such squares per thread.
+#: A region is ``read_side`` tall and ``WIDE`` times that wide, read by the worker's spare
+#: threads together (one slot plane each): half as many tile edges decoded twice as with
+#: ``read_side`` squares, for twice a square's plane per thread.
 WIDE = 2
 
 
