@@ -83,7 +83,7 @@ def compute_in_parts(
         n = max(1, min(_spare_threads(), len(task.slots))) if len(regions) > 1 else 1
         jobs = [(region, range(j, len(task.slots), n)) for region in regions for j in range(n)]
     else:  # the cube writer takes the slots in order, over the whole chunk
-        jobs = [((task.grid_read, tuple(range(len(pieces)))), range(len(task.slots)))]
+        jobs = [(_whole(task, pieces), range(len(task.slots)))]
     with tempfile.TemporaryFile(prefix="aquila-stack-") as scratch:
         blocks = _Blocks(scratch.fileno(), task)
 
@@ -166,9 +166,8 @@ def read_regions(task: ChunkTask, pieces: Sequence[ChunkTask], outputs: Outputs)
     window gives the whole chunk's pixels; nearest-neighbour maps are per pixel, anchored to
     the grid (:mod:`pipeline.engine.warp`), so a region's pixels are the chunk's."""
     work, side = task.grid_read, outputs.read_side
-    whole: list[Region] = [(work, tuple(range(len(pieces))))]
     if max(task.chunk.height, task.chunk.width) <= side or not _nearest_only(task, outputs):
-        return whole
+        return [_whole(task, pieces)]
     ys = sorted({p.chunk.y0 for p in pieces})
     xs = sorted({p.chunk.x0 for p in pieces})
     sy, sx = pieces[0].chunk.height, pieces[0].chunk.width
@@ -185,6 +184,11 @@ def read_regions(task: ChunkTask, pieces: Sequence[ChunkTask], outputs: Outputs)
             x1 = max(g.x0 + g.width for g in grids)
             regions.append((work.part(y0, x0, y1 - y0, x1 - x0), members))
     return regions
+
+
+def _whole(task: ChunkTask, pieces: Sequence[ChunkTask]) -> Region:
+    """The task's whole read grid as one region holding every part."""
+    return task.grid_read, tuple(range(len(pieces)))
 
 
 def _nearest_only(task: ChunkTask, outputs: Outputs) -> bool:
