@@ -228,6 +228,21 @@ def test_a_missing_scheduler_or_a_bad_report_never_raises(tiny_catalog, tmp_path
     assert time.monotonic() - t < 15
 
 
+def test_a_side_connection_tries_10_s_or_dasks_shorter_connect_timeout():
+    import dask
+
+    from pipeline.engine.metrics_plugin import side_timeout
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "30s"}):
+        assert side_timeout() == "10s"
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        assert side_timeout() == "2s"
+        port = _free_port()  # nothing listens there
+        t = time.monotonic()
+        assert publish_run_started(f"tcp://127.0.0.1:{port}", "run", "x") is False
+        assert time.monotonic() - t < 8  # not the 10 s default
+
+
 # --------------------------------------------------------------------------- the textfile
 
 

@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.adversarial.runs import aquila, digest, leftovers, served_slowly, write_spec
+from tests.adversarial.runs import (
+    QUICK_CONNECT,
+    aquila,
+    digest,
+    leftovers,
+    served_slowly,
+    write_spec,
+)
 from tests.arrivals import item_files
 from tests.asset_server import serve
 
@@ -153,7 +160,8 @@ def test_submission_errors_say_what_to_do(scheduler, tmp_path):
     bad.write_text("version: 1\nname: x\n")
     refused = aquila("submit", str(bad), "--scheduler", scheduler)
     assert refused.returncode == 2 and "spec" in refused.stderr
-    nowhere = aquila("logs", "x", "--scheduler", f"tcp://127.0.0.1:{_free_port()}", timeout=120)
+    nowhere = aquila("logs", "x", "--scheduler", f"tcp://127.0.0.1:{_free_port()}", timeout=120,
+                     env=QUICK_CONNECT)  # distributed retries for its connect timeout: 30 s
     assert nowhere.returncode == 1 and "cluster_unreachable" in nowhere.stderr
     no_cluster = aquila("submit", str(bad))
     assert no_cluster.returncode == 2 and "--scheduler" in no_cluster.stderr

@@ -146,9 +146,11 @@ def publish_metrics(args: argparse.Namespace, cluster: Any, mode: Literal["run",
     security = cluster.tls.security() if cluster.tls else None
     if report is None:
         publish_run_started(cluster.scheduler, mode, workflow, security=security)
-    else:
-        publish_run_metrics(cluster.scheduler, report, mode, textfile=textfile,
-                            security=security)
+        return
+    scheduler = cluster.scheduler
+    if str(report.error or "").startswith("[cluster_unreachable]"):
+        scheduler = None  # the run could not reach it: no second wait for a warning
+    publish_run_metrics(scheduler, report, mode, textfile=textfile, security=security)
 
 
 def performance_report(args: argparse.Namespace) -> Path | None:

@@ -115,7 +115,7 @@ def register_metrics(client: Any) -> bool:
 
 
 def publish_run_started(
-    target: Any, mode: Mode, workflow: str, *, security: Any = None, timeout: str = "10s"
+    target: Any, mode: Mode, workflow: str, *, security: Any = None, timeout: str | None = None
 ) -> bool:
     """Count a run as started on the scheduler ``target`` (a connected ``distributed.Client``,
     a scheduler address, or None: nothing). True when the scheduler took it."""
@@ -129,11 +129,12 @@ def publish_run_metrics(
     *,
     textfile: Path | None = None,
     security: Any = None,
-    timeout: str = "10s",
+    timeout: str | None = None,
 ) -> bool:
     """Add a finished run's (``mode="run"``) or night's (``"nightly"``) report to Aquila's
     series: on the scheduler ``target`` (a connected ``distributed.Client``, a scheduler address
-    such as ``tcp://host:8786`` connected within ``timeout``, or None), and to the node_exporter
+    such as ``tcp://host:8786`` connected within ``timeout`` (:func:`side_timeout`), or None),
+    and to the node_exporter
     ``textfile`` (start and end of the run at once, counters carried on from the file). Never
     raises; True when every destination asked for took it."""
     try:
@@ -153,14 +154,24 @@ def publish_run_metrics(
     return ok
 
 
-def _publish(target: Any, msg: dict[str, Any], *, security: Any, timeout: str) -> bool:
+def side_timeout() -> str:
+    """How long a metrics side connection tries: 10 s, or Dask's connect timeout
+    (``distributed.comm.timeouts.connect``) when that is shorter."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    connect = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    return f"{min(10.0, float(connect)):g}s"
+
+
+def _publish(target: Any, msg: dict[str, Any], *, security: Any, timeout: str | None) -> bool:
     if target is None:
         return True
     try:
         if isinstance(target, str):
             from pipeline.engine.clusters.local import connect_scheduler
 
-            with connect_scheduler(target, timeout=timeout, security=security,
+            with connect_scheduler(target, timeout=timeout or side_timeout(), security=security,
                                    set_as_default=False) as c:
                 return register_metrics(c) and _log(c, msg)
         return register_metrics(target) and _log(target, msg)

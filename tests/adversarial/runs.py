@@ -19,10 +19,16 @@ AQUILA = str(Path(sys.executable).parent / "aquila")
 BOUNDS = (500000, 5000000, 504000, 5004000)
 
 
-def aquila(*args: str, preexec=None, timeout: float = 180) -> subprocess.CompletedProcess:
-    """The console script in a subprocess (``preexec`` runs in the child, e.g. a rlimit)."""
+#: Dask's connect timeout for a scheduler address nothing listens on: 30 s by default.
+QUICK_CONNECT = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "4s"}
+
+
+def aquila(*args: str, preexec=None, timeout: float = 180,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The console script in a subprocess (``preexec`` runs in the child, e.g. a rlimit;
+    ``env``: variables added to this process's environment)."""
     return subprocess.run([AQUILA, *args], capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=preexec)
+                          preexec_fn=preexec, env={**os.environ, **env} if env else None)
 
 
 def write_spec(path: Path, catalog: Path, out: Path, *, name="test", **extra) -> Path:

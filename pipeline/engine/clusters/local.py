@@ -109,13 +109,21 @@ def connect_address(options: ClusterOptions) -> Iterator[Client]:
 
 @contextlib.contextmanager
 def connect_scheduler(
-    address: str, *, security: Any = None, timeout: str = "30s", set_as_default: bool = True
+    address: str, *, security: Any = None, timeout: str | None = None,
+    set_as_default: bool = True,
 ) -> Iterator[Client]:
     """A client of the scheduler at ``address`` (``security``: distributed's ``Security``), closed
     on exit; the scheduler is left running. Also for short side connections (metrics), which
-    pass ``set_as_default=False`` so they never replace a run's default client."""
+    pass ``set_as_default=False`` so they never replace a run's default client.
+
+    ``timeout``: how long to keep trying to connect; by default Dask's
+    ``distributed.comm.timeouts.connect`` (30 s unless configured, e.g.
+    ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s`` to give up on a wrong address sooner)."""
+    import dask
     from distributed import Client
 
+    if timeout is None:
+        timeout = dask.config.get("distributed.comm.timeouts.connect")
     client = Client(address, timeout=timeout, security=security, set_as_default=set_as_default)
     try:
         yield client
