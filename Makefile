@@ -28,14 +28,19 @@ catalogs/demo-toa/catalog.json: | $(STAMP)
 demo-toa: $(STAMP) catalogs/demo-toa/catalog.json
 	$(BIN)/aquila run workflows/demo-toa.yaml
 
+# tests run in TEST_PROCESSES processes (pytest-xdist), fewer on a machine with fewer cores;
+# TEST_PROCESSES=1 runs them in this process, one after another
+TEST_PROCESSES ?= 2
+XDIST := -n auto --maxprocesses=$(TEST_PROCESSES)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q $(XDIST)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -m slow -q $(XDIST)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/peers.py
