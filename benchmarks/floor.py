@@ -173,7 +173,8 @@ def measure_chunks(plan, workdir: Path, *, tasks: int | None = None) -> dict[str
     (reads timed apart, left out), and the engine's whole-chunk writes."""
     import zarr
 
-    from pipeline.engine.chunk import Phases, compute_chunk, mosaic_writes
+    from pipeline.engine.chunk import compute_chunk, mosaic_writes
+    from pipeline.engine.jobs import Phases
     from pipeline.engine.run import create_stores
     from pipeline.engine.writer import ChunkWriter
     from pipeline.io.reader import RasterReader

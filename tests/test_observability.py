@@ -18,7 +18,7 @@ import yaml
 from distributed import get_task_stream
 
 from pipeline.cli.main import main
-from pipeline.engine.chunk import PHASES
+from pipeline.engine.jobs import PHASES
 from tests.conftest import make_spec_dict
 
 

@@ -20,6 +20,7 @@ from hypothesis.extra import numpy as hnp
 from pipeline.catalog.sensors.folding import BandConstants, Linear, SunGeometry, fold, harmonised
 from pipeline.kernels import qa
 from pipeline.kernels.calibrate import gather_calibrate, gather_mask
+from pipeline.kernels.dilate import dilate
 from tests.references.kernels import gather_calibrate_reference, gather_mask_reference
 from tests.references.toa import (
     decode_reference,
@@ -566,7 +567,7 @@ def test_dilate_table(case, shape):
         n = 0
     elif case == "large_n":
         n = 40
-    got = qa.dilate(mask, n, shape=shape)
+    got = dilate(mask, n, shape=shape)
     np.testing.assert_array_equal(got, dilate_reference(mask, n, shape))
     assert (got >= mask).all()
 
@@ -574,12 +575,12 @@ def test_dilate_table(case, shape):
 def test_dilate_known_values():
     mask = np.zeros((5, 5), bool)
     mask[2, 2] = True
-    square = qa.dilate(mask, 1)
+    square = dilate(mask, 1)
     assert square.sum() == 9 and square[1:4, 1:4].all()
-    disc = qa.dilate(mask, 2, shape="disc")
+    disc = dilate(mask, 2, shape="disc")
     assert disc.sum() == 13 and not disc[0, 0] and disc[0, 2]  # dy² + dx² <= 4
     with pytest.raises(ValueError, match="n must"):
-        qa.dilate(mask, -1)
+        dilate(mask, -1)
 
 
 @PROPS
@@ -589,7 +590,7 @@ def test_dilate_known_values():
     shape=st.sampled_from(["square", "disc"]),
 )
 def test_dilate_property(mask, n, shape):
-    got = qa.dilate(mask, n, shape=shape)
+    got = dilate(mask, n, shape=shape)
     np.testing.assert_array_equal(got, dilate_reference(mask, n, shape))
 
 

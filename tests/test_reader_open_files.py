@@ -11,14 +11,8 @@ import psutil
 import pytest
 import rasterio
 
-from pipeline.io.reader import (
-    OPEN_FILES,
-    OPEN_FILES_BIG_CHUNKS,
-    OpenFiles,
-    RasterReader,
-    ReaderSettings,
-    open_files_for,
-)
+from pipeline.io.reader import OpenFiles, RasterReader
+from pipeline.io.settings import OPEN_FILES, OPEN_FILES_BIG_CHUNKS, ReaderSettings, open_files_for
 from tests.asset_server import serve
 from tests.test_object_store_in import write_cog
 

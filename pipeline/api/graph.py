@@ -22,7 +22,7 @@ from pipeline.engine.blocks import (
     mosaic_block,
     mosaic_layer,
 )
-from pipeline.io.reader import ReaderSettings
+from pipeline.io.settings import ReaderSettings
 from pipeline.plan.chunks import ChunkTask, MosaicOutput, Plan, SlotScenes
 from pipeline.plan.grid import TargetGrid
 

@@ -23,7 +23,7 @@ from pipeline.catalog.markings import MarkingConflict
 from pipeline.catalog.scene import Reject
 from pipeline.engine.steps import audience_dict, outputs_of, target_grid
 from pipeline.errors import NoScenesError, PlanTooLarge
-from pipeline.io.reader import ReaderSettings
+from pipeline.io.settings import ReaderSettings
 from pipeline.plan.chunks import Plan, make_plan
 from pipeline.spec.workflow import WorkflowSpec
 

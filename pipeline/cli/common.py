@@ -194,8 +194,8 @@ def positive_float(text: str) -> float:
 
 def reader_settings(args: argparse.Namespace):
     """The ReaderSettings the reader flags ask for."""
-    from pipeline.io.reader import ReaderSettings
     from pipeline.io.retry import RetryPolicy
+    from pipeline.io.settings import ReaderSettings
 
     return ReaderSettings(
         gdal_cache_mb=args.gdal_cache_mb,

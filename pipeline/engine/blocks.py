@@ -21,7 +21,7 @@ from pipeline.engine.chunk import ChunkOutput, compute_chunk
 from pipeline.engine.compose import composite_method
 from pipeline.engine.executor import reader_for
 from pipeline.errors import ReadError
-from pipeline.io.reader import ReaderSettings
+from pipeline.io.settings import ReaderSettings
 from pipeline.plan.chunks import ChunkTask, MosaicOutput, Outputs, SlotScenes
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.engine import events
 from pipeline.engine.executor import Executor, Job, performance_note, task_key
-from pipeline.engine.fork_chunk import ForkedSummary, fork_chunk_job
+from pipeline.engine.jobs import ForkedSummary, fork_chunk_job
 from pipeline.engine.steps import (
     audience_dict,
     discover,
@@ -34,7 +34,7 @@ from pipeline.engine.steps import (
     target_grid,
 )
 from pipeline.errors import NoScenesError, SpecError, StoreBusy, StoreNotOurs
-from pipeline.io.reader import open_files_for
+from pipeline.io.settings import open_files_for
 from pipeline.plan.chunks import Plan, make_plan
 from pipeline.plan.methods import mosaic_layers
 from pipeline.products.bucket import BucketPublication, check_bucket_target

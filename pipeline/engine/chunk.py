@@ -13,11 +13,9 @@ Dask run and a direct run report the same phases.
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 
 from pipeline.catalog.scene import BandSource, Scene
 from pipeline.engine.compose import StreamState, composite_method
+from pipeline.engine.jobs import ChunkSummary, Phases
 from pipeline.engine.memo import ChunkMemo
 from pipeline.engine.warp import nearest_window
 from pipeline.engine.writer import ChunkWriter
@@ -46,54 +45,6 @@ from pipeline.plan.methods import mosaic_layers
 from pipeline.products.chunkio import Write
 from pipeline.products.overviews import Pyramid
 
-#: The labels of a chunk task's fine metrics, in the order the work happens: ``read`` opens
-#: assets and fetches (and GDAL decompresses) pixel windows, also a night's committed cube slots;
-#: ``decode`` turns quality and nodata-mask bands into masks; ``warp`` maps source pixels to the
-#: chunk's grid; ``calibrate`` DN to reflectance; ``composite`` merges scenes into slots and
-#: reduces slots to mosaics; ``write`` opens the output arrays and writes whole chunks.
-PHASES = ("read", "decode", "warp", "calibrate", "composite", "write")
-
-
-class Phases(dict[str, float]):
-    """Seconds by phase. ``with phases("read"):`` adds the block's own time here (a phase nested
-    in another is subtracted from the outer one, so the phases add up, as
-    ``context_meter.meter`` counts them) and digests the same seconds as a Dask fine metric
-    when ``distributed`` is loaded (on a worker the task's metrics go to the scheduler;
-    elsewhere nothing listens). Not importing ``distributed`` here keeps a direct run light."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._open: list[float] = []  # per open phase: seconds of the phases nested in it
-
-    @contextmanager
-    def __call__(self, label: str) -> Iterator[None]:
-        t = time.perf_counter()
-        self._open.append(0.0)
-        try:
-            yield
-        finally:  # a failed step's time counts too
-            elapsed = time.perf_counter() - t
-            own = max(0.0, elapsed - self._open.pop())
-            if self._open:
-                self._open[-1] += elapsed
-            self[label] = self.get(label, 0.0) + own
-            _digest(label, own)
-
-    def add(self, other: dict[str, float]) -> None:
-        for label, sec in other.items():
-            self[label] = self.get(label, 0.0) + sec
-
-    def ordered(self) -> dict[str, float]:
-        """The phases in :data:`PHASES` order (every label, 0 for a phase that never ran)."""
-        extra = sorted(set(self) - set(PHASES))
-        return {label: self.get(label, 0.0) for label in (*PHASES, *extra)}
-
-
-def _digest(label: str, seconds: float) -> None:
-    metrics = sys.modules.get("distributed.metrics")
-    if metrics is not None:  # a Dask worker (or a process that imported distributed)
-        metrics.context_meter.digest_metric(label, seconds, "seconds")
-
 
 @dataclass(frozen=True)
 class ChunkOutput:
@@ -104,20 +55,6 @@ class ChunkOutput:
     mosaics: tuple[dict[str, np.ndarray], ...]  # one per Outputs.mosaics, same order
     used: tuple[str, ...]
     failures: tuple[tuple[str, str, str], ...]  # (scene id, reason, message)
-
-
-@dataclass
-class ChunkSummary:
-    """The small result a chunk task sends back to the driver."""
-
-    chunk: str
-    scenes_read: int = 0
-    used: tuple[str, ...] = ()
-    failures: tuple[tuple[str, str, str], ...] = ()
-    valid_pixels: int = 0
-    pixels_written: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)  # seconds by PHASES label
 
 
 # --------------------------------------------------------------------------- compute
@@ -545,8 +482,3 @@ def _merged_failures(task: ChunkTask, *failures: Sequence[tuple[str, str, str]]
         for f in group:
             first.setdefault(f[0], f)
     return tuple(sorted(first.values(), key=lambda f: order[f[0]]))
-
-
-def chunk_job(reader: RasterReader, task: ChunkTask, outputs: Outputs) -> ChunkSummary:
-    """:func:`process_chunk` as the executor calls it."""
-    return process_chunk(task, outputs=outputs, reader=reader)

@@ -27,11 +27,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.engine.cluster import ClusterOptions, open_client
 from pipeline.errors import RunError
-from pipeline.io.reader import RasterReader, ReaderSettings
+from pipeline.io.settings import ReaderSettings
+
+if TYPE_CHECKING:  # GDAL is loaded where a reader is made: on the worker, or in a direct run
+    from pipeline.io.reader import RasterReader
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -66,6 +69,8 @@ def reader_for(settings: ReaderSettings) -> RasterReader:
     serving many runs keeps the newest four."""
     reader = _READERS.get(settings)
     if reader is None:
+        from pipeline.io.reader import RasterReader
+
         while len(_READERS) >= 4:
             _READERS.pop(next(iter(_READERS))).close()
         for older in _READERS.values():  # their runs have likely ended: free their idle files
@@ -186,6 +191,8 @@ class Executor:
         self, fn: Callable[..., R], jobs: Sequence[Job], settings: ReaderSettings,
         progress: Progress | None,
     ) -> tuple[list[R], list[dict[str, str]]]:
+        from pipeline.io.reader import RasterReader
+
         reader = RasterReader(settings)
         results: list[R] = []
         try:

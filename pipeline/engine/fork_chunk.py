@@ -16,35 +16,17 @@ a store object instead, after which this module is three lines.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pipeline.engine.chunk import ChunkSummary, Phases, compute_chunk, mosaic_writes
+from pipeline.engine.chunk import compute_chunk, mosaic_writes
+from pipeline.engine.jobs import ChunkSummary, ForkedSummary, Phases
 from pipeline.engine.writer import ChunkWriter
 from pipeline.io.reader import RasterReader
 from pipeline.plan.chunks import ChunkTask, Outputs
 from pipeline.products.chunkio import open_arrays
 from pipeline.products.overviews import Pyramid
-
-
-@dataclass
-class ForkedSummary:
-    """The task's summary and its forks: the cube's (None: no cube), then each mosaic's."""
-
-    summary: ChunkSummary
-    cube_fork: Any
-    mosaic_forks: tuple[Any, ...]
-
-
-def fork_chunk_job(
-    reader: RasterReader, task: ChunkTask, outputs: Outputs, cube_fork: Any,
-    mosaic_forks: tuple[Any, ...],
-) -> ForkedSummary:
-    """:func:`process_in_forks` as the executor calls it."""
-    return process_in_forks(task, outputs=outputs, reader=reader, cube_fork=cube_fork,
-                            mosaic_forks=mosaic_forks)
 
 
 def process_in_forks(

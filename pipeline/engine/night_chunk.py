@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from pipeline.engine.chunk import Phases, _empty, compute_chunk
+from pipeline.engine.chunk import _empty, compute_chunk
 from pipeline.engine.compose import FoldState
+from pipeline.engine.jobs import NightChunkResult, Phases
 from pipeline.engine.writer import ChunkWriter
 from pipeline.io.reader import RasterReader
 from pipeline.plan.chunks import Outputs, SlotScenes
@@ -31,42 +32,12 @@ from pipeline.products.chunkio import MetadataCache, open_arrays, read_chunks, r
 from pipeline.products.slots import CubeSlots
 from pipeline.products.store import NIGHTLY_CUBE as CUBE
 
-
-@dataclass
-class NightChunkResult:
-    """What a nightly chunk task sends back: a small summary and its fork (the writes)."""
-
-    chunk: str
-    used: tuple[str, ...] = ()
-    failures: tuple[tuple[str, str, str], ...] = ()  # (scene id, reason, message)
-    retries: dict[str, int] = field(default_factory=dict)  # href -> retries
-    attempts: dict[str, int] = field(default_factory=dict)  # failed href -> attempts made
-    cube_written: int = 0
-    mosaic_written: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)  # seconds by chunk.PHASES label
-    fork: Any = None
-
-
 #: At most this many bytes of committed mosaic layers are kept by a folding chunk task to leave
 #: out the layers it did not change (24 layers of a 200 px chunk: 3.7 MiB; of a 1024 px chunk:
 #: 96 MiB, and the task writes every layer instead).
 _KEEP_COMMITTED = 64 * 2**20
 
 _METADATA = MetadataCache()  # per worker process: every task of a night opens the same arrays
-
-
-def night_job(
-    reader: RasterReader,
-    order: ChunkOrder,
-    outputs: Outputs,
-    groups: Sequence[str],
-    fork: Any,
-    base: Any,
-) -> NightChunkResult:
-    """:func:`run_order` as the executor calls it (``groups``: the mosaic group names, in
-    ``outputs.mosaics`` order)."""
-    return run_order(order, outputs=outputs, groups=groups, reader=reader, fork=fork, base=base)
 
 
 def committed_mosaics(

@@ -38,7 +38,6 @@ from pipeline.catalog.dedupe import carry_markings
 from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.scene import Scene
 from pipeline.engine import events
-from pipeline.engine.chunk import Phases
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.executor import (
     Executor,
@@ -48,7 +47,7 @@ from pipeline.engine.executor import (
     task_key,
     timed,
 )
-from pipeline.engine.night_chunk import night_job
+from pipeline.engine.jobs import Phases, night_job
 from pipeline.engine.steps import (
     audience_dict,
     new_run_id,
@@ -59,7 +58,7 @@ from pipeline.engine.steps import (
 )
 from pipeline.errors import RunError, SpecError, StoreNotOurs
 from pipeline.io.identity import IdentityProbe
-from pipeline.io.reader import ReaderSettings
+from pipeline.io.settings import ReaderSettings
 from pipeline.plan.changes import Listing, ingest_fingerprint, list_catalog
 from pipeline.plan.chunks import Plan, make_plan
 from pipeline.plan.increment import Increment, diff, plan_digest

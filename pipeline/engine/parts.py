@@ -57,7 +57,8 @@ from pipeline.plan.grid import ChunkGrid
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from pipeline.engine.chunk import ChunkOutput, Phases
+    from pipeline.engine.chunk import ChunkOutput
+    from pipeline.engine.jobs import Phases
     from pipeline.io.reader import RasterReader
 
 
@@ -102,7 +103,8 @@ def compute_in_parts(
         mosaics = [_empty(m, nb, c) for m in outputs.mosaics]
 
         def one(i: int) -> tuple[int, tuple[dict[str, np.ndarray], ...], Phases]:
-            from pipeline.engine.chunk import Phases, _crop, _mosaics
+            from pipeline.engine.chunk import _crop, _mosaics
+            from pipeline.engine.jobs import Phases
 
             own = Phases()  # Phases nest per thread; merged below
             piece = pieces[i]
@@ -204,7 +206,8 @@ def _read_region(task: ChunkTask, pieces: Sequence[ChunkTask], region: Region,
     """Step 1 of the module docstring over one region and the task's ``slots`` (indices): each
     slot read and merged into one plane of the region's grid, the blocks of its parts appended
     to the scratch file."""
-    from pipeline.engine.chunk import Phases, _crop, _merge_slot
+    from pipeline.engine.chunk import _crop, _merge_slot
+    from pipeline.engine.jobs import Phases
 
     grid, members = region
     own = Phases()

@@ -17,7 +17,6 @@ from pipeline.catalog.discover import href_policy, releasability_of
 from pipeline.catalog.markings import Marking, Scale
 from pipeline.engine import events
 from pipeline.engine.bucket_run import bucket_stores, run_in_bucket
-from pipeline.engine.chunk import ChunkSummary, Phases, chunk_job
 from pipeline.engine.cluster import ClusterOptions
 from pipeline.engine.executor import (
     Executor,
@@ -26,6 +25,7 @@ from pipeline.engine.executor import (
     performance_note,
     task_key,
 )
+from pipeline.engine.jobs import ChunkSummary, Phases, chunk_job
 from pipeline.engine.steps import (
     audience_dict,
     discover,
@@ -44,7 +44,7 @@ from pipeline.errors import (
     StoreBusy,
     StoreNotOurs,
 )
-from pipeline.io.reader import ReaderSettings, open_files_for
+from pipeline.io.settings import ReaderSettings, open_files_for
 from pipeline.plan.chunks import Outputs, Plan, make_plan
 from pipeline.plan.methods import mosaic_layers
 from pipeline.products.lease import LEASE_SECONDS

@@ -35,7 +35,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -44,19 +43,19 @@ from rasterio.env import set_gdal_config
 from rasterio.windows import Window
 
 from pipeline.errors import HrefNotAllowed, ReadError, ReadRefused
-from pipeline.io.hrefs import HrefPolicy, is_object_href, raster_driver
+from pipeline.io.hrefs import is_object_href, raster_driver
 from pipeline.io.http import head, refuse_redirect
 from pipeline.io.objectstore import NON_CACHED, judge_object_error, object_env, open_object
 from pipeline.io.remote import RemoteAsset, RequestSettings, open_remote, share_opener_state
 from pipeline.io.retry import (
     Exhausted,
     Failure,
-    RetryPolicy,
     call_with_retries,
     classify_gdal,
     from_status,
     gdal_text,
 )
+from pipeline.io.settings import ReaderSettings
 from pipeline.io.signing import redact, sign
 from pipeline.io.tilecache import TileCache
 
@@ -77,26 +76,6 @@ GDAL_OPTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class ReaderSettings:
-    """Per-process reader settings, resolved once in the driver."""
-
-    gdal_cache_mb: int = 64  # GTiff window reads bypass it (pipeline.io.tilecache); JP2 uses it
-    tile_cache_mb: int = 0  # decoded source tiles per worker (pipeline.io.tilecache); 0: off
-    max_open: int = 512  # open remote datasets per thread; closing one drops its cached blocks
-    #: local files kept open per process between reads, shared by its threads
-    #: (:class:`OpenFiles`): GDAL keeps ~0.31 MiB of buffers per open dataset, and a file
-    #: closed and opened again for the next chunk costs 1-4 ms of opening (with two threads
-    #: opening) and its first read. The run sets it from its plan (:func:`open_files_for`):
-    #: :data:`OPEN_FILES` where its tasks are many and small, :data:`OPEN_FILES_BIG_CHUNKS`
-    #: where a chunk is read in regions (its own buffers are large and it is read once)
-    max_open_local: int = 16
-    policy: HrefPolicy | None = None  # checked again at every request (pipeline.io.http)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    http_timeout_s: float = 30.0  # per HTTP request (the HEAD and each range GET)
-    session: str = ""  # the run id: one run's open files and failures are not another's
-
-
 def configure_gdal(settings: ReaderSettings) -> None:
     """Set GDAL's options for this process, through rasterio's public ``set_gdal_config``.
 
@@ -110,23 +89,6 @@ def configure_gdal(settings: ReaderSettings) -> None:
     set_gdal_config("GDAL_CACHEMAX", int(settings.gdal_cache_mb))  # MB
     for key, value in GDAL_OPTIONS.items():
         set_gdal_config(key, value)
-
-
-OPEN_FILES = 256
-"""Local files a worker keeps open for a plan of small chunks: the benchmark's tasks read 180
-assets (~56 MiB held open); measured there at 512 px (alternating runs, 16 -> 256): the read
-phase 17.4 / 12.8 -> 8.6 / 8.0 task-seconds, wall 23.3 / 18.6 -> 17.4 / 16.2 s."""
-
-OPEN_FILES_BIG_CHUNKS = 16
-"""... and for a plan with a chunk read in regions (larger than ``read_side``): at 2048 px the
-benchmark's peak was 0.87-0.89 GiB with 16 and 0.93-1.0 GiB with 256, against a 1.0 GiB
-target, for 0.4 s."""
-
-
-def open_files_for(chunk_side: int, read_side: int) -> int:
-    """``max_open_local`` for a run whose largest chunk is ``chunk_side`` px and whose chunks
-    are read in regions of at most ``read_side``."""
-    return OPEN_FILES if chunk_side <= read_side else OPEN_FILES_BIG_CHUNKS
 
 
 class OpenFiles:

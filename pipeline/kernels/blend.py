@@ -3,7 +3,7 @@ on them.
 
 :func:`cloud_distance` measures, per observation, how far each pixel lies from the nearest cloud
 or shadow (the best-pixel score's main term, :mod:`pipeline.kernels.scored`; a disc dilation of
-:func:`pipeline.kernels.qa.dilate`); :func:`edge_distance` how far it lies from the nearest
+:func:`pipeline.kernels.dilate.dilate`); :func:`edge_distance` how far it lies from the nearest
 invalid pixel, which feathers seams below. Both are one kernel,
 :func:`distance_transform_kernel` (Felzenszwalb-Huttenlocher: a 1-D squared-distance transform
 along y, then along x).

@@ -20,7 +20,7 @@ import numpy as np
 from pyproj import Transformer
 
 from pipeline.catalog.scene import BandSource, QualitySource, Scene
-from pipeline.kernels.qa import DEFAULT_MASK, DILATABLE, MASK_CLASSES, dilate, lut_from_rules
+from pipeline.kernels.qa import DEFAULT_MASK, DILATABLE, MASK_CLASSES, lut_from_rules
 from pipeline.kernels.toa import solar_zenith
 from pipeline.plan.grid import ChunkGrid
 
@@ -65,7 +65,11 @@ def quality_luts(q: QualitySource, masking: Masking) -> tuple[np.ndarray, np.nda
 
 def grow(mask: np.ndarray, n: int) -> np.ndarray:
     """The (y, x) cloud/shadow mask dilated by n pixels (square, Chebyshev distance)."""
-    return dilate(mask, n) if n else mask
+    if not n:
+        return mask
+    from pipeline.kernels.dilate import dilate  # numba: loaded where masks are dilated
+
+    return dilate(mask, n)
 
 
 # --------------------------------------------------------------------------- the sun

@@ -28,8 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.kernels.pyramid import first_valid2x2, max2x2, mean2x2, nearest2x2
-
 OVERVIEWS = "overviews"
 NEAREST = frozenset({"count", "source", "score", "weight"})  # lineage layers: never averaged
 MIN_SIDE = 256  # no level is added once the previous level fits in this many pixels a side
@@ -90,7 +88,10 @@ def multiscales(shape: Sequence[int], transform: Sequence[float], levels: Sequen
 def downsample(name: str, values: np.ndarray) -> np.ndarray:
     """One level down (2 × 2 blocks over the last two axes; an odd edge keeps its half block):
     ``count`` the block's largest, the other lineage layers the block's first valid value (so
-    a coarse pixel with reflectance names an observation), reflectance the mean of the valid."""
+    a coarse pixel with reflectance names an observation), reflectance the mean of the valid.
+    (The numba kernels are imported here, where chunks are written, not with the layout.)"""
+    from pipeline.kernels.pyramid import first_valid2x2, max2x2, mean2x2, nearest2x2
+
     if name == "count":
         return max2x2(values)
     if name in NEAREST:
