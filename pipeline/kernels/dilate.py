@@ -13,34 +13,33 @@ __all__ = ["dilate", "dilate_kernel"]
 
 
 @numba.njit(cache=True, nogil=True)
+def _dilate_line(src: np.ndarray, dst: np.ndarray, n: int) -> None:
+    """dst[i] = True where some True of the 1-D src lies within n of i: keep the index of the
+    last True at or before i + n (one axis of dilate_kernel)."""
+    m = src.shape[0]
+    last = -(1 << 40)
+    for j in range(min(n, m)):
+        if src[j]:
+            last = j
+    for i in range(m):
+        j = i + n
+        if j < m and src[j]:
+            last = j
+        dst[i] = last >= i - n
+
+
+@numba.njit(cache=True, nogil=True)
 def dilate_kernel(mask: np.ndarray, n: int, out: np.ndarray) -> None:
     """out (y, x) = True where some True pixel of mask lies within Chebyshev distance n
-    (a (2n+1)² square). Separable, O(Y·X) whatever n: along x, then along y, keep the index of
-    the last True pixel at or before x + n; unchecked. (The per-pixel stamp of the earlier
-    version cost O(Y·X·n²).)"""
+    (a (2n+1)² square). Separable, O(Y·X) whatever n: each row, then each column of that,
+    by :func:`_dilate_line`; unchecked. (The per-pixel stamp of the earlier version cost
+    O(Y·X·n²).)"""
     h, w = mask.shape
-    far = -(1 << 40)
     tmp = np.zeros((h, w), np.bool_)
     for y in range(h):
-        last = far
-        for j in range(min(n, w)):
-            if mask[y, j]:
-                last = j
-        for x in range(w):
-            j = x + n
-            if j < w and mask[y, j]:
-                last = j
-            tmp[y, x] = last >= x - n
+        _dilate_line(mask[y], tmp[y], n)
     for x in range(w):
-        last = far
-        for j in range(min(n, h)):
-            if tmp[j, x]:
-                last = j
-        for y in range(h):
-            j = y + n
-            if j < h and tmp[j, x]:
-                last = j
-            out[y, x] = last >= y - n
+        _dilate_line(tmp[:, x], out[:, x], n)
 
 
 def dilate(mask: np.ndarray, n: int, *, shape: str = "square") -> np.ndarray:
