@@ -148,7 +148,9 @@ def publish_metrics(args: argparse.Namespace, cluster: Any, mode: Literal["run",
         publish_run_started(cluster.scheduler, mode, workflow, security=security)
         return
     scheduler = cluster.scheduler
-    if str(report.error or "").startswith("[cluster_unreachable]"):
+    from pipeline.products.report import error_reason
+
+    if error_reason(report.error) == "cluster_unreachable":
         scheduler = None  # the run could not reach it: no second wait for a warning
     publish_run_metrics(scheduler, report, mode, textfile=textfile, security=security)
 

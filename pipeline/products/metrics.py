@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from pipeline.products.publish import write_text_atomic
+from pipeline.products.report import error_reason
 from pipeline.products.stac import stac_path
 
 log = logging.getLogger(__name__)
@@ -326,9 +327,9 @@ def _code(value: Any) -> str:
 
 
 def _bracket_code(error: str) -> str:
-    """``"[reason] message"`` (a run's read failure) → ``reason``."""
-    m = re.match(r"\[([^\]]+)\]", error)
-    return _code(m.group(1)) if m else UNKNOWN
+    """``"[reason] message"`` (a run's read failure) → ``reason`` as a label value."""
+    reason = error_reason(error)
+    return _code(reason) if reason else UNKNOWN
 
 
 def _status(value: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -169,6 +170,13 @@ class NightReport:
 
 
 # --------------------------------------------------------------------------- finishing
+
+
+def error_reason(error: str | None) -> str | None:
+    """The reason code of an error as a report records it, ``"[reason] message"`` (a run's
+    ``error``, a read failure's ``error``); None when it has none."""
+    m = re.match(r"\[([^\]]+)\]", error or "")
+    return m.group(1) if m else None
 
 
 class Report(Protocol):
