@@ -97,7 +97,9 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--scheduler", metavar="ADDRESS",
-        help="use an existing Dask scheduler (tcp://host:8786) instead of starting a local cluster",
+        help="use an existing Dask scheduler (tcp://host:8786) instead of starting a local "
+        "cluster; Aquila tries to connect for Dask's connect timeout (30 s; "
+        "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s to give up sooner)",
     )
     where.add_argument("--direct", action="store_true",
                        help="run every chunk in this process without Dask (debugging)")

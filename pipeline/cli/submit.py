@@ -65,7 +65,9 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 def _cluster_args(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="the running cluster's scheduler, e.g. tcp://10.0.0.5:8786")
+                       help="the running cluster's scheduler, e.g. tcp://10.0.0.5:8786 (tried "
+                       "for Dask's connect timeout, 30 s; "
+                       "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s to give up sooner)")
     where.add_argument("--cluster-profile", metavar="YAML",
                        help="a cluster profile with the scheduler's address (and TLS files)")
     # the local-cluster sizes of `aquila run` do not apply: a submission needs a running cluster
