@@ -207,8 +207,12 @@ def summary(out: Output, report: Any) -> None:
     for f in report.chunk_failures:
         console.print(f"  [red]chunk failed[/red] {esc(f['chunk'] + ': ' + f['error'])}")
     if report.tasks:
+        fused = report.compute_tasks and report.compute_tasks != report.tasks
         console.print(
-            f"  {report.tasks} chunk tasks, {report.time_slots} time slots, "
+            f"  {report.tasks} chunk tasks"
+            + (f" (computed in {report.compute_tasks}: small chunks 2 × 2 per task)"
+               if fused else "")
+            + f", {report.time_slots} time slots, "
             f"{report.pixels_written:,} pixels written per band"
         )
     for name, path in report.products.items():

@@ -124,7 +124,7 @@ def compute_chunk(
         if filled is None:
             # all NaN: a new stack's plane or the buffer just filled (reuse's None wrote nothing)
             filled = _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used,
-                                 failures, phases, empty=True)
+                                 failures, phases, empty=True, clip=task.clip)
         if not filled:
             continue
         any_filled = True
@@ -157,7 +157,8 @@ def _mosaics(task, outputs, stack, qa_stack, states, crop, any_filled) -> tuple[
 
 
 def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, failures,
-                phases: Phases, *, empty: bool = False) -> bool:
+                phases: Phases, *, empty: bool = False,
+                clip: Sequence[tuple[str, int, int, int, int]] = ()) -> bool:
     """Merge the slot's scenes into ``plane`` (first valid wins); OR their quality masks into
     ``qa`` where no scene filled the pixel. True if any pixel was filled.
 
@@ -165,7 +166,10 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
     scene is then gathered straight into the plane and its invalid or masked pixels set back to
     NaN (:func:`~pipeline.kernels.median.keep_valid`): the plane merge_first_valid would give,
     bit for bit, without a scene buffer or a merge pass (most slots hold one scene: in the
-    benchmark job 36 of 36). Later scenes of the slot go through a buffer and the merge."""
+    benchmark job 36 of 36). Later scenes of the slot go through a buffer and the merge.
+
+    ``clip``: (scene id, grid region) pairs where that scene adds nothing (its values are set
+    back to NaN there before the merge: :attr:`ChunkTask.clip`)."""
     filled = False
     for scene in slot_scenes.scenes:
         direct = empty and not filled
@@ -183,6 +187,7 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
             continue
         values, masked = read
         with phases("composite"):
+            _clip(values, masked, work, [r[1:] for r in clip if r[0] == scene.id])
             if qa is not None:
                 qa |= masked
             merged = keep_valid(plane, masked) if direct else merge_first_valid(
@@ -194,6 +199,17 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
         with phases("composite"):
             qa &= ~np.isfinite(plane[0])
     return filled
+
+
+def _clip(values: np.ndarray, masked: np.ndarray, work: ChunkGrid,
+          regions: Sequence[tuple[int, int, int, int]]) -> None:
+    """NaN in ``values`` and False in ``masked`` (both on ``work``) over each grid region
+    (y0, x0, height, width)."""
+    for y0, x0, h, w in regions:
+        ys = slice(max(y0 - work.y0, 0), max(min(y0 + h - work.y0, work.height), 0))
+        xs = slice(max(x0 - work.x0, 0), max(min(x0 + w - work.x0, work.width), 0))
+        values[:, ys, xs] = np.nan
+        masked[ys, xs] = False
 
 
 def _crop(task: ChunkTask) -> tuple[slice, slice]:
@@ -465,6 +481,44 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
         seconds={"compute": t1 - t0, "write": t2 - t1},
         phases=dict(phases),
     )
+
+
+def process_block(block: ChunkTask, members: Sequence[ChunkTask], *, outputs: Outputs,
+                  reader: RasterReader) -> tuple[ChunkSummary, ...]:
+    """A run's fused task (:mod:`pipeline.plan.fuse`): the block computed as one region, then
+    each member chunk's mosaics cropped from it and written as :func:`process_chunk` writes a
+    lone chunk's. One summary per member, in ``members`` order: its scenes used and failed are
+    the block's among those it lists; the block's seconds and phases go on the first."""
+    import zarr
+
+    t0 = time.perf_counter()
+    phases = Phases()
+    out = compute_chunk(block, outputs=outputs, reader=reader, phases=phases)
+    t1 = time.perf_counter()
+    pyramid = Pyramid()  # each overview array opened once for the block
+    summaries = []
+    with phases("write"):
+        groups = [zarr.open_group(str(m.store), mode="r+") for m in outputs.mosaics]
+        for task in members:
+            c = task.chunk
+            crop = (slice(c.y0 - block.chunk.y0, c.y0 - block.chunk.y0 + c.height),
+                    slice(c.x0 - block.chunk.x0, c.x0 - block.chunk.x0 + c.width))
+            listed = {sc.id for slot in task.slots for sc in slot.scenes}
+            mine = ChunkOutput(c, (), tuple(_cropped(m, crop) for m in out.mosaics),
+                               tuple(u for u in out.used if u in listed),
+                               tuple(f for f in out.failures if f[0] in listed))
+            writer = ChunkWriter([], (slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width)),
+                                 overviews=pyramid)
+            writer.finish(mosaic_writes(mine, outputs, groups), mosaics=len(groups))
+            summaries.append(ChunkSummary(
+                chunk=c.name, scenes_read=task.n_scenes, used=mine.used,
+                failures=mine.failures, valid_pixels=int((mine.mosaics[0]["count"] > 0).sum()),
+                pixels_written=writer.pixels,
+            ))
+    t2 = time.perf_counter()
+    summaries[0].seconds = {"compute": t1 - t0, "write": t2 - t1}
+    summaries[0].phases = dict(phases)
+    return tuple(summaries)
 
 
 def _merged(task: ChunkTask, *used: Sequence[str]) -> tuple[str, ...]:

@@ -46,6 +46,16 @@ class Job:
     key: str  # the Dask task name
     chunk: str  # the chunk's name, for failures
     args: tuple[Any, ...]
+    # every chunk the job writes when it writes several (a fused block, pipeline.plan.fuse):
+    # progress counts them, and a failure is reported for each
+    chunks: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.chunks) or 1
+
+    def failures(self, error: str) -> list[dict[str, str]]:
+        return [{"chunk": name, "error": error} for name in self.chunks or (self.chunk,)]
 
 
 def task_key(product: str, phase: str, chunk: str, ident: str) -> str:
@@ -195,11 +205,13 @@ class Executor:
 
         reader = RasterReader(settings)
         results: list[R] = []
+        done, total = 0, sum(job.size for job in jobs)
         try:
-            for i, job in enumerate(jobs, 1):
+            for job in jobs:
                 results.append(fn(reader, *job.args))  # a failure here is the caller's to see
+                done += job.size
                 if progress:
-                    progress(i, len(jobs))
+                    progress(done, total)
         finally:
             reader.close()
         return results, []
@@ -225,14 +237,15 @@ class Executor:
             # process (a notebook's, a test's), as_completed would track the futures on that
             # client's loop and fail them with "... bound to a different event loop"
             # (dask/distributed#4317; seen in CI)
-            for done, fut in enumerate(as_completed(futures, loop=client.loop), 1):
+            done, total = 0, sum(job.size for job in jobs)
+            for fut in as_completed(futures, loop=client.loop):
                 try:
                     results.append(fut.result())
                 except Exception as exc:  # noqa: BLE001 - reported per chunk, the run goes on
-                    failed.append({"chunk": futures[fut].chunk,
-                                   "error": f"{type(exc).__name__}: {exc}"})
+                    failed += futures[fut].failures(f"{type(exc).__name__}: {exc}")
+                done += futures[fut].size
                 if progress:
-                    progress(done, len(futures))
+                    progress(done, total)
         except KeyboardInterrupt:
             # a shared cluster must not start this run's queued tasks once its build
             # directories are gone (tasks already running cannot be stopped)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from pipeline.io.reader import RasterReader
     from pipeline.plan.chunks import ChunkTask, Outputs
+    from pipeline.plan.fuse import Block
     from pipeline.plan.increment import ChunkOrder
 
 #: The labels of a chunk task's fine metrics, in the order the work happens: ``read`` opens
@@ -120,6 +121,20 @@ def chunk_job(reader: RasterReader, task: ChunkTask, outputs: Outputs) -> ChunkS
     from pipeline.engine.chunk import process_chunk
 
     return process_chunk(task, outputs=outputs, reader=reader)
+
+
+def run_job(
+    reader: RasterReader, work: ChunkTask | Block, outputs: Outputs
+) -> tuple[ChunkSummary, ...]:
+    """A run's task: one chunk (:func:`pipeline.engine.chunk.process_chunk`) or a fused block of
+    chunks (:func:`pipeline.engine.chunk.process_block`, :mod:`pipeline.plan.fuse`); one summary
+    per chunk either way."""
+    from pipeline.engine.chunk import process_block, process_chunk
+    from pipeline.plan.fuse import Block
+
+    if not isinstance(work, Block):
+        return (process_chunk(work, outputs=outputs, reader=reader),)
+    return process_block(work.task, work.members, outputs=outputs, reader=reader)
 
 
 def fork_chunk_job(

@@ -224,7 +224,7 @@ def _read_region(task: ChunkTask, pieces: Sequence[ChunkTask], region: Region,
         if qa is not None:
             qa.fill(False)
         filled = _merge_slot(slot_scenes, plane, qa, grid, outputs, reader, windows, used,
-                             failures, own, empty=True)
+                             failures, own, empty=True, clip=task.clip)
         if filled and on_slot is not None:
             with own("write"):
                 on_slot(slot_scenes.slot, plane[(slice(None), *crop)])

@@ -25,7 +25,7 @@ from pipeline.engine.executor import (
     performance_note,
     task_key,
 )
-from pipeline.engine.jobs import ChunkSummary, Phases, chunk_job
+from pipeline.engine.jobs import ChunkSummary, Phases, run_job
 from pipeline.engine.steps import (
     audience_dict,
     discover,
@@ -45,7 +45,8 @@ from pipeline.errors import (
     StoreNotOurs,
 )
 from pipeline.io.settings import ReaderSettings, open_files_for
-from pipeline.plan.chunks import Outputs, Plan, make_plan
+from pipeline.plan.chunks import ChunkTask, Outputs, Plan, make_plan
+from pipeline.plan.fuse import Block, fuse
 from pipeline.plan.methods import mosaic_layers
 from pipeline.products.lease import LEASE_SECONDS
 from pipeline.products.lineage import lineage
@@ -74,6 +75,9 @@ class RunOptions:
     performance_report: Path | None = None
     # bucket products: how long a lease outlives its holder's last renewal (lease.py)
     lease_seconds: float = LEASE_SECONDS
+    # compute small chunks 2 x 2 per task where the pixels cannot change (pipeline.plan.fuse);
+    # False: one task per chunk
+    fuse: bool = True
 
 
 # --------------------------------------------------------------------------- steps
@@ -168,8 +172,11 @@ def run_workflow(
         with Executor(options.cluster, direct=options.direct, seconds=report.seconds,
                       on_event=emit, client=options.client, span=("aquila", spec.name, run_id),
                       performance_report=options.performance_report) as executor:
-            summaries, failed = executor.map(chunk_job, chunk_jobs(work, spec.name), reader,
-                                             progress=progress)
+            jobs = chunk_jobs(work, spec.name,
+                              threads=cluster_threads(options) if options.fuse else None)
+            report.compute_tasks = len(jobs)
+            results, failed = executor.map(run_job, jobs, reader, progress=progress)
+            summaries = [s for r in results for s in r]
             report.dashboard = executor.dashboard
         performance_note(executor, report)
         report.seconds["compute"] = time.perf_counter() - t1
@@ -239,21 +246,43 @@ def _final_of(pub: Publication) -> Callable[[Path], Path]:
     return finals.__getitem__
 
 
-def chunk_jobs(plan: Plan, product: str) -> list[Job]:
-    """One job per chunk task. Its key (:func:`task_key`: ``aquila-<product>-chunk-r<row>-c<col>-
-    <hash>``) names the product and the chunk, with a hash of its inputs and outputs (never a
-    scene id); the outputs are the run's build directories, so two runs never share a key."""
+def chunk_jobs(plan: Plan, product: str, *, threads: int | None = None) -> list[Job]:
+    """One job per chunk task, or per fused 2 × 2 block of small chunks
+    (:mod:`pipeline.plan.fuse`) where the run knows its cluster's ``threads`` and keeps at
+    least twice as many jobs. A job's key (:func:`task_key`: ``aquila-<product>-chunk-r<row>-
+    c<col>-<hash>``, a block's named by its first chunk) names the product and the chunk, with
+    a hash of its inputs and outputs (never a scene id); the outputs are the run's build
+    directories, so two runs never share a key."""
+    def ident(task: ChunkTask) -> tuple[Any, ...]:
+        return (task.chunk, [(s.slot, [(sc.id, [b.href for b in sc.bands]) for sc in s.scenes])
+                             for s in task.slots])
+
+    work = (fuse(plan.tasks, plan.grid, plan.outputs, min_tasks=2 * threads) if threads
+            else plan.tasks)
     jobs = []
-    for task in plan.tasks:
-        ident = repr((
-            task.chunk,
-            [(s.slot, [(sc.id, [b.href for b in sc.bands]) for sc in s.scenes])
-             for s in task.slots],
-            plan.outputs,
-        ))
-        jobs.append(Job(task_key(product, "chunk", task.chunk.name, ident), task.chunk.name,
-                        (task, plan.outputs)))
+    for w in work:
+        if isinstance(w, Block):
+            name = w.task.chunk.name
+            key = task_key(product, "chunk", name,
+                           repr(([ident(m) for m in w.members], plan.outputs)))
+            jobs.append(Job(key, name, (w, plan.outputs),
+                            chunks=tuple(m.chunk.name for m in w.members)))
+        else:
+            key = task_key(product, "chunk", w.chunk.name, repr((*ident(w), plan.outputs)))
+            jobs.append(Job(key, w.chunk.name, (w, plan.outputs)))
     return jobs
+
+
+def cluster_threads(options: RunOptions) -> int | None:
+    """The threads the run's tasks will share, where known before the cluster starts: one in a
+    direct run, the caller's client's, a local cluster's workers × threads; None for a scheduler
+    address or a profile's cluster (its size is not known here)."""
+    if options.direct:
+        return 1
+    if options.client is not None:
+        return sum(options.client.nthreads().values()) or None
+    c = options.cluster
+    return c.n_workers * c.threads_per_worker if c.kind == "local" else None
 
 
 def _check_publishable(report: RunReport, *, stores: Sequence[object]) -> None:

@@ -52,6 +52,9 @@ class ChunkTask:
     chunk: ChunkGrid
     slots: tuple[SlotScenes, ...]
     work: ChunkGrid | None = None  # the chunk plus the halo its mosaics need (None: no halo)
+    # (scene id, y0, x0, height, width): a grid region where that scene adds no pixel (a fused
+    # block's chunk whose own task would not read the scene: pipeline.plan.fuse)
+    clip: tuple[tuple[str, int, int, int, int], ...] = ()
 
     @property
     def grid_read(self) -> ChunkGrid:

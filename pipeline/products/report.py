@@ -54,6 +54,9 @@ class RunReport:
     chunk_failures: list[dict[str, Any]] = field(default_factory=list)
     grid: dict[str, Any] = field(default_factory=dict)
     tasks: int = 0
+    # the tasks those chunks were computed in: fewer where small chunks were fused 2 x 2
+    # (pipeline/plan/fuse.py); 0: none run
+    compute_tasks: int = 0
     time_slots: int = 0
     pixels_written: int = 0
     products: dict[str, str] = field(default_factory=dict)
