@@ -1,18 +1,14 @@
 """Small chunks fused 2 × 2 per task (pipeline.plan.fuse): which blocks are fused, and that a
-fused run writes the stores a run of one task per chunk writes, byte for byte, also where a
-scene's raster holds valid pixels outside its footprint."""
+fused run writes the stores a run of one task per chunk writes, byte for byte (hostile cases:
+tests/adversarial/test_fused_blocks.py)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pyproj import Transformer
-from shapely.geometry import box, mapping, shape
-from shapely.ops import transform
 
 from pipeline.engine.executor import Job
 from pipeline.engine.run import RunOptions, chunk_jobs, run_workflow
@@ -58,10 +54,10 @@ def _files(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.relative_to(root) != Path("zarr.json")}
 
 
-def _run(spec, *, fuse_chunks: bool, progress=None):
+def _run(spec, *, fuse_chunks: bool, progress=None, partial: bool = False):
     report = run_workflow(spec, options=RunOptions(direct=True, fuse=fuse_chunks),
                           progress=progress)
-    assert report.status == "success", report.error
+    assert report.status == ("partial" if partial else "success"), report.error
     return report
 
 
@@ -148,50 +144,6 @@ def test_a_fused_run_writes_the_same_stores_as_one_task_per_chunk(tiny_catalog, 
         a, b = _files(tmp_path / "fused" / f"{m}.zarr"), _files(tmp_path / "alone" / f"{m}.zarr")
         assert a.keys() == b.keys() and len(a) > 16, m
         assert [k for k in a if a[k] != b[k]] == [], m
-
-
-def _shrink_footprint(catalog: Path, grid_bounds) -> str:
-    """Give the scene that covers the most of the grid a footprint of the grid's top-left
-    100 × 100 px only (its raster still has valid pixels everywhere it did): a footprint that
-    understates the data, as simplified STAC geometries can. Returns the item id."""
-    x0, y0, x1, y1 = grid_bounds
-    to_lonlat = Transformer.from_crs(32632, 4326, always_xy=True).transform
-    area = transform(to_lonlat, box(x0, y0, x1, y1))
-    items = [p for p in catalog.rglob("*.json") if json.loads(p.read_text()).get("type") ==
-             "Feature"]
-    best = max(items, key=lambda p: shape(json.loads(p.read_text())["geometry"])
-               .intersection(area).area)
-    doc = json.loads(best.read_text())
-    small = transform(to_lonlat, box(x0 + 100, y1 - 1000, x0 + 1000, y1 - 100))
-    doc["geometry"] = mapping(small)
-    doc["bbox"] = list(small.bounds)
-    best.write_text(json.dumps(doc))
-    return str(doc["id"])
-
-
-def test_a_scene_adds_no_pixel_to_a_chunk_its_footprint_misses(catalog_copy, tiny_catalog,
-                                                                tmp_path, monkeypatch):
-    """The adversarial case of fusing: a scene whose raster holds valid pixels beyond its
-    footprint is read over the whole block, yet adds nothing to the block's chunks whose own
-    task would not read it; without that clipping the stores differ (the check can fail)."""
-    item = _shrink_footprint(catalog_copy, tiny_catalog.area_bounds)
-    plan = _plan(_spec(catalog_copy, tmp_path / "p", tiny_catalog.area_bounds))
-    (block,) = [b for b in fuse(plan.tasks, plan.grid, plan.outputs, min_tasks=1)
-                if isinstance(b, Block) and b.task.chunk.name == "r000-c000"]
-    assert {sid for sid, *_ in block.task.clip} >= {item}
-    runs = {}
-    for name, fuse_chunks in (("alone", False), ("fused", True)):
-        _run(_spec(catalog_copy, tmp_path / name, tiny_catalog.area_bounds),
-             fuse_chunks=fuse_chunks)
-        runs[name] = _files(tmp_path / name / "median.zarr")
-    assert runs["fused"] == runs["alone"]
-
-    import pipeline.engine.chunk as chunk_module
-
-    monkeypatch.setattr(chunk_module, "_clip", lambda *a, **k: None)
-    _run(_spec(catalog_copy, tmp_path / "unclipped", tiny_catalog.area_bounds), fuse_chunks=True)
-    unclipped = _files(tmp_path / "unclipped" / "median.zarr")
-    assert unclipped != runs["alone"]
 
 
 @pytest.mark.parametrize("chunk", [256, 512])
