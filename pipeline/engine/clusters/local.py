@@ -137,6 +137,7 @@ def start_local(options: ClusterOptions) -> Iterator[Client]:
     import dask
     from distributed import Client, LocalCluster
 
+    from pipeline.engine.clusters.ctrl_c import DriverHandlesCtrlC
     from pipeline.engine.clusters.quick_exit import FreezeOnClose
 
     security = options.tls.security() if options.tls else None
@@ -150,7 +151,8 @@ def start_local(options: ClusterOptions) -> Iterator[Client]:
             memory_limit=options.memory_limit,
             dashboard_address=options.dashboard_address,
             host="127.0.0.1",
-            plugins={FreezeOnClose()},  # its workers exit without a last walk of their heaps
+            # its workers exit without a last walk of their heaps, and leave Ctrl-C to the driver
+            plugins={FreezeOnClose(), DriverHandlesCtrlC()},
             **({"protocol": "tls://", "security": security} if security else {}),
         )
     client = Client(cluster, security=security)
