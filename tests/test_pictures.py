@@ -314,6 +314,16 @@ def test_the_html_holds_the_numbers_and_the_images(run):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing from a network
 
 
+def test_the_html_counts_chunks_and_the_tasks_they_were_fused_into():
+    from pipeline.products.pictures.page import render_html
+
+    fused = render_html({"tasks": 16, "compute_tasks": 4}, {}, not_drawn={})
+    assert '<td>chunks</td><td class="n">16</td>' in fused
+    assert '<td>computed in tasks (2 × 2 chunks each)</td><td class="n">4</td>' in fused
+    alone = render_html({"tasks": 4, "compute_tasks": 4}, {}, not_drawn={})
+    assert '<td>chunks</td><td class="n">4</td>' in alone and "computed in" not in alone
+
+
 def test_what_the_html_inserts_is_escaped(run, tmp_path):
     _, out = run
     report = json.loads((out / "pics.run-report.json").read_text())

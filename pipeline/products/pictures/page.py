@@ -49,7 +49,7 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, Path], *,
     title = f"Aquila run {report.get('workflow', '')} {report.get('run_id', '')}"
     numbers = "".join([
         _scenes(report), _products(report), _seconds("Seconds by step", report.get("seconds")),
-        _seconds("Seconds by phase (summed over chunk tasks)", report.get("seconds_by_phase")),
+        _seconds("Seconds by phase (summed over tasks)", report.get("seconds_by_phase")),
         _failures(report), _notes(report.get("notes") or ()),
     ])
     pictures = "".join(_figure(name, path) for name, path in images.items()
@@ -106,10 +106,20 @@ def _scenes(report: Mapping[str, Any]) -> str:
         ("withheld (counted, never named)", report.get("withheld", 0)),
         ("duplicates dropped", len(report.get("duplicates") or ())),
         ("time slots", report.get("time_slots", 0)),
-        ("chunk tasks", report.get("tasks", 0)),
+        ("chunks", report.get("tasks", 0)),
+        *_fused(report),
         ("pixels written per band", f"{int(report.get('pixels_written') or 0):,}"),
     ]
     return "<h2>Scenes</h2>" + _table(("", "count"), rows, numeric=(1,))
+
+
+def _fused(report: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A row for the tasks the chunks were computed in, where small chunks were fused 2 x 2
+    (pipeline/plan/fuse.py); none where each chunk was its own task."""
+    tasks, computed = report.get("tasks", 0), report.get("compute_tasks", 0)
+    if not computed or computed == tasks:
+        return []
+    return [("computed in tasks (2 × 2 chunks each)", computed)]
 
 
 def _label(label: Any) -> str:
