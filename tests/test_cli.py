@@ -179,3 +179,19 @@ def test_chunk_bar_starts_on_the_first_chunk_and_counts():
     bar(4, 4)
     bar.stop()
     assert "4/4" in console.file.getvalue()
+
+
+def test_the_reader_flags_default_to_what_the_python_api_uses():
+    """`aquila run` without reader flags reads as a caller of the Python API does (one GDAL
+    cache size, one retry count, one HTTP timeout), not a second set of defaults."""
+    import argparse
+
+    from pipeline.cli.common import add_reader_flags, reader_settings
+    from pipeline.io.settings import ReaderSettings
+
+    parser = argparse.ArgumentParser()
+    add_reader_flags(parser)
+    got, api = reader_settings(parser.parse_args([])), ReaderSettings()
+    assert (got.gdal_cache_mb, got.retry, got.http_timeout_s) == (
+        api.gdal_cache_mb, api.retry, api.http_timeout_s)
+    assert reader_settings(parser.parse_args(["--gdal-cache-mb", "64"])).gdal_cache_mb == 64

@@ -175,7 +175,9 @@ def performance_report(args: argparse.Namespace) -> Path | None:
 def add_reader_flags(parser: argparse.ArgumentParser) -> None:
     """How assets are read: GDAL's cache, retries of transient failures, HTTP timeout."""
     parser.add_argument("--gdal-cache-mb", type=positive_int, default=256, metavar="MB",
-                        help="GDAL block cache per worker process (default 256)")
+                        help="GDAL block cache per worker process, as the Python API's "
+                        "ReaderSettings (default 256; GeoTIFF window reads do not use it, "
+                        "JPEG 2000 and other formats do)")
     parser.add_argument("--retries", type=positive_int, default=5, metavar="N",
                         help="tries per asset read for transient errors, the first included "
                         "(default 5)")

@@ -18,7 +18,9 @@ __all__ = ["OPEN_FILES", "OPEN_FILES_BIG_CHUNKS", "ReaderSettings", "open_files_
 class ReaderSettings:
     """Per-process reader settings, resolved once in the driver."""
 
-    gdal_cache_mb: int = 64  # GTiff window reads bypass it (pipeline.io.tilecache); JP2 uses it
+    #: GDAL's block cache per worker process, MB (the CLI's --gdal-cache-mb, same default).
+    #: GTiff window reads bypass it (pipeline.io.tilecache); JPEG 2000 and others use it
+    gdal_cache_mb: int = 256
     tile_cache_mb: int = 0  # decoded source tiles per worker (pipeline.io.tilecache); 0: off
     max_open: int = 512  # open remote datasets per thread; closing one drops its cached blocks
     #: local files kept open per process between reads, shared by its threads
