@@ -146,6 +146,19 @@ def test_a_fused_run_writes_the_same_stores_as_one_task_per_chunk(tiny_catalog, 
         assert [k for k in a if a[k] != b[k]] == [], m
 
 
+def test_a_run_on_a_scheduler_address_fuses_for_the_workers_it_finds(cluster, tiny_catalog,
+                                                                        tmp_path):
+    """An existing scheduler (``--scheduler``): the run counts its workers' threads once
+    connected (2 x 1 here), so 16 chunks of 128 px are 4 tasks, as on a local cluster."""
+    from pipeline.engine.clusters.options import ClusterOptions
+
+    spec = _spec(tiny_catalog.root, tmp_path, tiny_catalog.area_bounds)
+    options = RunOptions(cluster=ClusterOptions(scheduler=cluster.scheduler.address))
+    report = run_workflow(spec, options=options)
+    assert report.status == "success", report.error
+    assert (report.tasks, report.compute_tasks) == (16, 4)
+
+
 @pytest.mark.parametrize("chunk", [256, 512])
 def test_larger_chunks_fuse_only_up_to_the_read_side(tiny_catalog, tmp_path, chunk):
     spec = _spec(tiny_catalog.root, tmp_path, tiny_catalog.area_bounds)

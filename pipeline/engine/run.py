@@ -173,7 +173,8 @@ def run_workflow(
                       on_event=emit, client=options.client, span=("aquila", spec.name, run_id),
                       performance_report=options.performance_report) as executor:
             jobs = chunk_jobs(work, spec.name,
-                              threads=cluster_threads(options) if options.fuse else None)
+                              threads=cluster_threads(options, executor) if options.fuse
+                              else None)
             report.compute_tasks = len(jobs)
             results, failed = executor.map(run_job, jobs, reader, progress=progress)
             summaries = [s for r in results for s in r]
@@ -273,16 +274,21 @@ def chunk_jobs(plan: Plan, product: str, *, threads: int | None = None) -> list[
     return jobs
 
 
-def cluster_threads(options: RunOptions) -> int | None:
-    """The threads the run's tasks will share, where known before the cluster starts: one in a
-    direct run, the caller's client's, a local cluster's workers × threads; None for a scheduler
-    address or a profile's cluster (its size is not known here)."""
+def cluster_threads(options: RunOptions, executor: Executor | None = None) -> int | None:
+    """The threads the run's tasks will share: one in a direct run, the caller's client's, a
+    local cluster's workers × threads, an existing scheduler's (``address``: its workers as the
+    ``executor`` connects; none yet gives None); None for a profile's cluster, which starts and
+    scales its workers after the tasks are made (its size is not known here)."""
     if options.direct:
         return 1
     if options.client is not None:
         return sum(options.client.nthreads().values()) or None
     c = options.cluster
-    return c.n_workers * c.threads_per_worker if c.kind == "local" else None
+    if c.kind == "local":
+        return c.n_workers * c.threads_per_worker
+    if c.kind == "address" and executor is not None:
+        return sum(executor.client.nthreads().values()) or None
+    return None
 
 
 def _check_publishable(report: RunReport, *, stores: Sequence[object]) -> None:
