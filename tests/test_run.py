@@ -180,9 +180,10 @@ def test_tasks_grow_with_chunks_not_scenes(tmp_path_factory, cluster):
         assert report.status == "success", report.error
         assert len(report.scenes_used) == n
         chunk_tasks = [t for t in ts.data if t["key"].startswith("aquila-test-chunk-r")]
-        counts[n] = (report.tasks, len(chunk_tasks))
-    # 4 km at 10 m in 128-px chunks = 4 × 4 = 16 chunks, whatever the number of scenes
-    assert counts[10] == counts[40] == (16, 16), counts
+        counts[n] = (report.tasks, report.compute_tasks, len(chunk_tasks))
+    # 4 km at 10 m in 128-px chunks = 4 × 4 = 16 chunks, whatever the number of scenes,
+    # computed 2 × 2 per task on the scheduler's 2 threads (pipeline.plan.fuse)
+    assert counts[10] == counts[40] == (16, 4, 4), counts
 
 
 def _drop_dangling_links(root: Path) -> None:

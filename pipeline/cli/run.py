@@ -209,8 +209,8 @@ def summary(out: Output, report: Any) -> None:
     if report.tasks:
         fused = report.compute_tasks and report.compute_tasks != report.tasks
         console.print(
-            f"  {report.tasks} chunk tasks"
-            + (f" (computed in {report.compute_tasks}: small chunks 2 × 2 per task)"
+            f"  {report.tasks} chunks"
+            + (f" (computed in {report.compute_tasks} tasks: small chunks 2 × 2 per task)"
                if fused else "")
             + f", {report.time_slots} time slots, "
             f"{report.pixels_written:,} pixels written per band"
