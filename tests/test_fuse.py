@@ -87,11 +87,11 @@ def test_blocks_are_2x2_neighbours_reading_their_members_scenes(tiny_catalog, tm
         assert sorted(read) == sorted(listed)
         # and keeps each scene out of the members that do not list it
         for m in b.members:
-            own = {sc.id for s in m.slots for sc in s.scenes}
+            own = {(s.slot, sc.id) for s in m.slots for sc in s.scenes}
             c = m.chunk
-            kept_out = {sid for sid, *r in b.task.clip if tuple(r) == (c.y0, c.x0, c.height,
-                                                                        c.width)}
-            assert kept_out == {sid for _, sid in listed} - own
+            kept_out = {(slot, sid) for slot, sid, *r in b.task.clip
+                        if tuple(r) == (c.y0, c.x0, c.height, c.width)}
+            assert kept_out == listed - own
 
 
 def test_no_fusing_where_pixels_or_parallelism_could_change(tiny_catalog, tmp_path):
@@ -122,6 +122,26 @@ def test_jobs_name_every_chunk_of_a_block_for_progress_and_failures(tiny_catalog
     assert Job("k", "r000-c000", ()).failures("e") == [{"chunk": "r000-c000", "error": "e"}]
     assert len(chunk_jobs(plan, "test", threads=None)) == 16  # cluster size unknown: no fusing
     assert len(chunk_jobs(plan, "test", threads=3)) == 16  # 4 blocks < 2 x 3 threads
+
+
+def test_a_block_stays_within_the_workflows_task_memory_limit(tiny_catalog, tmp_path):
+    """limits.max_task_memory bounds a task: each chunk task is checked when planned, and a
+    block, holding about four chunks' worth, is not fused where it would exceed the limit."""
+    from pipeline.plan.chunks import task_memory
+
+    plan = _plan(_spec(tiny_catalog.root, tmp_path, tiny_catalog.area_bounds))
+    blocks = [b for b in fuse(plan.tasks, plan.grid, plan.outputs, min_tasks=1)
+              if isinstance(b, Block)]
+    chunk_need = max(task_memory(t, plan.outputs) for t in plan.tasks)
+    needs = sorted(task_memory(b.task, plan.outputs) for b in blocks)
+    assert len(blocks) == 4 and needs[0] > chunk_need
+    assert len(chunk_jobs(plan, "test", threads=2, max_memory=needs[-1])) == 4
+    assert len(chunk_jobs(plan, "test", threads=2, max_memory=needs[-1] - 1)) == 7  # 3 + 4
+    assert len(chunk_jobs(plan, "test", threads=2, max_memory=needs[0] - 1)) == 16
+    spec = _spec(tiny_catalog.root, tmp_path / "run", tiny_catalog.area_bounds,
+                 limits={"max_task_memory": chunk_need})
+    report = _run(spec, fuse_chunks=True)
+    assert (report.tasks, report.compute_tasks) == (16, 16)
 
 
 # --------------------------------------------------------------------------- runs

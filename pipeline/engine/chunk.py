@@ -158,7 +158,7 @@ def _mosaics(task, outputs, stack, qa_stack, states, crop, any_filled) -> tuple[
 
 def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, failures,
                 phases: Phases, *, empty: bool = False,
-                clip: Sequence[tuple[str, int, int, int, int]] = ()) -> bool:
+                clip: Sequence[tuple[int, str, int, int, int, int]] = ()) -> bool:
     """Merge the slot's scenes into ``plane`` (first valid wins); OR their quality masks into
     ``qa`` where no scene filled the pixel. True if any pixel was filled.
 
@@ -168,8 +168,8 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
     bit for bit, without a scene buffer or a merge pass (most slots hold one scene: in the
     benchmark job 36 of 36). Later scenes of the slot go through a buffer and the merge.
 
-    ``clip``: (scene id, grid region) pairs where that scene adds nothing (its values are set
-    back to NaN there before the merge: :attr:`ChunkTask.clip`)."""
+    ``clip``: (slot, scene id, grid region) where that slot's scene adds nothing (its values
+    are set back to NaN there before the merge: :attr:`ChunkTask.clip`)."""
     filled = False
     for scene in slot_scenes.scenes:
         direct = empty and not filled
@@ -187,7 +187,8 @@ def _merge_slot(slot_scenes, plane, qa, work, outputs, reader, windows, used, fa
             continue
         values, masked = read
         with phases("composite"):
-            _clip(values, masked, work, [r[1:] for r in clip if r[0] == scene.id])
+            _clip(values, masked, work,
+                  [r[2:] for r in clip if r[:2] == (slot_scenes.slot, scene.id)])
             if qa is not None:
                 qa |= masked
             merged = keep_valid(plane, masked) if direct else merge_first_valid(
@@ -487,14 +488,26 @@ def process_block(block: ChunkTask, members: Sequence[ChunkTask], *, outputs: Ou
                   reader: RasterReader) -> tuple[ChunkSummary, ...]:
     """A run's fused task (:mod:`pipeline.plan.fuse`): the block computed as one region, then
     each member chunk's mosaics cropped from it and written as :func:`process_chunk` writes a
-    lone chunk's. One summary per member, in ``members`` order: its scenes used and failed are
-    the block's among those it lists; the block's seconds and phases go on the first."""
+    lone chunk's. One summary per member, in ``members`` order: its scenes used are the
+    block's among those it lists; the block's seconds and phases go on the first.
+
+    A scene that failed to read over the block's region may read fine over a member's own
+    window (a corrupt tile elsewhere in its raster): then nothing of the block is written and
+    each member is computed as its own task (:func:`process_chunk`), so the failures name the
+    chunks, and the stores hold the pixels, that one task per chunk gives."""
     import zarr
 
     t0 = time.perf_counter()
     phases = Phases()
     out = compute_chunk(block, outputs=outputs, reader=reader, phases=phases)
     t1 = time.perf_counter()
+    if out.failures:
+        alone = tuple(process_chunk(m, outputs=outputs, reader=reader) for m in members)
+        first = alone[0]
+        first.seconds["compute"] = first.seconds.get("compute", 0.0) + (t1 - t0)
+        for name, seconds in phases.items():
+            first.phases[name] = first.phases.get(name, 0.0) + seconds
+        return alone
     pyramid = Pyramid()  # each overview array opened once for the block
     summaries = []
     with phases("write"):

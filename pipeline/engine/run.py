@@ -7,6 +7,7 @@ never travel: each task reads, computes and writes its own chunk, and returns a 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -174,7 +175,7 @@ def run_workflow(
                       performance_report=options.performance_report) as executor:
             jobs = chunk_jobs(work, spec.name,
                               threads=cluster_threads(options, executor) if options.fuse
-                              else None)
+                              else None, max_memory=spec.limits.max_task_memory)
             report.compute_tasks = len(jobs)
             results, failed = executor.map(run_job, jobs, reader, progress=progress)
             summaries = [s for r in results for s in r]
@@ -247,19 +248,22 @@ def _final_of(pub: Publication) -> Callable[[Path], Path]:
     return finals.__getitem__
 
 
-def chunk_jobs(plan: Plan, product: str, *, threads: int | None = None) -> list[Job]:
+def chunk_jobs(plan: Plan, product: str, *, threads: int | None = None,
+               max_memory: int | None = None) -> list[Job]:
     """One job per chunk task, or per fused 2 × 2 block of small chunks
     (:mod:`pipeline.plan.fuse`) where the run knows its cluster's ``threads`` and keeps at
-    least twice as many jobs. A job's key (:func:`task_key`: ``aquila-<product>-chunk-r<row>-
-    c<col>-<hash>``, a block's named by its first chunk) names the product and the chunk, with
+    least twice as many jobs, each block within ``max_memory`` (the spec's
+    ``limits.max_task_memory``, which the plan checked each chunk task against). A job's key
+    (:func:`task_key`: ``aquila-<product>-chunk-r<row>-c<col>-<hash>``, a block's named by its
+    first chunk) names the product and the chunk, with
     a hash of its inputs and outputs (never a scene id); the outputs are the run's build
     directories, so two runs never share a key."""
     def ident(task: ChunkTask) -> tuple[Any, ...]:
         return (task.chunk, [(s.slot, [(sc.id, [b.href for b in sc.bands]) for sc in s.scenes])
                              for s in task.slots])
 
-    work = (fuse(plan.tasks, plan.grid, plan.outputs, min_tasks=2 * threads) if threads
-            else plan.tasks)
+    work = (fuse(plan.tasks, plan.grid, plan.outputs, min_tasks=2 * threads,
+                 max_memory=max_memory) if threads else plan.tasks)
     jobs = []
     for w in work:
         if isinstance(w, Block):
@@ -320,6 +324,10 @@ def default_report_path(spec: WorkflowSpec) -> Path:
     return store.parent / f"{spec.name}.run-report.json"
 
 
+#: the source window a read failure names (pipeline.io.reader): each chunk's own
+_WINDOW = re.compile(r"window \(\d+, \d+, \d+, \d+\): ")
+
+
 def _collect(
     report: RunReport, plan: Plan, summaries: Iterable[ChunkSummary], failed: list[dict]
 ) -> None:
@@ -333,7 +341,10 @@ def _collect(
         for step, sec in s.seconds.items():  # summed over tasks: where worker time went
             report.seconds[f"tasks_{step}"] = report.seconds.get(f"tasks_{step}", 0.0) + sec
         for scene_id, reason, message in s.failures:
-            failures.setdefault((scene_id, f"[{reason}] {message}"), []).append(s.chunk)
+            # one entry per scene and error, whichever chunk's window met it (a corrupt file
+            # fails window by window: pipeline.io.reader)
+            error = f"[{reason}] {_WINDOW.sub('', message, count=1)}"
+            failures.setdefault((scene_id, error), []).append(s.chunk)
     order = {s.id: i for i, s in enumerate(plan.scenes)}
     report.scenes_used = sorted(used, key=lambda i: order.get(i, 0))
     report.read_failures = [

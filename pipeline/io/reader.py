@@ -15,7 +15,10 @@ intact file) is retried with capped exponential backoff and jitter; a permanent 
 corrupt or truncated file) is raised after one attempt. For URLs the ``HEAD`` is part of every
 attempt, so most faults are judged before GDAL opens anything, and a request's own failure is
 kept on the asset (GDAL sees only a short read). A final failure is remembered for the rest of
-the run (``ReaderSettings.session``), so other chunks of the same scene do not try again.
+the run (``ReaderSettings.session``), so other chunks of the same scene do not try again; but
+not a corrupt file's (``asset_corrupt``): a bad tile spoils only the windows that reach it, so
+each window then fails or reads on its own, and a chunk's pixels do not depend on which chunks
+this process happened to read before it (one try each: a corrupt file is never retried).
 
 Formats: GeoTIFF (COG) with GDAL's GTiff driver and JPEG 2000 with JP2OpenJPEG, chosen by the
 link's suffix (:func:`pipeline.io.hrefs.raster_driver`); no other driver ever opens an asset.
@@ -283,7 +286,8 @@ class RasterReader:
                 reason=f.reason,
                 attempts=exc.tries,
             )
-            self._failed[href] = err
+            if f.reason != "asset_corrupt":  # window by window (module docstring)
+                self._failed[href] = err
             raise err from None
         except ReadRefused as err:  # never retried; other chunks of the scene do not ask again
             self._failed[href] = err

@@ -52,9 +52,10 @@ class ChunkTask:
     chunk: ChunkGrid
     slots: tuple[SlotScenes, ...]
     work: ChunkGrid | None = None  # the chunk plus the halo its mosaics need (None: no halo)
-    # (scene id, y0, x0, height, width): a grid region where that scene adds no pixel (a fused
-    # block's chunk whose own task would not read the scene: pipeline.plan.fuse)
-    clip: tuple[tuple[str, int, int, int, int], ...] = ()
+    # (slot index, scene id, y0, x0, height, width): a grid region where that slot's scene adds
+    # no pixel (a fused block's chunk whose own task would not read the scene:
+    # pipeline.plan.fuse); the slot, as an item id may repeat in another collection's slot
+    clip: tuple[tuple[int, str, int, int, int, int], ...] = ()
 
     @property
     def grid_read(self) -> ChunkGrid:
@@ -189,8 +190,9 @@ def make_plan(
         known = known_chunks(s) if known_chunks is not None else None
         return known if known is not None else grid.chunks_touching(s.footprint, pad_pixels=pad)
 
-    touching = {s.id: chunks_of(s) for s in scenes}
-    used = [s for s in scenes if touching[s.id]]
+    # by Scene.key: an item id may repeat across collections (a different acquisition)
+    touching = {s.key: chunks_of(s) for s in scenes}
+    used = [s for s in scenes if touching[s.key]]
     slots = time_slots(used)
     if len(slots) > limits.max_time_slots:
         raise PlanTooLarge(
@@ -199,14 +201,14 @@ def make_plan(
             "'collections', or raise limits.max_time_slots in the workflow spec"
         )
     outputs = _with_default_targets(outputs, slots)
-    slot_of = {sid: slot.index for slot in slots for sid in slot.scene_ids}
-    ordered = sorted(used, key=lambda s: (slot_of[s.id], s.datetime, s.id))
+    slot_of = {(slot.collection, sid): slot.index for slot in slots for sid in slot.scene_ids}
+    ordered = sorted(used, key=lambda s: (slot_of[s.key], s.datetime, s.id))
     per_chunk: dict[tuple[int, int], dict[int, list[Scene]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for scene in ordered:
-        for key in touching[scene.id]:
-            per_chunk[key][slot_of[scene.id]].append(scene)
+        for key in touching[scene.key]:
+            per_chunk[key][slot_of[scene.key]].append(scene)
     tasks = tuple(
         ChunkTask(
             (chunk := grid.chunk_grid(*key)),

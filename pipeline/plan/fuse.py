@@ -22,7 +22,13 @@ A block is fused only where the members' pixels cannot change, and the work gets
   region read; GDAL's warper, used for other resampling, is not) and no per-pixel sun term;
 * every chunk of the block that lies inside the grid has a task (the block's region is theirs);
 * at least ``min_tasks`` tasks remain (twice the cluster's threads): fewer, larger tasks would
-  leave threads idle.
+  leave threads idle;
+* the block's task stays within the workflow's ``limits.max_task_memory`` (each chunk task was
+  checked against it when planned; a block holds about four chunks' worth).
+
+The block reads a scene over its whole region; where a scene fails to read there, the task
+computes each member on its own instead (:func:`pipeline.engine.chunk.process_block`), so
+failures and pixels are those of one task per chunk.
 
 Pure planning: no I/O.
 """
@@ -34,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.catalog.scene import Scene
-from pipeline.plan.chunks import ChunkTask, Outputs, SlotScenes
+from pipeline.plan.chunks import ChunkTask, Outputs, SlotScenes, task_memory
 from pipeline.plan.grid import ChunkGrid, TargetGrid
 
 #: Chunks per block side.
@@ -62,11 +68,14 @@ def fusable(grid: TargetGrid, outputs: Outputs) -> bool:
 
 
 def fuse(
-    tasks: Sequence[ChunkTask], grid: TargetGrid, outputs: Outputs, *, min_tasks: int
+    tasks: Sequence[ChunkTask], grid: TargetGrid, outputs: Outputs, *, min_tasks: int,
+    max_memory: int | None = None,
 ) -> tuple[ChunkTask | Block, ...]:
     """``tasks`` with every fusable 2 × 2 block of them replaced by a :class:`Block`, in the
     order of their first chunk; unchanged when fusing would leave fewer than ``min_tasks``
-    tasks or nothing may be fused (module docstring)."""
+    tasks or nothing may be fused (module docstring). A block whose task would hold more than
+    ``max_memory`` bytes (:func:`~pipeline.plan.chunks.task_memory`, the workflow's
+    ``limits.max_task_memory``) stays four tasks."""
     if not tasks or not fusable(grid, outputs):
         return tuple(tasks)
     groups: dict[tuple[int, int], list[ChunkTask]] = defaultdict(list)
@@ -78,6 +87,9 @@ def fuse(
     for (by, bx), members in sorted(groups.items()):
         expected = (min(SIDE, ny - by * SIDE)) * (min(SIDE, nx - bx * SIDE))
         block = _block(members) if len(members) == expected > 1 else None
+        if block is not None and max_memory is not None and \
+                task_memory(block.task, outputs) > max_memory:
+            block = None
         if block is None:
             out.extend(members)
         else:
@@ -90,6 +102,8 @@ def fuse(
 
 def _block(members: list[ChunkTask]) -> Block | None:
     members = sorted(members, key=lambda t: (t.chunk.y0, t.chunk.x0))
+    # a slot is one collection's, where an item id is unique (a repeated one is rejected as a
+    # duplicate at discovery); across slots an id may repeat: scenes are (slot, id) here
     slots: dict[int, dict[str, Scene]] = defaultdict(dict)
     meta = {}
     for m in members:
@@ -103,10 +117,11 @@ def _block(members: list[ChunkTask]) -> Block | None:
         return None
     clip = []
     for m in members:
-        listed = {sc.id for s in m.slots for sc in s.scenes}
+        listed = {(s.slot, sc.id) for s in m.slots for sc in s.scenes}
         c = m.chunk
-        clip += [(scene.id, c.y0, c.x0, c.height, c.width) for scene in scenes
-                 if scene.id not in listed]
+        clip += [(i, scene.id, c.y0, c.x0, c.height, c.width)
+                 for i, by_id in slots.items() for scene in by_id.values()
+                 if (i, scene.id) not in listed]
     union = tuple(
         SlotScenes(i, tuple(sorted(slots[i].values(), key=lambda s: (s.datetime, s.id))), meta[i])
         for i in sorted(slots)
