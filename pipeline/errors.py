@@ -7,6 +7,8 @@ caller should do: fix the input (:class:`InputError`), or look at the system (:c
 
 from __future__ import annotations
 
+import re
+
 
 class AquilaWarning(UserWarning):
     """Warnings raised by Aquila itself (tests turn them into errors)."""
@@ -102,6 +104,19 @@ class ReadError(RunError):
         super().__init__(f"reading {href}: {message}", reason=reason)
         self.href = href
         self.attempts = attempts
+
+
+def window_note(window: object) -> str:
+    """The prefix a window read's failure message carries: which source window failed."""
+    return f"window {window}: "
+
+
+_WINDOW_NOTE = re.compile(r"window \(\d+, \d+, \d+, \d+\): ")
+
+
+def without_window(message: str) -> str:
+    """``message`` without its :func:`window_note`: the same failure as another window's."""
+    return _WINDOW_NOTE.sub("", message, count=1)
 
 
 class ReadRefused(ReadError):

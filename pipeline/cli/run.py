@@ -21,7 +21,7 @@ from pipeline.cli.common import (
     reader_settings,
 )
 from pipeline.cli.progress import ChunkBar
-from pipeline.products.report import EXIT_INTERRUPTED
+from pipeline.products.report import EXIT_INTERRUPTED, fused_tasks
 
 log = logging.getLogger("pipeline.cli")
 
@@ -207,11 +207,10 @@ def summary(out: Output, report: Any) -> None:
     for f in report.chunk_failures:
         console.print(f"  [red]chunk failed[/red] {esc(f['chunk'] + ': ' + f['error'])}")
     if report.tasks:
-        fused = report.compute_tasks and report.compute_tasks != report.tasks
+        fused = fused_tasks(report.tasks, report.compute_tasks)
         console.print(
             f"  {report.tasks} chunks"
-            + (f" (computed in {report.compute_tasks} tasks: small chunks 2 × 2 per task)"
-               if fused else "")
+            + (f" (computed in {fused} tasks: small chunks 2 × 2 per task)" if fused else "")
             + f", {report.time_slots} time slots, "
             f"{report.pixels_written:,} pixels written per band"
         )

@@ -503,10 +503,10 @@ def process_block(block: ChunkTask, members: Sequence[ChunkTask], *, outputs: Ou
     t1 = time.perf_counter()
     if out.failures:
         alone = tuple(process_chunk(m, outputs=outputs, reader=reader) for m in members)
-        first = alone[0]
+        first = alone[0]  # the block's own time counts too, on the first chunk
         first.seconds["compute"] = first.seconds.get("compute", 0.0) + (t1 - t0)
-        for name, seconds in phases.items():
-            first.phases[name] = first.phases.get(name, 0.0) + seconds
+        phases.add(first.phases)
+        first.phases = dict(phases)
         return alone
     pyramid = Pyramid()  # each overview array opened once for the block
     summaries = []

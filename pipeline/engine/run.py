@@ -7,7 +7,6 @@ never travel: each task reads, computes and writes its own chunk, and returns a 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from pipeline.errors import (
     RunError,
     StoreBusy,
     StoreNotOurs,
+    without_window,
 )
 from pipeline.io.settings import ReaderSettings, open_files_for
 from pipeline.plan.chunks import ChunkTask, Outputs, Plan, make_plan
@@ -283,16 +283,18 @@ def cluster_threads(options: RunOptions, executor: Executor | None = None) -> in
     local cluster's workers × threads, an existing scheduler's (``address``: its workers as the
     ``executor`` connects; none yet gives None); None for a profile's cluster, which starts and
     scales its workers after the tasks are made (its size is not known here)."""
+    c = options.cluster
     if options.direct:
         return 1
     if options.client is not None:
-        return sum(options.client.nthreads().values()) or None
-    c = options.cluster
-    if c.kind == "local":
+        client = options.client
+    elif c.kind == "local":
         return c.n_workers * c.threads_per_worker
-    if c.kind == "address" and executor is not None:
-        return sum(executor.client.nthreads().values()) or None
-    return None
+    elif c.kind == "address" and executor is not None:
+        client = executor.client
+    else:
+        return None
+    return sum(client.nthreads().values()) or None
 
 
 def _check_publishable(report: RunReport, *, stores: Sequence[object]) -> None:
@@ -324,10 +326,6 @@ def default_report_path(spec: WorkflowSpec) -> Path:
     return store.parent / f"{spec.name}.run-report.json"
 
 
-#: the source window a read failure names (pipeline.io.reader): each chunk's own
-_WINDOW = re.compile(r"window \(\d+, \d+, \d+, \d+\): ")
-
-
 def _collect(
     report: RunReport, plan: Plan, summaries: Iterable[ChunkSummary], failed: list[dict]
 ) -> None:
@@ -343,7 +341,7 @@ def _collect(
         for scene_id, reason, message in s.failures:
             # one entry per scene and error, whichever chunk's window met it (a corrupt file
             # fails window by window: pipeline.io.reader)
-            error = f"[{reason}] {_WINDOW.sub('', message, count=1)}"
+            error = f"[{reason}] {without_window(message)}"
             failures.setdefault((scene_id, error), []).append(s.chunk)
     order = {s.id: i for i, s in enumerate(plan.scenes)}
     report.scenes_used = sorted(used, key=lambda i: order.get(i, 0))

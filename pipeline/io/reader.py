@@ -45,12 +45,13 @@ import rasterio
 from rasterio.env import set_gdal_config
 from rasterio.windows import Window
 
-from pipeline.errors import HrefNotAllowed, ReadError, ReadRefused
+from pipeline.errors import HrefNotAllowed, ReadError, ReadRefused, window_note
 from pipeline.io.hrefs import is_object_href, raster_driver
 from pipeline.io.http import head, refuse_redirect
 from pipeline.io.objectstore import NON_CACHED, judge_object_error, object_env, open_object
 from pipeline.io.remote import RemoteAsset, RequestSettings, open_remote, share_opener_state
 from pipeline.io.retry import (
+    PER_WINDOW,
     Exhausted,
     Failure,
     call_with_retries,
@@ -224,7 +225,7 @@ class RasterReader:
             except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
                 failure = self._judge_read(href, ds, exc)  # raises ReadRefused for a refusal
                 raise Failure(
-                    failure.transient, failure.reason, f"window {window}: {failure.message}"
+                    failure.transient, failure.reason, window_note(window) + failure.message
                 ) from None
             finally:
                 if local and done:
@@ -286,7 +287,7 @@ class RasterReader:
                 reason=f.reason,
                 attempts=exc.tries,
             )
-            if f.reason != "asset_corrupt":  # window by window (module docstring)
+            if f.reason not in PER_WINDOW:  # window by window (module docstring)
                 self._failed[href] = err
             raise err from None
         except ReadRefused as err:  # never retried; other chunks of the scene do not ask again

@@ -26,6 +26,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Failure reasons that depend on the window read, not the asset: a corrupt file's bad tile
+#: spoils only the windows that reach it, so such a failure is not remembered for the asset
+#: (:class:`pipeline.io.reader.RasterReader`)
+PER_WINDOW = frozenset({"asset_corrupt"})
 NOT_FOUND_STATUS = frozenset({404, 410})
 FORBIDDEN_STATUS = frozenset({401, 403})
 

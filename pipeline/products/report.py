@@ -175,6 +175,12 @@ class NightReport:
 # --------------------------------------------------------------------------- finishing
 
 
+def fused_tasks(tasks: int, compute_tasks: int) -> int | None:
+    """How many tasks a run's ``tasks`` chunks were computed in, where small chunks were fused
+    2 × 2 (``compute_tasks`` differs); None where each chunk was its own task or none ran."""
+    return compute_tasks if compute_tasks and compute_tasks != tasks else None
+
+
 def error_reason(error: str | None) -> str | None:
     """The reason code of an error as a report records it, ``"[reason] message"`` (a run's
     ``error``, a read failure's ``error``); None when it has none."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.products.pictures.quicklook import label_text
 from pipeline.products.publish import write_text_atomic
+from pipeline.products.report import fused_tasks
 
 CAPTIONS = {
     "quicklook": "Quicklook (true colour, 2–98 % stretch per band; no data is black)",
@@ -116,10 +117,8 @@ def _scenes(report: Mapping[str, Any]) -> str:
 def _fused(report: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """A row for the tasks the chunks were computed in, where small chunks were fused 2 x 2
     (pipeline/plan/fuse.py); none where each chunk was its own task."""
-    tasks, computed = report.get("tasks", 0), report.get("compute_tasks", 0)
-    if not computed or computed == tasks:
-        return []
-    return [("computed in tasks (2 × 2 chunks each)", computed)]
+    computed = fused_tasks(report.get("tasks", 0), report.get("compute_tasks", 0))
+    return [("computed in tasks (2 × 2 chunks each)", computed)] if computed else []
 
 
 def _label(label: Any) -> str:
