@@ -10,10 +10,12 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# the tested set: pip and the build backend from build-constraints.txt, the rest from constraints.txt
+$(STAMP): pyproject.toml constraints.txt build-constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench,dev]'
+	$(BIN)/python -m pip install --quiet -c build-constraints.txt --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt --build-constraint build-constraints.txt \
+		-e '.[test,bench,dev]'
 	@touch $(STAMP)
 
 catalogs/demo/catalog.json: | $(STAMP)
@@ -56,7 +58,7 @@ bench-rates: $(STAMP)  # per-core rates for the cost model (--write updates pipe
 bench-catalog: $(STAMP)  # stac-geoparquet: 10^6 items read + normalised, then a 1 % search
 	$(BIN)/python benchmarks/geoparquet.py && $(BIN)/python benchmarks/geoparquet.py --search
 
-lock: $(STAMP)  # re-pin the tested set after changing dependencies (then run make test)
+lock: $(STAMP)  # re-pin the tested set after changing dependencies (then run make test); pip and the build backend are pinned by hand in build-constraints.txt
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^aquila' > constraints.txt
 
 lint: $(STAMP)  # what CI runs first (.ci/run): style, types (strict for kernels, plan, spec), layers
