@@ -454,7 +454,7 @@ def _cube(path: Path):
 
 def _centre_index(ds, x: float, y: float) -> tuple[int, int] | None:
     """(row, col) of the source pixel holding (x, y), or None within 5 % of a pixel edge."""
-    col_f, row_f = ~ds.transform * (x, y)
+    col_f, row_f = ~ds.transform @ (x, y)
     if min(col_f % 1, 1 - col_f % 1, row_f % 1, 1 - row_f % 1) < 0.05:
         return None
     row, col = int(math.floor(row_f)), int(math.floor(col_f))

@@ -60,7 +60,7 @@ def _epsg(d: dict) -> int:
 
 def _centres(ds) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = np.mgrid[0 : ds.height, 0 : ds.width]
-    return ds.transform * (cols + 0.5, rows + 0.5)
+    return ds.transform @ (cols + 0.5, rows + 0.5)
 
 
 def _read_band(d: dict, band: str) -> tuple[np.ndarray, rasterio.Affine, dict]:
@@ -262,9 +262,9 @@ def test_clear_pixels_equal_truth_at_pixel_centre(cat, collection):
         for band in BANDS:
             dn, transform, rb = _read_band(d, band)
             rows, cols = np.mgrid[0 : dn.shape[0], 0 : dn.shape[1]]
-            u, v = transform * (cols + 0.5, rows + 0.5)
+            u, v = transform @ (cols + 0.5, rows + 0.5)
             # QA pixel containing each band pixel centre
-            qc, qr = ~qa_transform * (u, v)
+            qc, qr = ~qa_transform @ (u, v)
             qpix = qa[qr.astype(int), qc.astype(int)]
             clear = _qa_clear(collection, qpix) & (dn != rb["nodata"])
             assert clear.mean() > 0.3
@@ -288,14 +288,14 @@ def test_one_known_pixel_south_and_east(cat):
         qa, _ = _read_qa(d)
         dn, transform, rb = _read_band(d, "nir")
         rows, cols = np.mgrid[0 : dn.shape[0], 0 : dn.shape[1]]
-        xs, ys = transform * (cols + 0.5, rows + 0.5)
+        xs, ys = transform @ (cols + 0.5, rows + 0.5)
         if coll == "east":
             xs, ys = Transformer.from_crs(32633, 32632, always_xy=True).transform(xs, ys)
         # clear in QA and also haze-free (haze beyond the QA ring is unflagged)
         haze_free = ~cat.hazy(np.asarray(xs), np.asarray(ys), d["id"])
         ok = (qa == clear_value) & (dn != rb["nodata"]) & haze_free
         r, c = (int(v[len(v) // 2]) for v in np.nonzero(ok))
-        x, y = transform * (c + 0.5, r + 0.5)
+        x, y = transform @ (c + 0.5, r + 0.5)
         if coll == "east":
             x, y = Transformer.from_crs(32633, 32632, always_xy=True).transform(x, y)
         want = truth_reflectance("nir", np.array(x), np.array(y))
@@ -313,13 +313,13 @@ def test_every_cloudy_or_shadowed_band_pixel_is_flagged_in_qa(cat):
         refl = dn * rb["scale"] + rb["offset"]
         valid = dn != rb["nodata"]
         rows, cols = np.mgrid[0 : dn.shape[0], 0 : dn.shape[1]]
-        u, v = transform * (cols + 0.5, rows + 0.5)
+        u, v = transform @ (cols + 0.5, rows + 0.5)
         x, y = (np.asarray(a) for a in to32632.transform(u, v))
         truth = truth_reflectance("blue", x, y)
         haze = np.nan_to_num(cat.contamination(x, y, d["id"]))  # haze is added to shadows too
         cloud = valid & (refl >= syn.CLOUD_REFLECTANCE_RANGE[0] - rb["scale"])
         shadow = valid & ~cloud & (np.abs(refl - syn.SHADOW_FACTOR * truth - haze) <= rb["scale"])
-        qc, qr = ~qa_transform * (u, v)
+        qc, qr = ~qa_transform @ (u, v)
         flagged = _qa_flagged(coll, qa[qr.astype(int), qc.astype(int)])
         assert flagged[cloud].all(), d["id"]
         assert flagged[shadow].all(), d["id"]
@@ -344,7 +344,7 @@ def test_oracles_reproduce_the_rasters(cat):
             dn, transform, rb = _read_band(d, band)
             rows, cols = np.mgrid[0 : dn.shape[0], 0 : dn.shape[1]]
             x, y = (
-                np.asarray(a) for a in to32632.transform(*(transform * (cols + 0.5, rows + 0.5)))
+                np.asarray(a) for a in to32632.transform(*(transform @ (cols + 0.5, rows + 0.5)))
             )
             want = np.where(dn == rb["nodata"], np.nan, dn * rb["scale"] + rb["offset"])
             got = cat.pixel_reflectance(band, x, y, d["id"])
@@ -352,7 +352,7 @@ def test_oracles_reproduce_the_rasters(cat):
             np.testing.assert_array_equal(cat.valid(x, y, d["id"]), dn != rb["nodata"])
         rows, cols = np.mgrid[0 : qa.shape[0], 0 : qa.shape[1]]
         x, y = (
-            np.asarray(a) for a in to32632.transform(*(qa_transform * (cols + 0.5, rows + 0.5)))
+            np.asarray(a) for a in to32632.transform(*(qa_transform @ (cols + 0.5, rows + 0.5)))
         )
         np.testing.assert_array_equal(cat.qa_clear(x, y, d["id"]), _qa_clear(d["collection"], qa))
 
@@ -366,13 +366,13 @@ def _band_pixels(d: dict, band: str):
     spec = PROVIDERS[d["collection"]]
     dn, transform, rb = _read_band(d, band)
     rows, cols = np.mgrid[0 : dn.shape[0], 0 : dn.shape[1]]
-    u, v = transform * (cols + 0.5, rows + 0.5)
+    u, v = transform @ (cols + 0.5, rows + 0.5)
     x, y = (
         np.asarray(a)
         for a in Transformer.from_crs(spec.crs, "EPSG:32632", always_xy=True).transform(u, v)
     )
     qa, qa_transform = _read_qa(d)
-    qc, qr = ~qa_transform * (u, v)
+    qc, qr = ~qa_transform @ (u, v)
     flagged = _qa_flagged(d["collection"], qa[qr.astype(int), qc.astype(int)])
     refl = np.where(dn == rb["nodata"], np.nan, dn * rb["scale"] + rb["offset"])
     return refl, x, y, flagged, rb["scale"]

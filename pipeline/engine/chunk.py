@@ -404,7 +404,7 @@ def _warp_gdal(band: BandSource, indexes, chunk: ChunkGrid, resampling: str, rea
         mask, lut = _mask_band(band, (win.row0, win.col0, win.height, win.width), reader, phases)
     if mask is not None:
         src[:, lut[mask.astype(np.intp)]] = np.nan
-    t = Affine(*band.grid.transform) * Affine.translation(win.col0, win.row0)
+    t = Affine(*band.grid.transform) @ Affine.translation(win.col0, win.row0)
     out = np.full((len(indexes), chunk.height, chunk.width), np.nan, dtype=np.float32)
     reproject(
         src,

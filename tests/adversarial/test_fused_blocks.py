@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+import shapely
 from pyproj import Transformer
 from shapely.geometry import box, mapping, shape
-from shapely.ops import transform
 
 from pipeline.plan.fuse import Block, fuse
 from tests.test_fuse import _files, _plan, _run, _spec
@@ -19,6 +21,12 @@ from tests.test_fuse import _files, _plan, _run, _spec
 def _items(catalog: Path) -> list[Path]:
     return [p for p in catalog.rglob("*.json") if json.loads(p.read_text()).get("type") ==
             "Feature"]
+
+
+def transform(fn, geom):
+    """``geom`` with every vertex through ``fn(xs, ys) -> (xs, ys)`` (shapely.ops.transform's
+    call, on shapely.transform: the former is deprecated in shapely 2.1)."""
+    return shapely.transform(geom, lambda xy: np.column_stack(fn(xy[:, 0], xy[:, 1])))
 
 
 def _widest(catalog: Path, grid_bounds) -> tuple[Path, object]:
