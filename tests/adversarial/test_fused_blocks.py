@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import shapely
 from pyproj import Transformer
 from shapely.geometry import box, mapping, shape
