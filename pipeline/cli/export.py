@@ -14,10 +14,12 @@ from pipeline.products.report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPT
 DESCRIPTION = """\
 Write a product to a file other tools read: a Cloud-Optimized GeoTIFF (cog), a plain tiled
 GeoTIFF (geotiff) or CF netCDF-4 (netcdf). STORE is a run's cube or mosaic (a .zarr folder) or a
-nightly store (an .icechunk folder; pick its product with --group, its night with --at). Values
-are written as stored, with the product's CRS and transform; its releasability label goes with
-them (GeoTIFF metadata AQUILA_LABEL, netCDF global attribute aquila:label). Only a complete
-product is exported, and OUT is never replaced: it appears in one step when the file is done.
+nightly store (an .icechunk folder; pick its product with --group, its night with --at), on disk
+or where a run or night published it in a bucket (s3://bucket/prefix/name; the S3 settings from
+the environment, as for aquila run). Values are written as stored, with the product's CRS and
+transform; its releasability label goes with them (GeoTIFF metadata AQUILA_LABEL, netCDF global
+attribute aquila:label). Only a complete product is exported, and OUT is never replaced: it
+appears in one step when the file is done.
 
 formats:
   cog      one band per variable (descriptions = variable names), internal overviews, checked
@@ -50,8 +52,9 @@ def add_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="write a product as a Cloud-Optimized GeoTIFF, a GeoTIFF or netCDF",
         description=DESCRIPTION, epilog=EPILOG,
     )
-    exp.add_argument("store", type=Path, metavar="STORE",
-                     help="a cube.zarr or mosaic.zarr, or a nightly store (.icechunk)")
+    exp.add_argument("store", metavar="STORE",  # a str: a Path would fold s3:// into s3:/
+                     help="a cube.zarr or mosaic.zarr, or a nightly store (.icechunk); on "
+                     "disk or in a bucket (s3://bucket/prefix/mosaic.zarr)")
     exp.add_argument("out", type=Path, metavar="OUT", help="the file to write (must not exist)")
     exp.add_argument("--format", required=True, choices=("cog", "geotiff", "netcdf"),
                      help="cog | geotiff | netcdf")

@@ -3,7 +3,8 @@ GeoTIFF, or CF netCDF-4 (``aquila export``; docs/export.md).
 
 Why: GDAL (and so QGIS) cannot read Zarr v3 and ``to_netcdf`` fails on nested attributes, so a
 product opened in xarray only. The export reads a run's store (cube or mosaic) or one group of a
-nightly Icechunk store (the latest night, or the night ``at`` names), checks it is complete, and
+nightly Icechunk store (the latest night, or the night ``at`` names), on disk or published to a
+bucket (``s3://bucket/prefix/name``: :func:`open_bucket`), checks it is complete, and
 writes one file: values as stored (no rescaling), the product's CRS and transform, its
 releasability label (``aquila:label``) in the file's metadata. GeoTIFFs are written window by
 window (never the whole product in memory) and the netCDF chunk by chunk through Dask. The file
@@ -29,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.errors import InputError, ProductNotFound, StoreUnwritable
+from pipeline.products.objectstore import ObjectLocation, object_location
 from pipeline.products.publish import is_marked, nightly_store_problem
 
 Format = Literal["cog", "geotiff", "netcdf"]
@@ -90,7 +92,10 @@ def export_product(
     fmt = _check_format(format)
     out = Path(out)
     _refuse_existing(out)
-    src = open_product(Path(store), at=at, group=group, lazy_chunks=fmt == "netcdf")
+    lazy = fmt == "netcdf"
+    loc = object_location(store)  # s3://bucket/prefix/name: a product published to a bucket
+    src = (open_product(Path(store), at=at, group=group, lazy_chunks=lazy) if loc is None
+           else open_bucket(loc, at=at, group=group, lazy_chunks=lazy))
     require_complete(src)
     names = select_bands(src, bands, fmt)
     ds, slot = select_time(src, time, fmt)
@@ -177,9 +182,47 @@ def _open_zarr(store: Any, group: str | None, chunks: dict[str, int] | None) -> 
                             consolidated=False if group is not None else None)
 
 
+def open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: str | None,
+                lazy_chunks: bool) -> Source:
+    """A product in a bucket: what a run published there (its published version, ``main``), or
+    a nightly store's ``group`` as of ``at``. Both are Icechunk repositories; a run's product
+    carries Aquila's marks at its root, a nightly store's in its groups. Only read."""
+    import zarr
+
+    from pipeline.products.objectstore import icechunk_storage, s3_settings
+    from pipeline.products.transaction import NightlyStore, _icechunk
+
+    ic = _icechunk()
+    try:
+        storage = icechunk_storage(loc, s3_settings())
+        found = ic.Repository.exists(storage)
+    except Exception as exc:  # noqa: BLE001 - the endpoint, the credentials, the bucket
+        raise ProductNotFound(
+            f"could not read {loc}: {exc}; check the bucket's name and the S3 settings "
+            "(AWS_ENDPOINT_URL, AWS_REGION, credentials)", reason="product_missing") from None
+    if not found:
+        raise ProductNotFound(f"no product at {loc}; give a store an 'aquila run' or 'aquila "
+                              "nightly' published there (s3://bucket/prefix/mosaic.zarr)",
+                              reason="product_missing")
+    chunks: dict[str, int] | None = {} if lazy_chunks else None
+    session = ic.Repository.open(storage).readonly_session("main")
+    try:
+        attrs = dict(zarr.open_group(session.store, mode="r").attrs)
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.NodeTypeValidationError):
+        attrs = {}
+    if is_marked(attrs):  # a run's product
+        if at is not None or group is not None:
+            raise InputError(f"{loc} is a run's product (one state, one product): --at and "
+                             "--group are for nightly stores; drop them", reason="usage")
+        return Source(_open_zarr(session.store, None, chunks), str(loc),
+                      str(session.snapshot_id))
+    return _night_source(NightlyStore.open(Path(str(loc)), create=False), str(loc), at=at,
+                         group=group, chunks=chunks)
+
+
 def _open_nightly(store: Path, *, at: str | dt.datetime | None, group: str | None,
                   chunks: dict[str, int] | None) -> Source:
-    from pipeline.products.transaction import NightlyStore, iter_groups
+    from pipeline.products.transaction import NightlyStore
 
     problem = nightly_store_problem(store) if store.is_dir() and any(store.iterdir()) else (
         "is neither a Zarr product nor a nightly store")
@@ -187,7 +230,15 @@ def _open_nightly(store: Path, *, at: str | dt.datetime | None, group: str | Non
         raise ProductNotFound(f"{store} {problem}; give a store written by 'aquila run' "
                               "(e.g. out/demo/mosaic.zarr) or 'aquila nightly'",
                               reason="not_a_product")
-    nightly = NightlyStore.open(store, create=False)
+    return _night_source(NightlyStore.open(store, create=False), str(store), at=at, group=group,
+                         chunks=chunks)
+
+
+def _night_source(nightly: Any, store: str, *, at: str | dt.datetime | None,
+                  group: str | None, chunks: dict[str, int] | None) -> Source:
+    """``group`` of a nightly store as of the night ``at`` names."""
+    from pipeline.products.transaction import iter_groups
+
     snapshot = night_at(nightly, at)
     session = nightly.readonly(snapshot)
     groups = sorted(iter_groups(session))
