@@ -7,6 +7,7 @@ in ``tests/test_export.py``): the same pixels, grid and label, byte for byte."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import xarray as xr
 
 from pipeline.cli.main import main as aquila
 from pipeline.engine.nightly import NightOptions, run_nightly
-from pipeline.errors import InputError, ProductNotFound
+from pipeline.errors import InputError, ProductNotFound, RunError
 from pipeline.products.export import export_product
 from pipeline.products.transaction import NightlyStore
 from pipeline.spec.workflow import spec_from_dict
@@ -77,8 +78,10 @@ def test_a_missing_bucket_product_and_nightly_options_on_a_run_product_are_refus
     url, _ = published
     with pytest.raises(ProductNotFound, match="no product at s3://"):
         export_product(f"{url}/nothing.zarr", tmp_path / "x.tif", format="cog")
-    with pytest.raises(ProductNotFound, match="s3://aquila-no-such-bucket/p/m.zarr"):
+    with pytest.raises(RunError, match="could not read s3://aquila-no-such-bucket/p/m.zarr: "
+                       ".*check the bucket's name") as err:  # no such bucket: storage, not input
         export_product("s3://aquila-no-such-bucket/p/m.zarr", tmp_path / "x.tif", format="cog")
+    assert err.value.reason == "store_unreachable"
     with pytest.raises(InputError, match="--at and --group are for nightly stores"):
         export_product(f"{url}/mosaic.zarr", tmp_path / "x.tif", format="cog", group="latest")
     assert not (tmp_path / "x.tif").exists()
@@ -100,3 +103,56 @@ def test_a_nightly_store_in_a_bucket_exports_its_group(s3, tiny_catalog, tmp_pat
     for i, name in enumerate(("blue", "green", "red", "nir")):
         np.testing.assert_array_equal(pixels[i], want[name].values)
     assert tags["AQUILA_STATUS"] == "complete"
+
+
+def _repo(url: str):
+    """An Icechunk repository created at ``url`` by someone else (not Aquila)."""
+    from pipeline.products.objectstore import icechunk_storage, object_location, s3_settings
+    from pipeline.products.transaction import _icechunk
+
+    return _icechunk().Repository.create(icechunk_storage(object_location(url), s3_settings()))
+
+
+def test_a_foreign_repository_and_one_never_published_are_named_as_such(s3, tmp_path):
+    import zarr
+
+    bucket = s3.make_bucket()
+    theirs = _repo(f"s3://{bucket}/theirs.zarr")
+    session = theirs.writable_session("main")
+    zarr.create_group(session.store, attributes={"aquila:status": "complete"})
+    session.commit("not Aquila's")
+    with pytest.raises(ProductNotFound, match="commits Aquila did not make") as err:
+        export_product(f"s3://{bucket}/theirs.zarr", tmp_path / "x.tif", format="cog")
+    assert err.value.reason == "not_a_product"
+    _repo(f"s3://{bucket}/killed.zarr")  # a first run killed before it published: root only
+    with pytest.raises(ProductNotFound, match="no published product yet"):
+        export_product(f"s3://{bucket}/killed.zarr", tmp_path / "x.tif", format="cog")
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_an_unreachable_endpoint_is_one_line_and_a_run_failure(s3, tmp_path, capsys,
+                                                               monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    code = aquila(["export", "s3://bkt/p/mosaic.zarr", "--format", "cog",
+                   str(tmp_path / "x.tif")])
+    err = capsys.readouterr().err
+    assert code == 1, err  # the storage failed, not the input: exit 1, not 2
+    assert err.count("\n") == 1 and "[store_unreachable] could not read s3://bkt/p/mosaic.zarr" \
+        in err and "AWS_ENDPOINT_URL" in err
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_a_local_folder_named_s3_colon_stays_local(published, tmp_path, capsys, monkeypatch):
+    """``s3:/b/…`` is what a shell makes of a mistyped URL, and a folder may have that name:
+    when it exists here it is read from disk, and the JSON names the path as given, tidied."""
+    _, local = published
+    (tmp_path / "s3:" / "bkt").mkdir(parents=True)
+    shutil.copytree(local / "mosaic.zarr", tmp_path / "s3:" / "bkt" / "mosaic.zarr")
+    monkeypatch.chdir(tmp_path)
+    code = aquila(["export", "./s3:/bkt/mosaic.zarr/", "--format", "cog", "m.tif", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0, doc
+    assert doc["store"] == doc["source"] == "s3:/bkt/mosaic.zarr"
+    np.testing.assert_array_equal(
+        tiff(tmp_path / "m.tif")[0],
+        tiff(export_product(local / "mosaic.zarr", tmp_path / "d.tif", format="cog").path)[0])

@@ -32,7 +32,8 @@ formats:
 
 EPILOG = exit_codes(**(NO_PUBLISH | {
     f"c{EXIT_OK}": "the file is written",
-    f"c{EXIT_FAILED}": "failure (storage, an invalid COG, a bug; nothing written)",
+    f"c{EXIT_FAILED}": "failure (storage, a bucket that cannot be read, an invalid COG, a bug; "
+    "nothing written)",
     f"c{EXIT_BAD_INPUT}": "bad input (not a product, an incomplete product, OUT exists, an "
     "unknown band or group,\n       a cube without --time, mixed data types) or a usage error",
     f"c{EXIT_INTERRUPTED}": "interrupted (Ctrl-C; nothing written)",
@@ -43,6 +44,7 @@ examples:
   aquila export out/demo/latest.zarr --format geotiff --bands count out/demo/count.tif
   aquila export out/demo/cube.zarr --format netcdf out/demo/cube.nc
   aquila export out/nightly/nightly.icechunk --group mosaic --at 2025-06-30 --format cog m.tif
+  aquila export s3://products/eu/mosaic.zarr --format cog mosaic.tif
 """
 
 
@@ -73,7 +75,7 @@ def add_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def main(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.products.export import export_product
+    from pipeline.products.export import export_product, store_name
 
     bands = [b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None
     done = export_product(args.store, args.out, format=args.format, bands=bands, at=args.at,
@@ -81,7 +83,7 @@ def main(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.document({
             "command": "export", "status": "success", "exit_code": EXIT_OK,
-            "store": str(args.store), "out": str(done.path), "format": done.format,
+            "store": store_name(args.store), "out": str(done.path), "format": done.format,
             "source": done.source, "bands": list(done.bands), "snapshot": done.snapshot,
             "time": done.time, "label": done.label, "bytes": done.path.stat().st_size,
         })

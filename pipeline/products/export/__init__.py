@@ -29,7 +29,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipeline.errors import InputError, ProductNotFound, StoreUnwritable
+from pipeline.errors import (
+    AquilaError,
+    InputError,
+    ProductNotFound,
+    RunError,
+    SpecError,
+    StoreUnwritable,
+)
 from pipeline.products.objectstore import ObjectLocation, object_location
 from pipeline.products.publish import is_marked, nightly_store_problem
 
@@ -93,7 +100,7 @@ def export_product(
     out = Path(out)
     _refuse_existing(out)
     lazy = fmt == "netcdf"
-    loc = object_location(store)  # s3://bucket/prefix/name: a product published to a bucket
+    loc = bucket_of(store)  # s3://bucket/prefix/name: a product published to a bucket
     src = (open_product(Path(store), at=at, group=group, lazy_chunks=lazy) if loc is None
            else open_bucket(loc, at=at, group=group, lazy_chunks=lazy))
     require_complete(src)
@@ -182,42 +189,84 @@ def _open_zarr(store: Any, group: str | None, chunks: dict[str, int] | None) -> 
                             consolidated=False if group is not None else None)
 
 
+def bucket_of(store: Path | str) -> ObjectLocation | None:
+    """The bucket location ``store`` names, or None for a local path: ``s3://…``, or a path
+    folded to ``s3:/…`` (``Path("s3://b/k")``) where nothing local has that name. A local
+    folder that happens to be called ``s3:`` stays local."""
+    text = str(store)
+    if not text.startswith("s3://") and os.path.lexists(text):
+        return None
+    try:
+        return object_location(text)
+    except SpecError:
+        if text.startswith("s3://"):
+            raise
+        return None
+
+
+def store_name(store: Path | str) -> str:
+    """How messages and the CLI's JSON name ``store``: its ``s3://`` URL, or the local path."""
+    loc = bucket_of(store)
+    return str(loc) if loc is not None else str(Path(store))
+
+
 def open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: str | None,
                 lazy_chunks: bool) -> Source:
-    """A product in a bucket: what a run published there (its published version, ``main``), or
-    a nightly store's ``group`` as of ``at``. Both are Icechunk repositories; a run's product
-    carries Aquila's marks at its root, a nightly store's in its groups. Only read."""
-    import zarr
+    """A product in a bucket: what a run published there (``main``), or a nightly store's
+    ``group`` as of ``at``; only read. Both are Icechunk repositories, told apart by their
+    commits (``aquila:kind``); one with commits Aquila did not make is refused, as on disk. A
+    storage failure (endpoint, credentials, a damaged repository) is one :class:`RunError`
+    line (exit 1), never "no product"."""
+    try:
+        return _open_bucket(loc, at=at, group=group, chunks={} if lazy_chunks else None)
+    except AquilaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Icechunk, obstore, zarr: the storage failed
+        raise RunError(f"could not read {loc}: {_first_line(exc)}; check the bucket's name, "
+                       "the S3 settings (AWS_ENDPOINT_URL, AWS_REGION, credentials) and that "
+                       "the product is whole", reason="store_unreachable") from None
 
+
+def _open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: str | None,
+                 chunks: dict[str, int] | None) -> Source:
+    from pipeline.products.bucket import RUN
     from pipeline.products.objectstore import icechunk_storage, s3_settings
-    from pipeline.products.transaction import NightlyStore, _icechunk
+    from pipeline.products.transaction import NIGHT, NightlyStore, _icechunk
 
     ic = _icechunk()
-    try:
-        storage = icechunk_storage(loc, s3_settings())
-        found = ic.Repository.exists(storage)
-    except Exception as exc:  # noqa: BLE001 - the endpoint, the credentials, the bucket
-        raise ProductNotFound(
-            f"could not read {loc}: {exc}; check the bucket's name and the S3 settings "
-            "(AWS_ENDPOINT_URL, AWS_REGION, credentials)", reason="product_missing") from None
-    if not found:
+    storage = icechunk_storage(loc, s3_settings())
+    if not ic.Repository.exists(storage):
         raise ProductNotFound(f"no product at {loc}; give a store an 'aquila run' or 'aquila "
                               "nightly' published there (s3://bucket/prefix/mosaic.zarr)",
                               reason="product_missing")
-    chunks: dict[str, int] | None = {} if lazy_chunks else None
-    session = ic.Repository.open(storage).readonly_session("main")
-    try:
-        attrs = dict(zarr.open_group(session.store, mode="r").attrs)
-    except (FileNotFoundError, ValueError, KeyError, zarr.errors.NodeTypeValidationError):
-        attrs = {}
-    if is_marked(attrs):  # a run's product
-        if at is not None or group is not None:
-            raise InputError(f"{loc} is a run's product (one state, one product): --at and "
-                             "--group are for nightly stores; drop them", reason="usage")
-        return Source(_open_zarr(session.store, None, chunks), str(loc),
-                      str(session.snapshot_id))
-    return _night_source(NightlyStore.open(Path(str(loc)), create=False), str(loc), at=at,
-                         group=group, chunks=chunks)
+    repo = ic.Repository.open(storage)
+    commits = [(c.id, dict(c.metadata or {})) for c in repo.ancestry(branch="main")]
+    foreign = [cid for cid, meta in commits if not {"aquila:kind", "__root"} & set(meta)]
+    if foreign:
+        raise ProductNotFound(f"{loc} is an Icechunk repository with commits Aquila did not "
+                              f"make ({foreign[0]}…); give a store an 'aquila run' or 'aquila "
+                              "nightly' published there", reason="not_a_product")
+    kinds = [meta.get("aquila:kind") for _, meta in commits]  # newest first
+    if NIGHT in kinds:
+        return _night_source(NightlyStore.open(Path(str(loc)), create=False), str(loc), at=at,
+                             group=group, chunks=chunks)
+    if not kinds or kinds[0] != RUN:
+        raise ProductNotFound(f"{loc} holds no published product yet (a run started there has "
+                              "not published); rerun it, then export", reason="product_missing")
+    if at is not None or group is not None:
+        raise InputError(f"{loc} is a run's product (one state, one product): --at and "
+                         "--group are for nightly stores; drop them", reason="usage")
+    session = repo.readonly_session("main")
+    return Source(_open_zarr(session.store, None, chunks), str(loc), str(session.snapshot_id))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's text (Icechunk's carry a multi-line span trace)."""
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("x ").strip()
+        if line:
+            return line
+    return type(exc).__name__
 
 
 def _open_nightly(store: Path, *, at: str | dt.datetime | None, group: str | None,
