@@ -38,7 +38,15 @@ from pipeline.products.objectstore import (
     put_text,
 )
 from pipeline.products.publish import _is_our_sidecar
-from pipeline.products.transaction import MAIN, PREPARE, RUN_BRANCH, _icechunk, json_safe
+from pipeline.products.transaction import (
+    MAIN,
+    PREPARE,
+    RUN_BRANCH,
+    _icechunk,
+    json_safe,
+    main_history,
+    not_ours,
+)
 
 # what Icechunk 1.1 keeps at a repository's top level (checked: a created, committed repository)
 ICECHUNK_ENTRIES = frozenset(
@@ -89,9 +97,7 @@ def bucket_product_problem(store: ObjectLocation, settings: S3Settings) -> str |
     storage = icechunk_storage(store, settings)
     if not ic.Repository.exists(storage):
         return "holds objects that are not an Icechunk repository"
-    repo = ic.Repository.open(storage)
-    others = [c.id for c in repo.ancestry(branch=MAIN)
-              if not {"aquila:kind", "__root"} & set(c.metadata or {})]
+    others = not_ours(main_history(ic.Repository.open(storage)))
     if others:
         return f"is an Icechunk repository with commits Aquila did not make ({others[0]}…)"
     return None

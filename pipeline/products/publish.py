@@ -215,17 +215,13 @@ def nightly_store_problem(path: Path) -> str | None:
         return "is a file, not an Icechunk repository folder"
     if not any(os.scandir(path)):
         return None
-    from pipeline.products.transaction import _icechunk
+    from pipeline.products.transaction import _icechunk, main_history, not_ours
 
     ic = _icechunk()
     storage = ic.local_filesystem_storage(str(path))
     if not ic.Repository.exists(storage):
         return f"is a folder that is not an Icechunk repository (it holds {_some(_names(path))})"
-    repo = ic.Repository.open(storage)
-    foreign = [
-        c.id for c in repo.ancestry(branch="main")
-        if not {"aquila:kind", "__root"} & set(c.metadata or {})
-    ]
+    foreign = not_ours(main_history(ic.Repository.open(storage)))
     if foreign:
         return f"is an Icechunk repository with commits Aquila did not make ({_some(foreign)})"
     return None

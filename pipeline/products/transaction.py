@@ -25,7 +25,7 @@ read-only sessions are pickled.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,18 @@ RUN_BRANCH = "aquila-run-"
 STATE_ARRAY = "_aquila/state"
 NIGHT = "night"
 PREPARE = "prepare"
+
+
+def main_history(repo: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The commits on ``main`` of an Icechunk repository, newest first: (snapshot id,
+    metadata)."""
+    return [(c.id, dict(c.metadata or {})) for c in repo.ancestry(branch=MAIN)]
+
+
+def not_ours(history: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The snapshot ids in ``history`` (:func:`main_history`) that Aquila did not commit: each
+    of its commits carries ``aquila:kind``, and Icechunk's first one ``__root``."""
+    return [sid for sid, meta in history if not {"aquila:kind", "__root"} & set(meta)]
 
 
 def _icechunk():

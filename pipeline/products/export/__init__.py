@@ -30,7 +30,6 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.errors import (
-    AquilaError,
     InputError,
     ProductNotFound,
     RunError,
@@ -217,21 +216,30 @@ def open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: str
     commits (``aquila:kind``); one with commits Aquila did not make is refused, as on disk. A
     storage failure (endpoint, credentials, a damaged repository) is one :class:`RunError`
     line (exit 1), never "no product"."""
+    from zarr.errors import BaseZarrError
+
+    from pipeline.products.transaction import _icechunk
+
     try:
         return _open_bucket(loc, at=at, group=group, chunks={} if lazy_chunks else None)
-    except AquilaError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Icechunk, obstore, zarr: the storage failed
+    except (_icechunk().IcechunkError, BaseZarrError, OSError) as exc:  # the storage failed
         raise RunError(f"could not read {loc}: {_first_line(exc)}; check the bucket's name, "
                        "the S3 settings (AWS_ENDPOINT_URL, AWS_REGION, credentials) and that "
-                       "the product is whole", reason="store_unreachable") from None
+                       "the product is whole", reason="store_unreachable") from exc
 
 
 def _open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: str | None,
                  chunks: dict[str, int] | None) -> Source:
     from pipeline.products.bucket import RUN
     from pipeline.products.objectstore import icechunk_storage, s3_settings
-    from pipeline.products.transaction import NIGHT, NightlyStore, _icechunk
+    from pipeline.products.transaction import (
+        MAIN,
+        NIGHT,
+        NightlyStore,
+        _icechunk,
+        main_history,
+        not_ours,
+    )
 
     ic = _icechunk()
     storage = icechunk_storage(loc, s3_settings())
@@ -240,8 +248,8 @@ def _open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: st
                               "nightly' published there (s3://bucket/prefix/mosaic.zarr)",
                               reason="product_missing")
     repo = ic.Repository.open(storage)
-    commits = [(c.id, dict(c.metadata or {})) for c in repo.ancestry(branch="main")]
-    foreign = [cid for cid, meta in commits if not {"aquila:kind", "__root"} & set(meta)]
+    commits = main_history(repo)
+    foreign = not_ours(commits)
     if foreign:
         raise ProductNotFound(f"{loc} is an Icechunk repository with commits Aquila did not "
                               f"make ({foreign[0]}…); give a store an 'aquila run' or 'aquila "
@@ -256,7 +264,7 @@ def _open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: st
     if at is not None or group is not None:
         raise InputError(f"{loc} is a run's product (one state, one product): --at and "
                          "--group are for nightly stores; drop them", reason="usage")
-    session = repo.readonly_session("main")
+    session = repo.readonly_session(MAIN)
     return Source(_open_zarr(session.store, None, chunks), str(loc), str(session.snapshot_id))
 
 
