@@ -13,9 +13,9 @@ from hypothesis.extra import numpy as hnp
 
 from pipeline.kernels.calibrate import gather_calibrate, gather_mask
 from pipeline.kernels.median import (
-    _NETWORK_LANES,
     _NETWORK_MAX_T,
     _median_network,
+    _network_wires,
     composite_latest,
     composite_median,
     keep_valid,
@@ -604,15 +604,17 @@ def test_median_network_orders_middle_ranks(nt):
 
 
 @pytest.mark.parametrize(
-    "nt",
-    [1, 2, 3, 4, 7, 8, 9, 16, 17, 24, 32, 33, 64, 65, _NETWORK_MAX_T, _NETWORK_MAX_T + 1],
+    ("nt", "nx"),
+    [(1, 1027), (2, 1027), (3, 5), (4, 1027), (7, 5), (8, 1027), (9, 5), (16, 1027), (17, 5),
+     (24, 1027), (32, 5), (33, 1027), (64, 1027), (65, 5), (100, 7), (_NETWORK_MAX_T, 5),
+     (_NETWORK_MAX_T + 1, 5)],
 )
-def test_median_network_and_fallback_paths(nt):
+def test_median_network_and_fallback_paths(nt, nx):
     """Sorting network (T <= _NETWORK_MAX_T, powers of two and one past them) and the per-pixel
     fallback (T > _NETWORK_MAX_T): exactly the reference, and bit-identical, signed zeros
-    included, under permutations of the time axis. X spans a full tile and a partial one."""
+    included, under permutations of the time axis. The network's tiles: rows wider than a
+    tile (1027 px: pieces of a row, the last one partial) and several short rows per tile."""
     rng = np.random.default_rng(seed("network", str(nt)))
-    nx = _NETWORK_LANES + 3 if nt <= 64 else 5
     shape = (nt, 2, 2, nx)
     stack = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
     special = np.array([0.0, -0.0, 0.25, -0.25, np.nan, np.inf, -np.inf], dtype=np.float32)
@@ -638,6 +640,31 @@ def test_median_network_and_fallback_paths(nt):
         out_p, count_p = composite_median(stack[perm])
         assert np.array_equal(bits(out_p), bits(out))
         np.testing.assert_array_equal(count_p, count)
+
+
+@pytest.mark.parametrize(("nt", "nx"), [(36, 300), (36, 1100), (70, 40), (150, 1030)])
+def test_median_network_slots_left_out_of_tiles(nt, nx):
+    """Scenes that cover part of the grid: each slot holds data in a rectangle of its own, so a
+    tile leaves out the slots with nothing there and is sorted by a smaller network (above 64
+    slots, by the next size on the ladder, padded with invalid keys: _network_wires). The
+    result is the reference's, and the networks used are the sizes expected."""
+    rng = np.random.default_rng(seed("footprints", str(nt), str(nx)))
+    ny = 9
+    stack = np.full((nt, 3, ny, nx), np.nan, np.float32)
+    for t in range(nt):
+        y0, x0 = rng.integers(0, ny), rng.integers(0, nx)
+        y1, x1 = rng.integers(y0 + 1, ny + 1), rng.integers(x0 + 1, nx + 1)
+        stack[t, :, y0:y1, x0:x1] = rng.uniform(-1, 1, (3, y1 - y0, x1 - x0))
+        holes = rng.random((ny, nx)) < 0.2  # cloud: one band NaN makes the observation invalid
+        stack[t, rng.integers(0, 3), holes] = np.nan
+    out, count = composite_median(stack)
+    ref_out, ref_count = composite_median_reference(stack)
+    np.testing.assert_array_equal(out, ref_out, strict=True)
+    np.testing.assert_array_equal(count, ref_count, strict=True)
+    wires = _network_wires(nt)
+    assert wires[0] == 0 and (np.diff(wires) >= 0).all() and wires[nt] == nt
+    assert (wires >= np.arange(nt + 1)).all() and (wires[:65] == np.arange(min(nt, 64) + 1)).all()
+    assert (wires[65:] <= np.arange(65, nt + 1) * 9 // 8).all()  # at most 1/8 more wires
 
 
 # --------------------------------------------------------------------------------------------
@@ -671,6 +698,29 @@ def test_median_property(stack, data):
     out_p, count_p = composite_median(stack[list(perm)])
     assert np.array_equal(bits(out_p), bits(out))  # bit-identical, signed zeros included
     np.testing.assert_array_equal(count_p, count)
+
+
+@PROPS
+@given(data=st.data())
+def test_median_footprints_property(data):
+    """Slots holding data in a rectangle each (whole tiles without a slot), rows longer and
+    shorter than a tile: the reference's result, bit-identical under a permutation of time."""
+    nt = data.draw(st.integers(1, 80))
+    ny, nx = data.draw(st.integers(1, 5)), data.draw(st.sampled_from([1, 3, 64, 700, 1030]))
+    stack = np.full((nt, 2, ny, nx), np.nan, np.float32)
+    values = st.one_of(_special32, _finite_f32)
+    for t in range(nt):
+        y0 = data.draw(st.integers(0, ny - 1))
+        x0 = data.draw(st.integers(0, nx - 1))
+        y1 = data.draw(st.integers(y0 + 1, ny))
+        x1 = data.draw(st.integers(x0 + 1, nx))
+        stack[t, :, y0:y1, x0:x1] = data.draw(values)
+    out, count = composite_median(stack)
+    ref_out, ref_count = composite_median_reference(stack)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(count, ref_count)
+    perm = data.draw(st.permutations(range(nt)))
+    assert np.array_equal(bits(composite_median(stack[list(perm)])[0]), bits(out))
 
 
 @PROPS
