@@ -156,7 +156,7 @@ def test_threads_sharing_a_regions_slots_give_the_whole_chunks_bytes(tiny_catalo
         return read_region(task, pieces, region, slots, *args)
 
     monkeypatch.setattr(parts_mod, "_read_region", spy)
-    monkeypatch.setattr(parts_mod, "_spare_threads", lambda: threads)
+    monkeypatch.setattr(parts_mod, "spare_threads", lambda: threads)
     _assert_the_whole_chunks(task, whole_outputs, region_outputs)
     # the region reads (the whole chunk's read, one thread, is not in parts): each region's
     # slots split into `threads` interleaved shares

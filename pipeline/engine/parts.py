@@ -81,7 +81,7 @@ def compute_in_parts(
         # (a chunk read whole keeps to its own thread: at the start of a run a second task may
         # not have taken the other thread yet, and sharing then oversubscribes the cores;
         # measured at 1024 px: +1 s)
-        n = max(1, min(_spare_threads(), len(task.slots))) if len(regions) > 1 else 1
+        n = max(1, min(spare_threads(), len(task.slots))) if len(regions) > 1 else 1
         jobs = [(region, range(j, len(task.slots), n)) for region in regions for j in range(n)]
     else:  # the cube writer takes the slots in order, over the whole chunk
         jobs = [(_whole(task, pieces), range(len(task.slots)))]
@@ -143,7 +143,7 @@ def _on_spare_threads(fn: Callable[[int], T], n: int, name: str) -> Iterator[T]:
     are taken in order, so at most that many results (part stacks, region planes) are alive at
     once. Each call runs in a copy of the caller's context, so Dask's fine metrics reach the
     task."""
-    threads = min(_spare_threads(), n)
+    threads = min(spare_threads(), n)
     if threads <= 1:
         yield from map(fn, range(n))
         return
@@ -285,7 +285,7 @@ class _Blocks:
         )
 
 
-def _spare_threads() -> int:
+def spare_threads() -> int:
     """Threads of this Dask worker not running another task, counting the caller's (1 outside
     a worker): a chunk alone on a worker (one big chunk, the last of a run) uses them for its
     parts; a busy worker computes parts one after another."""

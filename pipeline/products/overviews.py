@@ -153,8 +153,10 @@ class Pyramid:
     def __init__(self) -> None:
         self._arrays: dict[tuple[int, int, str], Any] = {}  # (id(store), level, name) -> array
 
-    def __call__(self, writes: Sequence[tuple[Any, tuple, np.ndarray]]
+    def __call__(self, writes: Sequence[tuple[Any, tuple, np.ndarray]], *, threads: int = 1
                  ) -> list[tuple[Any, tuple, np.ndarray]]:
+        """``threads``: how many threads downsample (each write's levels on one; the kernels
+        release the GIL): a 2048 px chunk's 11 layers take ~0.25 s on one."""
         from pipeline.products.chunkio import open_arrays
 
         by_store: dict[int, tuple[Any, list[tuple[int, str]]]] = {}
@@ -171,8 +173,15 @@ class Pyramid:
             opened = open_arrays(store, [f"{level_path(k)}/{n}" for k, n in wanted], mode="r+")
             for (k, n), a in zip(wanted, opened, strict=True):
                 self._arrays[(sid, k, n)] = a
-        out = []
-        for array, sel, values, name, levels in plans:
+        def one(plan: tuple) -> list[tuple[Any, tuple, np.ndarray]]:
+            array, sel, values, name, levels = plan
             arrays = {(k, name): self._arrays[(id(array.store), k, name)] for k in levels}
-            out += level_writes([(array, sel, values)], arrays, levels)
-        return out
+            return level_writes([(array, sel, values)], arrays, levels)
+
+        threads = min(threads, len(plans))
+        if threads <= 1:
+            return [w for plan in plans for w in one(plan)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="aquila-overviews") as pool:
+            return [w for ws in pool.map(one, plans) for w in ws]
