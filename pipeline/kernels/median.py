@@ -11,13 +11,13 @@ keys of the values with a sorting network (Batcher's odd-even merge sort pruned 
 the median ranks) applied to a tile of pixels x all bands at once: branch-free, vectorised across
 pixels. Sorting network: ~9x faster than the per-pixel insertion sort at T=24, 1024^2, 4 bands,
 20 % invalid (0.29-0.32 s vs 2.8-2.9 s on a shared 2-core AMD EPYC; benchmarks/kernels.py:
-19-45x numpy.nanmedian; 55x, 0.110 s, with the tiles below). Tiles are whole rows (each slot and band one contiguous run of the
-stack), slots without data in a tile are left out of its network, and every inner loop is
-integer arithmetic without branches: on the peers benchmark's 256 px parts of 36 slots, 3.6-4.5x
-faster than 64 px tiles with per-pixel tests (the 1024 px job's medians, in-process: 2.1 s ->
-0.55 s). For T > _NETWORK_MAX_T it falls back to the per-pixel insertion sort /
-quickselect (_median, :mod:`pipeline.kernels.order`), which the network still beat 4x at
-T=1024 and 2x at T=4096.
+19-45x numpy.nanmedian; 55x, 0.110 s, with the tiles below). Tiles are whole rows (each slot
+and band one contiguous run of the stack), slots without data in a tile are left out of its
+network, and every inner loop is integer arithmetic without branches: on the peers
+benchmark's 256 px parts of 36 slots, 3.6-4.5x faster than 64 px tiles with per-pixel tests
+(the 1024 px job's medians, in-process: 2.1 s -> 0.55 s). For T > _NETWORK_MAX_T it falls
+back to the per-pixel insertion sort / quickselect (_median, :mod:`pipeline.kernels.order`),
+which the network still beat 4x at T=1024 and 2x at T=4096.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def _median_network_kernel(
     lanes: int,
 ) -> None:
     """composite_median_kernel with sorting networks (from _median_networks(T)) on the int32
-    bits of a C-contiguous float32 stack (time, band, y, x), applied to tiles of about
+    bits of a float32 stack (time, band, y, x; fastest C-contiguous), applied to tiles of about
     ``lanes`` pixels at once, all bands together: branch-free and vectorised across pixels.
 
     A tile is whole rows where a row fits in ``lanes`` (so each (slot, band) of the tile is one
@@ -261,6 +261,8 @@ def _median_network_kernel(
     nb = bits.shape[1]
     ny = bits.shape[2]
     nx = bits.shape[3]
+    if ny == 0 or nx == 0:  # nothing to reduce (count and out are the caller's, untouched)
+        return
     wx = min(nx, lanes)
     ky = max(1, lanes // nx) if wx == nx else 1
     tile = ky * wx
@@ -389,8 +391,9 @@ def composite_median_kernel(stack: np.ndarray, out: np.ndarray, count: np.ndarra
         return
     if nt <= _NETWORK_MAX_T:
         lo, hi, start, wires = _median_networks(nt)
-        bits = np.ascontiguousarray(stack).view(np.int32)
-        lanes = _network_lanes(nt, stack.shape[1], wires[nt])
+        bits = np.ascontiguousarray(stack).view(np.int32)  # (numba views contiguous arrays
+        # only: a non-contiguous stack is copied here; composite_median reads it in place)
+        lanes = _network_lanes(nt, stack.shape[1], int(wires[nt]))
         _median_network_kernel(bits, out, count, lo, hi, start, wires, lanes)
     else:
         _median_select_kernel(stack, out, count)
@@ -482,7 +485,9 @@ def composite_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     count = np.zeros((ny, nx), dtype=np.uint16)
     if 0 < nt <= _NETWORK_MAX_T:  # composite_median_kernel, the networks built once per T
         lo, hi, start, wires = _networks(nt)
-        bits = np.ascontiguousarray(stack).view(np.int32)
+        # the bits of the stack as it is (a view: a cropped or strided stack is not copied;
+        # its runs are then read through strides)
+        bits = stack.view(np.int32)
         lanes = _network_lanes(nt, nb, int(wires[nt]))
         _median_network_kernel(bits, out, count, lo, hi, start, wires, lanes)
     else:
@@ -490,10 +495,11 @@ def composite_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, count
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _networks(nt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """_median_networks(nt), kept: 0.1 ms to build at T = 36, 5.5 ms at T = 1024, against a
-    kernel call of a few ms on a small part."""
+    kernel call of a few ms on a small part. 8 time-axis lengths at most (a run's chunk tasks
+    have a few): 3.7 MB at T = 1024, 0.4 MB at T = 144, 53 kB at T = 36."""
     return _median_networks(nt)
 
 
