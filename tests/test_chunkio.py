@@ -369,3 +369,28 @@ def test_writes_encoded_and_downsampled_on_several_threads_are_the_same_bytes(tm
     assert files[0] == files[1] and any("c/1/0" in str(f) for f in files[0])
     for f in files[0]:
         assert (stores[0] / f).read_bytes() == (stores[1] / f).read_bytes(), f
+
+
+def test_only_a_runs_local_writer_takes_the_workers_idle_threads(monkeypatch):
+    """ChunkWriter encodes on idle threads only when asked (idle_threads=True: a run's
+    process_chunk and fused blocks, local Zarr stores); the Icechunk paths (nightly, forks)
+    build it without, and write from the task's thread alone whatever the worker has idle."""
+    import inspect
+
+    import pipeline.engine.chunk as chunk_mod
+    import pipeline.engine.fork_chunk as fork_mod
+    import pipeline.engine.night_chunk as night_mod
+    import pipeline.engine.writer as writer_mod
+
+    seen: list[int] = []
+    monkeypatch.setattr(writer_mod, "spare_threads", lambda: 3)
+    monkeypatch.setattr(writer_mod, "write_all", lambda writes, *, threads: seen.append(threads))
+    values = np.zeros((1, 2, 2), np.float32)
+    for idle, want in ((False, 1), (True, 3)):
+        writer_mod.ChunkWriter([object()], (slice(0, 2), slice(0, 2)), n_slots=1,
+                               idle_threads=idle)(0, values)
+        assert seen[-1] == want
+    assert inspect.getsource(chunk_mod.process_chunk).count("idle_threads=True") == 1
+    assert inspect.getsource(chunk_mod.process_block).count("idle_threads=True") == 1
+    assert "idle_threads" not in inspect.getsource(night_mod)
+    assert "idle_threads" not in inspect.getsource(fork_mod)

@@ -459,7 +459,7 @@ def process_chunk(task: ChunkTask, *, outputs: Outputs, reader: RasterReader) ->
         with phases("write"):
             group = zarr.open_group(str(outputs.cube_store), mode="r+")
             cube = [_array(group, name) for name in outputs.bands]
-    writer = ChunkWriter(cube, region, overviews=Pyramid())
+    writer = ChunkWriter(cube, region, overviews=Pyramid(), idle_threads=True)
     out = compute_chunk(task, outputs=outputs, reader=reader,
                         on_slot=writer if cube else None, phases=phases)
     t1 = time.perf_counter()
@@ -521,7 +521,7 @@ def process_block(block: ChunkTask, members: Sequence[ChunkTask], *, outputs: Ou
                                tuple(u for u in out.used if u in listed),
                                tuple(f for f in out.failures if f[0] in listed))
             writer = ChunkWriter([], (slice(c.y0, c.y0 + c.height), slice(c.x0, c.x0 + c.width)),
-                                 overviews=pyramid)
+                                 overviews=pyramid, idle_threads=True)
             writer.finish(mosaic_writes(mine, outputs, groups), mosaics=len(groups))
             summaries.append(ChunkSummary(
                 chunk=c.name, scenes_read=task.n_scenes, used=mine.used,

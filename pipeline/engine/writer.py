@@ -33,11 +33,15 @@ class ChunkWriter:
         n_slots: int | None = None,
         blocks: Iterable[int] = (),
         overviews: Callable[..., list[Write]] | None = None,
+        idle_threads: bool = False,
     ) -> None:
         """``cube``: the cube's band arrays (none: no cube); ``region``: the chunk's (y, x)
         slices; ``n_slots``: the cube's time length (default: the arrays'); ``overviews``: the
         writes of the overview levels that go with some full-resolution writes
-        (:class:`pipeline.products.overviews.Pyramid`), written in the same call."""
+        (:class:`pipeline.products.overviews.Pyramid`), written in the same call.
+        ``idle_threads``: downsample and encode on the worker's idle threads too (local Zarr
+        stores only: :func:`pipeline.engine.chunk.process_chunk`; the Icechunk paths, nightly
+        and forks, write from the task's thread alone, as before)."""
         self.cube, self.region, self.block = list(cube), region, block
         self.n_slots = n_slots if n_slots is not None else (
             int(self.cube[0].shape[0]) if self.cube else 0)
@@ -46,6 +50,7 @@ class ChunkWriter:
         self.cube_slots = 0  # slots put
         self.mosaics = 0  # mosaic writes (one per mosaic product)
         self.overviews = overviews
+        self.idle_threads = idle_threads
 
     @property
     def pixels(self) -> int:
@@ -94,10 +99,10 @@ class ChunkWriter:
         return [(array, sel, data[k]) for k, array in enumerate(self.cube)]
 
     def _emit(self, writes: list[Write], *, cube: bool) -> None:
-        # The worker's idle threads downsample and encode too: a run's last task, or a run of
-        # one big chunk, uses every core of its worker (2048 px, 11 layers with 3 overview
-        # levels each: 0.5 s on one thread)
-        threads = spare_threads() if writes else 1
+        # With idle_threads, the worker's idle threads downsample and encode too: a run's last
+        # task, or a run of one big chunk, uses every core of its worker (2048 px, 11 layers
+        # with 3 overview levels each: 0.5 s on one thread)
+        threads = spare_threads() if writes and self.idle_threads else 1
         if self.overviews is not None and writes:
             writes = [*writes, *self.overviews(writes, threads=threads)]
         write_all(writes, threads=threads)  # (``cube``: the call writes cube blocks; tests
