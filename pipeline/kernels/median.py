@@ -238,11 +238,10 @@ def _median_network_kernel(
     hi: np.ndarray,
     start: np.ndarray,
     wires: np.ndarray,
-    lanes: int,
 ) -> None:
     """composite_median_kernel with sorting networks (from _median_networks(T)) on the int32
     bits of a float32 stack (time, band, y, x; fastest C-contiguous), applied to tiles of about
-    ``lanes`` pixels at once, all bands together: branch-free and vectorised across pixels.
+    _network_lanes pixels at once, all bands together: branch-free and vectorised across pixels.
 
     A tile is whole rows where a row fits in ``lanes`` (so each (slot, band) of the tile is one
     contiguous run of the stack: a 64 px tile read 4 x 36 runs of 256 bytes, which the
@@ -263,6 +262,7 @@ def _median_network_kernel(
     nx = bits.shape[3]
     if ny == 0 or nx == 0:  # nothing to reduce (count and out are the caller's, untouched)
         return
+    lanes = _network_lanes(nb, int(wires[nt]))
     wx = min(nx, lanes)
     ky = max(1, lanes // nx) if wx == nx else 1
     tile = ky * wx
@@ -346,7 +346,7 @@ def _median_network_kernel(
 
 
 @numba.njit(cache=True, nogil=True)
-def _network_lanes(nt: int, nb: int, top: int) -> int:
+def _network_lanes(nb: int, top: int) -> int:
     """Pixels per tile of _median_network_kernel: its keys (top wires x nb bands x lanes int32)
     within _NETWORK_KEY_BYTES (a core's L2 share), between 64 and 1024 (measured on the
     benchmark's 256 px parts of 36 slots: 64 lanes 0.106 s, 256 0.075, 512-1024 0.072, 2048
@@ -393,8 +393,7 @@ def composite_median_kernel(stack: np.ndarray, out: np.ndarray, count: np.ndarra
         lo, hi, start, wires = _median_networks(nt)
         bits = np.ascontiguousarray(stack).view(np.int32)  # (numba views contiguous arrays
         # only: a non-contiguous stack is copied here; composite_median reads it in place)
-        lanes = _network_lanes(nt, stack.shape[1], int(wires[nt]))
-        _median_network_kernel(bits, out, count, lo, hi, start, wires, lanes)
+        _median_network_kernel(bits, out, count, lo, hi, start, wires)
     else:
         _median_select_kernel(stack, out, count)
 
@@ -487,9 +486,7 @@ def composite_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lo, hi, start, wires = _networks(nt)
         # the bits of the stack as it is (a view: a cropped or strided stack is not copied;
         # its runs are then read through strides)
-        bits = stack.view(np.int32)
-        lanes = _network_lanes(nt, nb, int(wires[nt]))
-        _median_network_kernel(bits, out, count, lo, hi, start, wires, lanes)
+        _median_network_kernel(stack.view(np.int32), out, count, lo, hi, start, wires)
     else:
         composite_median_kernel(stack, out, count)
     return out, count

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
 from packaging.version import Version
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 Write = tuple[Any, tuple, np.ndarray]  # (zarr array, selection, values)
 
@@ -268,13 +271,20 @@ def write_all(writes: Sequence[Write], *, threads: int = 1) -> None:
 
 def _encoded(writes: Sequence[Write], threads: int) -> list[tuple[str, bytes | None] | None]:
     """:func:`_whole_chunk` of each write, in order, on up to ``threads`` threads."""
-    threads = min(threads, len(writes))
+    return on_threads(lambda w: _whole_chunk(*w), writes, threads, "aquila-encode")
+
+
+def on_threads(fn: Callable[[T], R], items: Sequence[T], threads: int, name: str) -> list[R]:
+    """``[fn(item) for item in items]``, on up to ``threads`` threads of a pool named ``name``
+    (this thread alone for one); every call ends before this returns or raises the first
+    failure, in order."""
+    threads = min(threads, len(items))
     if threads <= 1:
-        return [_whole_chunk(*w) for w in writes]
+        return [fn(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="aquila-encode") as pool:
-        return list(pool.map(lambda w: _whole_chunk(*w), writes))
+    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
+        return list(pool.map(fn, items))
 
 
 def _whole_chunk(array, sel: tuple, values: np.ndarray) -> tuple[str, bytes | None] | None:

@@ -157,7 +157,7 @@ class Pyramid:
                  ) -> list[tuple[Any, tuple, np.ndarray]]:
         """``threads``: how many threads downsample (each write's levels on one; the kernels
         release the GIL): a 2048 px chunk's 11 layers take ~0.25 s on one."""
-        from pipeline.products.chunkio import open_arrays
+        from pipeline.products.chunkio import on_threads, open_arrays
 
         by_store: dict[int, tuple[Any, list[tuple[int, str]]]] = {}
         plans = []
@@ -178,10 +178,4 @@ class Pyramid:
             arrays = {(k, name): self._arrays[(id(array.store), k, name)] for k in levels}
             return level_writes([(array, sel, values)], arrays, levels)
 
-        threads = min(threads, len(plans))
-        if threads <= 1:
-            return [w for plan in plans for w in one(plan)]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(threads, thread_name_prefix="aquila-overviews") as pool:
-            return [w for ws in pool.map(one, plans) for w in ws]
+        return [w for ws in on_threads(one, plans, threads, "aquila-overviews") for w in ws]
