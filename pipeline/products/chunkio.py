@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -249,6 +250,7 @@ def write_all(writes: Sequence[Write], *, threads: int = 1) -> None:
     from zarr.core.buffer import default_buffer_prototype
 
     chunks = _encoded(writes, threads)
+    require_roots(w[0].store for w in writes)  # after encoding: the writes follow at once
     direct, through_zarr = [], []
     for (array, sel, values), chunk in zip(writes, chunks, strict=True):
         if chunk is None:
@@ -267,6 +269,23 @@ def write_all(writes: Sequence[Write], *, threads: int = 1) -> None:
     # recreating folders) when the caller removes a failed run's build directory
     run_all([*(one(*d) for d in direct),
              *(a.async_array.setitem(sel, v) for a, sel, v in through_zarr)])
+
+
+def require_roots(stores: Iterable[Any]) -> None:
+    """Raise :class:`FileNotFoundError` if the folder of a local store (a ``LocalStore``) is
+    gone: a chunk task that outlives its run (cancelled, or failed and cleaned up, while the task
+    computed) must not write, because the store's ``set`` would create the folders again beside
+    the product. Checked just before the writes; a run's build folder is renamed away before
+    it is removed (:meth:`pipeline.products.publish.Publication.discard`), so the window is the
+    writes' own milliseconds, not the task's seconds."""
+    from zarr.storage import LocalStore
+
+    roots = {store.root for store in stores if isinstance(store, LocalStore)}
+    for root in roots:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(
+                f"the store folder {root} is gone (its run was cancelled or failed while this "
+                "task computed): nothing written; run the workflow again")
 
 
 def _encoded(writes: Sequence[Write], threads: int) -> list[tuple[str, bytes | None] | None]:

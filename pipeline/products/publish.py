@@ -41,6 +41,7 @@ from pipeline.errors import StoreNotOurs
 
 PRODUCT_MARKER = "aquila:product"  # root attribute of every store Aquila creates: its kind
 BUILD_TAG = ".aquila-build-"  # .<name>.aquila-build-<run id>: a run's product being built
+DISCARDED = "-discarded"  # .<name>.aquila-build-<run id>-discarded: one being removed
 ASIDE_TAG = ".aquila-old-"  # .<name>.aquila-old-<run id>: the old product, fallback swap only
 _MAX_ROOT_JSON = 256 * 2**20  # a product's root zarr.json (consolidated metadata) is far smaller
 
@@ -312,8 +313,16 @@ class Publication:
         """Remove this run's unpublished build directories."""
         for build in self._made:
             # a directory this object created with os.mkdir under a name carrying this run's
-            # id, beside a store whose lock we hold: only this run has written into it
-            shutil.rmtree(build, ignore_errors=True)
+            # id, beside a store whose lock we hold: only this run has written into it. Renamed
+            # away first, in one step: a chunk task still computing for this run (cancelled on
+            # a shared cluster) then finds its build gone and writes nothing
+            # (chunkio.require_roots), instead of recreating folders while they are removed
+            gone = build.with_name(build.name + DISCARDED)
+            try:
+                os.rename(build, gone)
+            except OSError:
+                gone = build
+            shutil.rmtree(gone, ignore_errors=True)
         self._made.clear()
 
     def __enter__(self) -> Publication:

@@ -451,3 +451,30 @@ def test_every_product_is_checked_before_the_first_is_swapped_in(tiny_catalog, t
         from pipeline.products.publish import check_target
 
         check_target(out / "cube.zarr")
+
+
+def test_a_chunk_task_that_outlives_its_cancelled_run_writes_nothing(tmp_path):
+    """A run cancelled on a shared cluster removes its build directories while a chunk task it
+    started still computes (Dask cannot stop a running task). When that task reaches its writes,
+    they must not create the build's folders again beside the product: that debris is not
+    recognisably Aquila's, so no later run would clean it up. (Seen once in CI: a build directory
+    left after ``aquila cancel``.)"""
+    import numpy as np
+    import zarr
+
+    from pipeline.products.chunkio import write_all
+    from pipeline.products.publish import Publication
+
+    store = tmp_path / "out" / "mosaic.zarr"
+    pub = Publication([store], run_id="20261207T000000Z-0badc0de")
+    pub.start()
+    build = pub.build_of(store)
+    group = zarr.open_group(str(build), mode="w", zarr_format=3)
+    band = group.create_array("red", shape=(4, 4), chunks=(2, 2), dtype="float32",
+                              fill_value=np.nan)
+    task_view = zarr.open_group(str(build), mode="r+")["red"]  # opened as a task opens it
+    pub.discard()  # the cancelled run cleans up; its task is still computing
+    with pytest.raises(FileNotFoundError, match="gone .*cancelled or failed"):
+        write_all([(task_view, (slice(0, 2), slice(0, 2)), np.ones((2, 2), np.float32))])
+    assert leftovers(tmp_path) == [] and not store.exists()
+    assert band.store.root == build  # the check read the same folder the task would write
