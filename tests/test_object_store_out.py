@@ -376,3 +376,44 @@ def test_check_refuses_a_prefix_holding_anything_else(s3, bucket, tmp_path):
     s3.put_file(bucket, "theirs/m.zarr/data.bin", ROOT / "pyproject.toml")
     with pytest.raises(StoreNotOurs, match="holds objects Aquila did not write"):
         check_bucket_target(ObjectLocation(bucket, "theirs/m.zarr"), s3_settings())
+
+
+# --------------------------------------------------------------------------- a wrong endpoint
+
+
+@pytest.mark.parametrize("command", ["run", "nightly"])
+def test_an_unreachable_endpoint_is_one_line_and_the_report_lands_locally(
+        command, tiny_catalog, tmp_path):
+    """A mistyped AWS_ENDPOINT_URL (nothing listens there): the bucket run, and the night into a
+    bucket store, each end with one ``[store_unreachable]`` line naming the stores and the
+    variable to check, exit 1, no traceback (before: obstore's error escaped as one, with its
+    40-line debug dump); the report, which the bucket cannot take, is in the temporary
+    folder, its ``report_error`` one line too."""
+    if command == "run":
+        doc = bucket_spec(tiny_catalog.root, "bkt", "p", tiny_catalog.area_bounds, **COARSE)
+        where = ["s3://bkt/p/cube.zarr", "s3://bkt/p/mosaic.zarr"]
+        extra = ["--direct"]
+    else:
+        doc = make_spec_dict(tiny_catalog.root, tmp_path / "out",
+                             bounds=tiny_catalog.area_bounds, **COARSE)
+        where = ["s3://bkt/p/night.icechunk"]
+        extra = ["--direct", "--store", where[0]]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1", "TMPDIR": str(temp)}
+    done = subprocess.run([AQUILA, command, str(spec), "--no-progress", *extra], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "Debug source" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "[store_unreachable] the object store failed for " + ", ".join(where) in last, last
+    assert "AWS_ENDPOINT_URL" in last
+    kept, = temp.glob("aquila-*.json")
+    report = json.loads(kept.read_text())
+    assert report["status"] == "failed" and "store_unreachable" in report["error"]
+    assert "\n" not in report["report_error"] and "not put at s3://bkt/p/" in \
+        report["report_error"]

@@ -40,7 +40,13 @@ from pipeline.plan.methods import mosaic_layers
 from pipeline.products.bucket import BucketPublication, check_bucket_target
 from pipeline.products.lease import bucket_lease
 from pipeline.products.lineage import lineage
-from pipeline.products.objectstore import ObjectLocation, S3Settings, object_location, put_text
+from pipeline.products.objectstore import (
+    ObjectLocation,
+    S3Settings,
+    first_line,
+    object_location,
+    put_text,
+)
 from pipeline.products.report import OperatorReport, RunReport, write_finished
 from pipeline.products.stac import product_stac_text, run_fields
 from pipeline.products.store import create_cube, create_mosaic, write_root_attrs
@@ -285,7 +291,7 @@ def _put_operator(report: RunReport, operator: OperatorReport, where: ObjectLoca
     try:
         put_text(where, json.dumps(asdict(operator), indent=2, default=str), settings)
     except Exception as exc:  # noqa: BLE001 - said in the report, never fails the run
-        report.report_error = f"operator report not put at {where}: {exc}"
+        report.report_error = f"operator report not put at {where}: {first_line(exc)}"
         return
     report.products["operator report"] = str(where)
 
@@ -308,5 +314,6 @@ def _finish(report: RunReport, t0: float, local: Path | None, where: ObjectLocat
     except Exception as exc:  # noqa: BLE001 - the report must land somewhere
         fallback = Path(tempfile.gettempdir()) / f"aquila-{report.run_id}.run-report.json"
         report.products["report"] = str(fallback)
-        report.report_error = f"run report not put at {where}: {exc}; written to {fallback}"
+        report.report_error = (f"run report not put at {where}: {first_line(exc)}; written to "
+                               f"{fallback}")
         report.write(fallback)

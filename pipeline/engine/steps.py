@@ -20,6 +20,7 @@ from pipeline.errors import AquilaError, InputError, SpecError, StoreBusy, Store
 from pipeline.plan.calibration import radiometry_outputs
 from pipeline.plan.chunks import MosaicOutput, Outputs
 from pipeline.plan.grid import TargetGrid
+from pipeline.products.objectstore import storage_failure
 from pipeline.products.report import NightReport, OperatorReport, RunReport
 from pipeline.spec.sections import BestPixelSpec, MosaicProduct
 from pipeline.spec.workflow import WorkflowSpec, spec_as_given
@@ -128,6 +129,7 @@ def record_failure(
     if isinstance(exc, OSError) and exc.errno in StoreUnwritable.ERRNOS:
         doing = f"writing {', '.join(map(str, stores))}"
         exc = StoreUnwritable.from_os_error(exc, doing=doing)
+    exc = storage_failure(exc, stores) or exc  # a bucket's endpoint, credentials, ...: one line
     if isinstance(exc, StoreBusy):
         report.status = "busy"
     elif isinstance(exc, InputError):

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from pipeline.products.lease import bucket_lease
 from pipeline.products.lock import store_lock
-from pipeline.products.objectstore import ObjectLocation, S3Settings, put_text
+from pipeline.products.objectstore import ObjectLocation, S3Settings, first_line, put_text
 from pipeline.products.publish import check_nightly_store
 from pipeline.products.report import NightReport, OperatorReport, write_finished
 from pipeline.products.transaction import NightlyStore
@@ -200,7 +200,8 @@ class InBucket:
         except (OSError, obstore.exceptions.BaseError) as exc:  # the bucket refused: kept local
             fallback = Path(tempfile.gettempdir()) / f"aquila-{report.run_id}.night-report.json"
             report.products["report"] = str(fallback)
-            report.report_error = f"night report not put at {latest}: {exc}; written to {fallback}"
+            report.report_error = (f"night report not put at {latest}: {first_line(exc)}; "
+                                   f"written to {fallback}")
             report.write(fallback)
 
     def put_sidecars(self, texts: Mapping[str, str]) -> None:

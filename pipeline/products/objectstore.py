@@ -16,15 +16,17 @@ driver, or a worker), so they never travel in a pickled task. No Aquila-only set
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.errors import SpecError
+from pipeline.errors import RunError, SpecError
 
 SCHEME = "s3"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -175,3 +177,33 @@ def delete(location: ObjectLocation, settings: S3Settings) -> None:
     import obstore
 
     obstore.delete(bucket_store(location.bucket, settings), location.key)
+
+
+def storage_failure(exc: BaseException, stores: Sequence[object]) -> RunError | None:
+    """An error raised by obstore or Icechunk while a run or a night works on products in a
+    bucket (``stores``: at least one ``s3://`` location; an endpoint that cannot be reached,
+    credentials refused, a bucket that does not exist) as one :class:`RunError` line
+    (``store_unreachable``, exit 1) naming the stores and the settings to check; None for any
+    other error, or stores on disk. Told apart by the exception's module, so neither library is
+    imported to ask. The whole error (the libraries' multi-line traces) is logged at debug
+    level."""
+    module = type(exc).__module__ or ""
+    names = [str(s) for s in stores]
+    if (module.split(".", 1)[0] not in ("obstore", "icechunk")
+            or not any(n.startswith(f"{SCHEME}://") for n in names)):
+        return None
+    log.debug("object store error", exc_info=exc)
+    where = ", ".join(names)
+    return RunError(
+        f"the object store failed for {where}: {first_line(exc)}; check the bucket's name and "
+        "the S3 settings (AWS_ENDPOINT_URL, AWS_REGION, credentials), and that the endpoint "
+        "can be reached from here", reason="store_unreachable")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (Icechunk's and obstore's carry multi-line traces)."""
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("x ").strip()
+        if line:
+            return line
+    return type(exc).__name__

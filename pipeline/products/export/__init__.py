@@ -36,7 +36,7 @@ from pipeline.errors import (
     SpecError,
     StoreUnwritable,
 )
-from pipeline.products.objectstore import ObjectLocation, object_location
+from pipeline.products.objectstore import ObjectLocation, first_line, object_location
 from pipeline.products.publish import is_marked, nightly_store_problem
 
 Format = Literal["cog", "geotiff", "netcdf"]
@@ -223,7 +223,7 @@ def open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: str
     try:
         return _open_bucket(loc, at=at, group=group, chunks={} if lazy_chunks else None)
     except (_icechunk().IcechunkError, BaseZarrError, OSError) as exc:  # the storage failed
-        raise RunError(f"could not read {loc}: {_first_line(exc)}; check the bucket's name, "
+        raise RunError(f"could not read {loc}: {first_line(exc)}; check the bucket's name, "
                        "the S3 settings (AWS_ENDPOINT_URL, AWS_REGION, credentials) and that "
                        "the product is whole", reason="store_unreachable") from exc
 
@@ -266,15 +266,6 @@ def _open_bucket(loc: ObjectLocation, *, at: str | dt.datetime | None, group: st
                          "--group are for nightly stores; drop them", reason="usage")
     session = repo.readonly_session(MAIN)
     return Source(_open_zarr(session.store, None, chunks), str(loc), str(session.snapshot_id))
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an error's text (Icechunk's carry a multi-line span trace)."""
-    for line in str(exc).splitlines():
-        line = line.strip().removeprefix("x ").strip()
-        if line:
-            return line
-    return type(exc).__name__
 
 
 def _open_nightly(store: Path, *, at: str | dt.datetime | None, group: str | None,
