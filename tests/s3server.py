@@ -22,6 +22,7 @@ GDAL remembers per bucket (region, endpoint) leaks from one test into another.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -179,3 +180,36 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     return s3_server
+
+
+@contextlib.contextmanager
+def refusing_endpoint() -> Iterator[str]:
+    """An S3 endpoint on loopback that answers every request with S3's 403 ``AccessDenied``
+    (credentials refused), at once: a storage failure without waiting out the client's retries
+    of an endpoint nobody answers at (Icechunk's: ~30-40 s). Yields its URL."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def _refuse(self) -> None:
+            body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                    b"<Message>Access Denied</Message></Error>")
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _refuse
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

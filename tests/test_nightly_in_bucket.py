@@ -27,6 +27,7 @@ from pipeline.products.transaction import NightlyStore
 from pipeline.spec.workflow import spec_from_dict
 from tests.arrivals import publish
 from tests.nightly_helpers import night_spec
+from tests.s3server import refusing_endpoint
 from tests.test_object_store_out import ROOT, _cli_env, digests, session_product
 
 LEDGER = "_aquila/"  # the ledger array: run ids and times, compared as facts below
@@ -194,3 +195,22 @@ def test_a_night_killed_before_its_publication_is_rerun_to_the_undisturbed_night
     assert kc == cc and km == cm
     assert _facts(url) == _facts(clean)
     assert NightlyStore.open(Path(url), create=False).stale_branches() == []
+
+
+def test_history_of_a_bucket_that_refuses_is_one_line(tmp_path):
+    """``aquila history s3://…`` against an endpoint that answers every request with S3's 403
+    (credentials refused): one ``[store_unreachable]`` line naming the store, exit 1; before,
+    Icechunk's error escaped as a traceback (also for an endpoint nobody answers at, after
+    ~40 s of its retries)."""
+    with refusing_endpoint() as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+            "AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_REGION": "us-east-1"}
+        done = subprocess.run([str(Path(sys.executable).with_name("aquila")), "history",
+                               "s3://bkt/p/night.icechunk"], env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[store_unreachable] the object store failed for " \
+        "s3://bkt/p/night.icechunk" in lines[0] and "AWS_ENDPOINT_URL" in lines[0], lines

@@ -210,15 +210,22 @@ def _summary(console: Any, r: Any) -> None:
 
 
 def _history(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.products.objectstore import object_location
+    from pipeline.products.objectstore import object_location, storage_failure
     from pipeline.products.publish import check_nightly_store
     from pipeline.products.transaction import NightlyStore
 
-    if object_location(args.store) is None:
+    loc = object_location(args.store)
+    if loc is None:
         # a file or a foreign folder: one line, not a panic (history writes no sidecar)
         check_nightly_store(args.store, sidecars=False)
         _require_store(args.store)
-    nights = NightlyStore.open(args.store, create=False).nights()
+    try:
+        nights = NightlyStore.open(args.store, create=False).nights()
+    except Exception as exc:
+        failure = storage_failure(exc, [loc]) if loc is not None else None
+        if failure is None:  # not the bucket's: a bug keeps its traceback
+            raise
+        raise failure from exc  # an endpoint nobody answers at: one line, not a traceback
     rows = [
         {
             "run_id": n.run_id,
