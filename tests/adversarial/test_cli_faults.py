@@ -305,6 +305,17 @@ def test_quicklook_of_something_that_is_not_a_product_is_one_line(make, tmp_path
     assert digest(tmp_path) == before  # no PNG, nothing else
 
 
+def test_quicklook_of_a_bucket_product_says_how_to_draw_it(tmp_path):
+    """Quicklook draws products on disk. A bucket's product (``s3://…``) is not "no product at
+    s3:/bkt/…" (the URL folded by the path it became, and wrong: it may well exist): one line
+    naming the URL and the export that gives a picture, exit 2, and no request is made."""
+    done = aquila("quicklook", "s3://bkt/p/median.zarr", str(tmp_path / "q.png"),
+                  env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    one_clear_line(done, 2, "s3://bkt/p/median.zarr is in a bucket",
+                   "aquila export s3://bkt/p/median.zarr --format cog median.tif")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_quicklook_to_an_unwritable_place_is_one_line_and_keeps_a_users_aux_file(good, tmp_path):
     """A PNG path below a regular file is one clear line (exit 1), and the picture is written
     without touching a user's own ``<png>.aux.xml`` (GDAL's PAM sidecar is never made, so

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError, ProductNotFound, StoreUnwritable
+from pipeline.products.objectstore import object_location
 from pipeline.products.overviews import open_level
 from pipeline.products.publish import is_marked, root_attrs
 
@@ -415,7 +416,14 @@ def _atomic(out: Path, draw: Any) -> Path:
 
 
 def check_product(store: Path) -> None:
-    """Raise :class:`ProductNotFound` unless ``store`` is a product Aquila wrote."""
+    """Raise :class:`ProductNotFound` unless ``store`` is a product Aquila wrote (on disk: a
+    bucket's product is refused with the command that reads it)."""
+    loc = object_location(store)
+    if loc is not None and not os.path.lexists(store):
+        raise InputError(
+            f"{loc} is in a bucket; quicklook draws products on disk: export it first "
+            f"('aquila export {loc} --format cog {loc.name.removesuffix('.zarr')}.tif') and "
+            "open the GeoTIFF, or copy the product to disk", reason="usage")
     if not os.path.lexists(store):
         raise ProductNotFound(f"no product at {store}; give a store written by 'aquila run', "
                               "e.g. out/demo/mosaic.zarr")
