@@ -31,9 +31,12 @@ demo-toa: $(STAMP) catalogs/demo-toa/catalog.json
 	$(BIN)/aquila run workflows/demo-toa.yaml
 
 # tests run in TEST_PROCESSES processes (pytest-xdist), fewer on a machine with fewer cores;
-# TEST_PROCESSES=1 runs them in this process, one after another
+# TEST_PROCESSES=1 runs them in this process, one after another. --dist worksteal: each process
+# starts with half the tests, file by file (module fixtures made once), and takes from the
+# other's queue when its own runs out; on 2 cores, alternating with the default (load): the
+# default suite 430 / 450 s against 490 / 481 s, the slow tests 152 s against 180 s
 TEST_PROCESSES ?= 2
-XDIST := -n auto --maxprocesses=$(TEST_PROCESSES)
+XDIST := -n auto --maxprocesses=$(TEST_PROCESSES) --dist worksteal
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(XDIST)
