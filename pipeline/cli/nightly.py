@@ -212,7 +212,7 @@ def _summary(console: Any, r: Any) -> None:
 def _history(args: argparse.Namespace, out: Output) -> int:
     from pipeline.products.objectstore import object_location, storage_failure
     from pipeline.products.publish import check_nightly_store
-    from pipeline.products.transaction import NightlyStore
+    from pipeline.products.transaction import NightlyStore, _icechunk
 
     loc = object_location(args.store)
     if loc is None:
@@ -221,11 +221,11 @@ def _history(args: argparse.Namespace, out: Output) -> int:
         _require_store(args.store)
     try:
         nights = NightlyStore.open(args.store, create=False).nights()
-    except Exception as exc:
+    except _icechunk().IcechunkError as exc:  # the storage's (NightlyStore reads Icechunk)
         failure = storage_failure(exc, [loc]) if loc is not None else None
-        if failure is None:  # not the bucket's: a bug keeps its traceback
+        if failure is None:  # a store on disk: its error keeps its traceback
             raise
-        raise failure from exc  # an endpoint nobody answers at: one line, not a traceback
+        raise failure from exc  # an endpoint nobody answers at: one line naming the store
     rows = [
         {
             "run_id": n.run_id,

@@ -318,11 +318,13 @@ class Publication:
             # a shared cluster) then finds its build gone and writes nothing
             # (chunkio.require_roots), instead of recreating folders while they are removed
             gone = build.with_name(build.name + DISCARDED)
-            try:
-                os.rename(build, gone)
-            except OSError:
-                gone = build
-            shutil.rmtree(gone, ignore_errors=True)
+            try:  # RENAME_NOREPLACE: never onto a path that exists (os.rename would replace
+                # an empty folder of that name, someone else's); then the build itself is
+                # removed in place. Either way the removed folder is this run's build, renamed
+                moved = _renameat2(build, gone, _RENAME_NOREPLACE)
+            except OSError:  # EEXIST, or the build already gone: remove (at most) the build
+                moved = False
+            shutil.rmtree(gone if moved else build, ignore_errors=True)
         self._made.clear()
 
     def __enter__(self) -> Publication:
