@@ -336,6 +336,42 @@ def test_write_all_lets_every_write_end_before_it_raises_a_failed_one(tmp_path, 
     assert ended == ["a/c/1/1"]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_write_all_holds_at_most_two_encoded_chunks_per_thread(tmp_path, monkeypatch, threads):
+    """Memory: a chunk task's mosaic writes (44 arrays at 2048 px) were all encoded before the
+    first was stored, ~0.2 GiB of Blosc output held at once. Each encoded chunk must go to its
+    store as soon as it is encoded: counted from the encode's end to the store call's end, at
+    most one being stored and one being encoded per thread."""
+    store = zarr.storage.LocalStore(tmp_path / "s.zarr")
+    a = zarr.create_array(store, name="a", shape=(4, 40), chunks=(2, 2), dtype="float32",
+                          compressors=COMPRESSOR, fill_value=np.nan)
+    lock, live, most = threading.Lock(), [0], [0]
+    real_chunk, real_set = chunkio._whole_chunk, type(store).set
+
+    def counted_chunk(*args):
+        out = real_chunk(*args)
+        with lock:
+            live[0] += 1
+            most[0] = max(most[0], live[0])
+        return out
+
+    async def slow_set(self, key, value, *args, **kwargs):
+        await asyncio.sleep(0.02)
+        await real_set(self, key, value, *args, **kwargs)
+        with lock:
+            live[0] -= 1
+
+    monkeypatch.setattr(chunkio, "_whole_chunk", counted_chunk)
+    monkeypatch.setattr(type(store), "set", slow_set)
+    rng = np.random.default_rng(3)
+    writes = [(a, (slice(r, r + 2), slice(c, c + 2)), rng.random((2, 2), np.float32))
+              for r in (0, 2) for c in range(0, 40, 2)]
+    chunkio.write_all(writes, threads=threads)
+    assert live[0] == 0 and 1 <= most[0] <= 2 * threads, most[0]
+    for _, sel, values in writes:  # and every chunk was stored
+        np.testing.assert_array_equal(a[sel], values)
+
+
 def test_writes_encoded_and_downsampled_on_several_threads_are_the_same_bytes(tmp_path):
     """A chunk task on a worker with idle threads encodes its whole chunks and downsamples its
     overview levels on them (ChunkWriter with spare_threads()): the stores are byte for byte
