@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from pipeline.engine.heap import release_free_memory
 from pipeline.engine.memo import ChunkMemo
 from pipeline.errors import StoreUnwritable
 from pipeline.plan.chunks import ChunkTask, Outputs
@@ -134,6 +135,9 @@ def compute_in_parts(
                 for whole, values in zip(mosaics, part, strict=True):
                     for layer, array in values.items():
                         whole[layer][(..., *at)] = array
+    # the parts' stacks and the region planes are free now, in the heaps of the threads that
+    # held them: give those pages back before the mosaics' overviews and encodes allocate
+    release_free_memory()
     return ChunkOutput(c, (), tuple(mosaics), tuple(used), tuple(failures))
 
 
