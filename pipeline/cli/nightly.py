@@ -114,29 +114,32 @@ def main(args: argparse.Namespace, out: Output) -> int:
 
 def _nightly(args: argparse.Namespace, out: Output) -> int:
     from pipeline.cli.run import report_document, say_failure
-    from pipeline.engine.cluster import cluster_from_cli
-    from pipeline.engine.nightly import NightOptions, run_nightly
-    from pipeline.spec.workflow import load_spec
+    from pipeline.engine.cluster import cluster_from_cli, warm_started
 
     perf = performance_report(args)  # a usage error before anything is read
-    spec = load_spec(args.spec)
-    options = NightOptions(
-        store=args.store,
-        cluster=cluster_from_cli(args),
-        direct=args.direct,
-        reader=reader_settings(args),
-        report_path=args.report,
-        rebuild=args.rebuild,
-        performance_report=perf,
-    )
-    log.debug("nightly %s: %s", args.spec, options)
-    publish_metrics(args, options.cluster, "nightly", spec.name)  # runs started
-    bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
-    try:
-        report = run_nightly(spec, spec_path=str(args.spec), options=options, progress=bar,
-                             on_event=lambda kind, value: _event(out.human, kind, value))
-    finally:
-        bar.stop()
+    # a local cluster's workers start importing now, while this process imports, reads, plans
+    with warm_started(cluster_from_cli(args), direct=args.direct) as cluster:
+        from pipeline.engine.nightly import NightOptions, run_nightly
+        from pipeline.spec.workflow import load_spec
+
+        spec = load_spec(args.spec)
+        options = NightOptions(
+            store=args.store,
+            cluster=cluster,
+            direct=args.direct,
+            reader=reader_settings(args),
+            report_path=args.report,
+            rebuild=args.rebuild,
+            performance_report=perf,
+        )
+        log.debug("nightly %s: %s", args.spec, options)
+        publish_metrics(args, options.cluster, "nightly", spec.name)  # runs started
+        bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
+        try:
+            report = run_nightly(spec, spec_path=str(args.spec), options=options, progress=bar,
+                                 on_event=lambda kind, value: _event(out.human, kind, value))
+        finally:
+            bar.stop()
     publish_metrics(args, options.cluster, "nightly", spec.name, report)
     if out.json:
         out.document(report_document(report))

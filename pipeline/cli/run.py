@@ -64,37 +64,40 @@ def report_document(report: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.engine.cluster import cluster_from_cli
-    from pipeline.engine.run import RunOptions, report_location, run_workflow
-    from pipeline.spec.workflow import load_spec
+    from pipeline.engine.cluster import cluster_from_cli, warm_started
 
     perf = performance_report(args)  # a usage error before anything is read
-    spec = load_spec(args.spec)
-    options = RunOptions(
-        cluster=cluster_from_cli(args),
-        direct=args.direct,
-        reader=reader_settings(args),
-        report_path=args.report,
-        performance_report=perf,
-    )
-    log.debug("run %s: %s", args.spec, options)
-    publish_metrics(args, options.cluster, "run", spec.name)  # runs started
-    bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
-    try:
-        report = run_workflow(spec, spec_path=str(args.spec), options=options, progress=bar,
-                              on_event=lambda kind, value: _event(out, kind, value))
-    except KeyboardInterrupt:  # run_workflow removed its builds and wrote the report first
-        bar.stop()
-        where = options.report_path or report_location(spec)
-        message = ("interrupted by Ctrl-C: nothing was published, the previous products are "
-                   f"unchanged (report: {where})")
-        out.err.print(f"[red]interrupted[/red] {esc(message.removeprefix('interrupted '))}")
-        if out.json:
-            out.document(failure_document("run", "interrupted", EXIT_INTERRUPTED, message)
-                         | {"report": str(where)})
-        return EXIT_INTERRUPTED
-    finally:
-        bar.stop()
+    # a local cluster's workers start importing now, while this process imports, reads, plans
+    with warm_started(cluster_from_cli(args), direct=args.direct) as cluster:
+        from pipeline.engine.run import RunOptions, report_location, run_workflow
+        from pipeline.spec.workflow import load_spec
+
+        spec = load_spec(args.spec)
+        options = RunOptions(
+            cluster=cluster,
+            direct=args.direct,
+            reader=reader_settings(args),
+            report_path=args.report,
+            performance_report=perf,
+        )
+        log.debug("run %s: %s", args.spec, options)
+        publish_metrics(args, options.cluster, "run", spec.name)  # runs started
+        bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
+        try:
+            report = run_workflow(spec, spec_path=str(args.spec), options=options, progress=bar,
+                                  on_event=lambda kind, value: _event(out, kind, value))
+        except KeyboardInterrupt:  # run_workflow removed its builds and wrote the report first
+            bar.stop()
+            where = options.report_path or report_location(spec)
+            message = ("interrupted by Ctrl-C: nothing was published, the previous products "
+                       f"are unchanged (report: {where})")
+            out.err.print(f"[red]interrupted[/red] {esc(message.removeprefix('interrupted '))}")
+            if out.json:
+                out.document(failure_document("run", "interrupted", EXIT_INTERRUPTED, message)
+                             | {"report": str(where)})
+            return EXIT_INTERRUPTED
+        finally:
+            bar.stop()
     publish_metrics(args, options.cluster, "run", spec.name, report)
     if not args.no_pictures:
         draw_pictures(report)

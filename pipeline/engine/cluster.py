@@ -33,6 +33,7 @@ __all__ = [
     "local_shape",
     "open_client",
     "positive_int",
+    "warm_started",
 ]
 
 
@@ -82,6 +83,27 @@ def load_cluster_profile(path: str | Path) -> ClusterOptions:
     from pipeline.engine.clusters.profile import load_profile
 
     return load_profile(path)
+
+
+@contextlib.contextmanager
+def warm_started(options: ClusterOptions, *, direct: bool = False) -> Iterator[ClusterOptions]:
+    """``options`` with ``warm_start`` where they start a local cluster (not ``direct``), their
+    fork server started now and stopped when the block ends (if this started it): a command
+    enters this first thing, so that the server imports the chunk tasks' modules while the
+    driver reads its spec and catalog and plans (:mod:`pipeline.engine.clusters.warm_start`).
+    Other options are yielded as they are."""
+    if direct or options.kind != "local":
+        yield options
+        return
+    from pipeline.engine.clusters import warm_start
+    from pipeline.engine.clusters.local import worker_malloc_environ
+
+    started = warm_start.start(worker_malloc_environ())
+    try:
+        yield replace(options, warm_start=True)
+    finally:
+        if started:
+            warm_start.stop()
 
 
 @contextlib.contextmanager

@@ -143,7 +143,14 @@ def start_local(options: ClusterOptions) -> Iterator[Client]:
     security = options.tls.security() if options.tls else None
     # distributed logs a warning when 8787 is taken and picks another port: that is fine
     logging.getLogger("distributed.node").setLevel(logging.ERROR)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_malloc_environ()}):
+    environ = worker_malloc_environ()
+    config: dict[str, Any] = {"distributed.nanny.pre-spawn-environ": environ}
+    started = False
+    if options.warm_start:
+        config["distributed.worker.multiprocessing-method"] = "forkserver"
+        started = _warm_start(environ)
+    # for the cluster's whole life: a worker the nanny restarts starts as the first did
+    with dask.config.set(config):
         cluster = LocalCluster(
             n_workers=options.n_workers,
             threads_per_worker=options.threads_per_worker,
@@ -155,9 +162,30 @@ def start_local(options: ClusterOptions) -> Iterator[Client]:
             plugins={FreezeOnClose(), DriverHandlesCtrlC()},
             **({"protocol": "tls://", "security": security} if security else {}),
         )
-    client = Client(cluster, security=security)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
+        client = Client(cluster, security=security)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+            if started:  # else the command that started it stops it (cluster.warm_started)
+                from pipeline.engine.clusters import warm_start
+
+                warm_start.stop()
+
+
+def _warm_start(environ: dict[str, str]) -> bool:
+    """Workers forked from Aquila's fork server (:mod:`pipeline.engine.clusters.warm_start`;
+    started here unless the CLI started it earlier; whether this started it). distributed,
+    the first time it is asked for a fork server's context, imports its own list of modules
+    into this process (pandas among them: +64 MiB in the driver) to preload them in a server
+    that is already running; its flag for "done" is set first (a private name of distributed,
+    bounded in pyproject.toml; without it the driver only loads those modules)."""
+    import distributed.utils
+
+    from pipeline.engine.clusters import warm_start
+
+    started = warm_start.start(environ)
+    if hasattr(distributed.utils, "_forkserver_preload_set"):
+        distributed.utils._forkserver_preload_set = True
+    return started

@@ -90,6 +90,9 @@ class ClusterOptions:
     dashboard_address: str = "127.0.0.1:8787"  # loopback by default: the dashboard is not public
     tls: TLSFiles | None = None  # mutual TLS for every connection; plain TCP refused
     backend: RemoteProfile | None = None  # a cluster started elsewhere (docs/clusters.md)
+    #: a local cluster's workers forked from a server that has imported the chunk tasks'
+    #: modules (pipeline.engine.clusters.warm_start); the CLI's runs and nights ask for it
+    warm_start: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_workers", "threads_per_worker"):

@@ -1,0 +1,105 @@
+"""Local workers forked from Aquila's fork server (pipeline.engine.clusters.warm_start) start
+with the chunk tasks' modules loaded and the workers' allocator settings, and the driver does
+not load what distributed would preload.
+
+The clusters run in a child interpreter: a fork server belongs to the process that started it
+and lives as long as that process, which should not be the test session's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pipeline.engine.cluster import ClusterOptions, warm_started
+from pipeline.engine.clusters import warm_start
+
+PROBE = textwrap.dedent("""
+    import json, os, sys
+    from pipeline.engine.clusters.local import start_local
+    from pipeline.engine.clusters.options import ClusterOptions
+
+    def probe():
+        import os, sys
+        return {"loaded": [m for m in ("numba", "rasterio", "zarr", "pipeline.engine.chunk")
+                           if m in sys.modules],
+                "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "parent": os.getppid()}
+
+    options = ClusterOptions(n_workers=1, threads_per_worker=1, dashboard_address=":0",
+                             warm_start=sys.argv[1] == "warm")
+    with start_local(options) as client:
+        info = next(iter(client.run(probe).values()))
+        # a task runs there like any other
+        info["task"] = client.submit(lambda x: x + 1, 41).result()
+    info["driver"] = os.getpid()
+    info["driver_pandas"] = "pandas" in sys.modules
+    print(json.dumps(info))
+""")
+
+
+def _probe(kind: str) -> dict:
+    # (a LocalCluster's nanny leaves its settings in its process's environment, and an
+    # environment's own value wins over Dask's pre-spawn-environ: start from one without them)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", PROBE, kind], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_warm_started_worker_has_the_chunk_tasks_modules_before_its_first_task():
+    warm, cold = _probe("warm"), _probe("cold")
+    assert warm["loaded"] == ["numba", "rasterio", "zarr", "pipeline.engine.chunk"]
+    assert cold["loaded"] == []  # a spawned worker imports them in its first chunk task
+    assert warm["task"] == cold["task"] == 42
+    # forked by the server, not by the driver's nanny; glibc's settings as a spawned worker's
+    assert warm["parent"] != warm["driver"] and cold["parent"] == cold["driver"]
+    assert warm["trim"] == cold["trim"] == str(2**28)
+    # distributed's own preload list (pandas among it) was not imported into the driver
+    assert warm["driver_pandas"] is False
+
+
+def test_only_a_local_cluster_that_is_not_direct_is_warm_started(monkeypatch):
+    """The CLI's runs and nights: their fork server started as the command begins and stopped
+    as it ends (when the command started it), whatever ends it."""
+    calls: list = []
+    monkeypatch.setattr(warm_start, "start", lambda environ: calls.append(dict(environ)) or True)
+    monkeypatch.setattr(warm_start, "stop", lambda: calls.append("stop"))
+    local = ClusterOptions(n_workers=1, threads_per_worker=2)
+    with pytest.raises(KeyboardInterrupt), warm_started(local) as options:
+        assert options.warm_start is True and options.n_workers == 1
+        assert calls[0]["MALLOC_TRIM_THRESHOLD_"] == str(2**28) and len(calls) == 1
+        raise KeyboardInterrupt
+    assert calls[1:] == ["stop"]
+    calls.clear()
+    address = ClusterOptions(scheduler="tcp://127.0.0.1:8786")
+    for given, direct in [(local, True), (address, False)]:
+        with warm_started(given, direct=direct) as options:
+            assert options == given
+    assert not calls
+    monkeypatch.setattr(warm_start, "start", lambda environ: False)  # someone else's server
+    with warm_started(local) as options:
+        assert options.warm_start is True
+    assert not calls  # is left running
+
+
+def test_starting_the_server_leaves_this_process_environment_as_it_was(monkeypatch):
+    """The server gets the workers' settings this process's environment does not set; one it
+    sets keeps its value (as distributed's nanny lets it win for a spawned worker)."""
+    monkeypatch.setenv("AQUILA_TEST_KEPT", "mine")
+    monkeypatch.delenv("AQUILA_TEST_ADDED", raising=False)
+    seen: list[tuple[str | None, str | None]] = []
+    monkeypatch.setattr(warm_start.forkserver, "ensure_running", lambda: seen.append(
+        (os.environ.get("AQUILA_TEST_KEPT"), os.environ.get("AQUILA_TEST_ADDED"))))
+    monkeypatch.setattr(warm_start, "running", lambda: False)
+    assert warm_start.start({"AQUILA_TEST_KEPT": "server's", "AQUILA_TEST_ADDED": 1})
+    assert seen == [("mine", "1")]  # the server starts with them (as text) ...
+    assert os.environ["AQUILA_TEST_KEPT"] == "mine"  # ... and this process keeps its own
+    assert "AQUILA_TEST_ADDED" not in os.environ
+    monkeypatch.setattr(warm_start, "running", lambda: True)
+    assert not warm_start.start({})  # one already running is left as it is
+    assert len(seen) == 1
