@@ -103,3 +103,36 @@ def test_starting_the_server_leaves_this_process_environment_as_it_was(monkeypat
     monkeypatch.setattr(warm_start, "running", lambda: True)
     assert not warm_start.start({})  # one already running is left as it is
     assert len(seen) == 1
+
+
+STOP = textwrap.dedent("""
+    import json, os, sys, time
+    from pipeline.engine.clusters import warm_start
+
+    warm_start.PRELOAD = ("slow_to_import",)  # 30 s of imports
+    assert warm_start.start({})
+    pid = warm_start.forkserver._forkserver._forkserver_pid
+    time.sleep(0.5)
+    began = time.monotonic()
+    warm_start.stop()
+    took = time.monotonic() - began
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    print(json.dumps({"took": took, "alive": alive, "running": warm_start.running()}))
+""")
+
+
+def test_a_command_that_ends_early_does_not_wait_for_the_servers_imports(tmp_path):
+    """A spec error ends the command before any worker starts: stopping the server must not
+    wait for its imports (a server asked to stop reads the request only once they are done),
+    and the server is gone (reaped) afterwards."""
+    (tmp_path / "slow_to_import.py").write_text("import time\ntime.sleep(30)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-c", STOP], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["took"] < 15 and not info["alive"] and not info["running"], info

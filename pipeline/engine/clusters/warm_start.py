@@ -29,8 +29,10 @@ cluster starts, and stopped with it).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 from collections.abc import Mapping
 from multiprocessing import forkserver
 
@@ -67,9 +69,17 @@ def start(environ: Mapping[str, object]) -> bool:
 def stop() -> None:
     """Stop this process's fork server, if it runs, and wait for it: once it has ended, the
     CPU time of the workers it forked (and reaped) is this process's children's, as a spawned
-    worker's is (``getrusage``), and nothing of the server outlives the cluster. Through the
-    standard library's own ``ForkServer._stop`` (private, kept since Python 3.8); where a
-    Python lacks it the server ends when this process does."""
-    halt = getattr(forkserver._forkserver, "_stop", None)
-    if halt is not None:
-        halt()
+    worker's is, and nothing of the server outlives the cluster. Called when no worker it forked
+    is left (the cluster closed, or never started): it is terminated (SIGTERM) rather than
+    asked, so a command that ends early (a spec error) does not wait for the server's imports
+    (2.2-2.8 s against 0.8 s for such an error). Through the standard library's own
+    ``ForkServer._stop`` (private, kept since Python 3.8); where a Python lacks it the server
+    ends when this process does."""
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    halt = getattr(server, "_stop", None)
+    if pid is None or halt is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    halt()
