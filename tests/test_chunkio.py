@@ -337,13 +337,18 @@ def test_write_all_lets_every_write_end_before_it_raises_a_failed_one(tmp_path, 
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_write_all_holds_at_most_two_encoded_chunks_per_thread(tmp_path, monkeypatch, threads):
+@pytest.mark.parametrize("limit", ["count", "bytes"])
+def test_write_all_holds_few_encoded_chunks_per_thread(tmp_path, monkeypatch, threads, limit):
     """Memory: a chunk task's mosaic writes (44 arrays at 2048 px) were all encoded before the
-    first was stored, ~0.2 GiB of Blosc output held at once. Each encoded chunk must go to its
+    first was stored, ~0.2 GiB of Blosc output at once. Each encoded chunk must go to its
     store as soon as it is encoded: counted from the encode's end to the store call's end, at
-    most one being stored and one being encoded per thread."""
+    most IN_FLIGHT stored and one being encoded per thread, or, where IN_FLIGHT_BYTES is
+    reached, one being stored and one being encoded."""
+    if limit == "bytes":
+        monkeypatch.setattr(chunkio, "IN_FLIGHT_BYTES", 1)
+    per_lane = 2 if limit == "bytes" else chunkio.IN_FLIGHT + 1
     store = zarr.storage.LocalStore(tmp_path / "s.zarr")
-    a = zarr.create_array(store, name="a", shape=(4, 40), chunks=(2, 2), dtype="float32",
+    a = zarr.create_array(store, name="a", shape=(4, 80), chunks=(2, 2), dtype="float32",
                           compressors=COMPRESSOR, fill_value=np.nan)
     lock, live, most = threading.Lock(), [0], [0]
     real_chunk, real_set = chunkio._whole_chunk, type(store).set
@@ -365,9 +370,9 @@ def test_write_all_holds_at_most_two_encoded_chunks_per_thread(tmp_path, monkeyp
     monkeypatch.setattr(type(store), "set", slow_set)
     rng = np.random.default_rng(3)
     writes = [(a, (slice(r, r + 2), slice(c, c + 2)), rng.random((2, 2), np.float32))
-              for r in (0, 2) for c in range(0, 40, 2)]
+              for r in (0, 2) for c in range(0, 80, 2)]
     chunkio.write_all(writes, threads=threads)
-    assert live[0] == 0 and 1 <= most[0] <= 2 * threads, most[0]
+    assert live[0] == 0 and 2 <= most[0] <= per_lane * threads, most[0]
     for _, sel, values in writes:  # and every chunk was stored
         np.testing.assert_array_equal(a[sel], values)
 

@@ -242,9 +242,9 @@ def write_all(writes: Sequence[Write], *, threads: int = 1) -> None:
     """Write several selections (whole chunks, usually) of several arrays in one call.
 
     Whole chunks are encoded here and each is handed to its store as soon as it is encoded, so
-    at most two encoded chunks per thread are held (one being stored, the next being encoded):
-    a 2048 px chunk task's 44 mosaic arrays, encoded all before any was stored, held ~0.2 GiB
-    of Blosc output at once. Other selections go through zarr afterwards, together.
+    a thread holds a few encoded chunks at a time (:data:`IN_FLIGHT`): a 2048 px chunk task's
+    44 mosaic arrays, encoded all before any was stored, held ~0.2 GiB of Blosc output at once.
+    Other selections go through zarr afterwards, together.
 
     ``threads``: how many threads encode the whole chunks (Blosc releases the GIL; on a thread
     other than the main one it compresses on that thread alone), each taking every n-th write.
@@ -265,9 +265,17 @@ def write_all(writes: Sequence[Write], *, threads: int = 1) -> None:
         run_all([a.async_array.setitem(sel, v) for a, sel, v in through_zarr])
 
 
+#: Encoded chunks a write lane lets its store hold in flight, at most: this many, and no more
+#: bytes than :data:`IN_FLIGHT_BYTES` beyond the oldest (small chunks, the 512 px bench job's
+#: 704 a run, are stored several at a time as before; a 2048 px layer's 16 MiB one by one).
+IN_FLIGHT = 8
+IN_FLIGHT_BYTES = 8 * 2**20
+
+
 def _write_lane(writes: Sequence[Write]) -> list[Write]:
-    """Encode and store each whole-chunk write in turn, the next encoded while the previous is
-    stored (on zarr's event loop); the writes that are not one whole chunk, returned."""
+    """Encode and store each whole-chunk write in turn, the next ones encoded while earlier ones
+    are stored on zarr's event loop (:data:`IN_FLIGHT`); the writes that are not one whole
+    chunk, returned."""
     from concurrent.futures import Future
     from concurrent.futures import wait as wait_all
 
@@ -276,7 +284,8 @@ def _write_lane(writes: Sequence[Write]) -> list[Write]:
 
     proto, loop = default_buffer_prototype(), _get_loop()
     rest: list[Write] = []
-    stored: list[Future] = []
+    stored: list[tuple[Future, int]] = []  # (the store call, its encoded bytes)
+    held = 0
     try:
         for array, sel, values in writes:
             chunk = _whole_chunk(array, sel, values)
@@ -286,15 +295,19 @@ def _write_lane(writes: Sequence[Write]) -> list[Write]:
             k, encoded = chunk
             require_roots([array.store])
             store = array.store
+            size = len(encoded) if encoded is not None else 0
             call = store.delete(k) if encoded is None else store.set(
                 k, proto.buffer.from_bytes(encoded))  # None: the fill value, deleted as zarr does
             del encoded, chunk
-            stored.append(asyncio.run_coroutine_threadsafe(call, loop))
-            if len(stored) > 1:
-                stored.pop(0).result()
+            stored.append((asyncio.run_coroutine_threadsafe(call, loop), size))
+            held += size
+            while len(stored) > IN_FLIGHT or (len(stored) > 1 and held > IN_FLIGHT_BYTES):
+                done, size = stored.pop(0)
+                held -= size
+                done.result()
     finally:
-        wait_all(stored)
-    for f in stored:
+        wait_all([f for f, _ in stored])
+    for f, _ in stored:
         f.result()
     return rest
 
