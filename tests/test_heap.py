@@ -11,17 +11,17 @@ import textwrap
 import pytest
 
 HEAP = textwrap.dedent("""
+    import os, sys
     import numpy as np
     from pipeline.engine.heap import release_free_memory
 
     def rss():
-        return int(open("/proc/self/statm").read().split()[1]) * 4096
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     arrays = [np.ones(2**18, np.float32) for _ in range(300)]  # 300 MiB of 1 MiB arrays
     keep = arrays[-1]  # the heap's top stays in use: freeing the rest cannot shrink it
     del arrays
     before = rss()
-    assert release_free_memory()
-    print(before - rss())
+    print(before - rss() if release_free_memory() else "unsupported")
 """)
 
 
@@ -34,4 +34,6 @@ def test_free_heap_memory_goes_back_to_the_system():
     done = subprocess.run([sys.executable, "-c", HEAP], capture_output=True, text=True,
                           env=env, timeout=60)
     assert done.returncode == 0, done.stderr
+    if done.stdout.strip() == "unsupported":
+        pytest.skip("this C library has no malloc_trim (not glibc)")
     assert int(done.stdout) > 200 * 2**20

@@ -19,22 +19,36 @@ from pipeline.engine.cluster import ClusterOptions, warm_started
 from pipeline.engine.clusters import warm_start
 
 PROBE = textwrap.dedent("""
-    import json, os, sys
-    from pipeline.engine.clusters.local import start_local
+    import contextlib, json, os, sys
+    from pipeline.engine.cluster import warm_started
     from pipeline.engine.clusters.options import ClusterOptions
 
     def probe():
         import os, sys
+        # the environment the process was started with (what glibc and OpenBLAS read), not
+        # os.environ, which the nanny updates once the worker runs
+        raw = open("/proc/self/environ", "rb").read().split(b"\\0")
+        env = dict(e.decode().split("=", 1) for e in raw if b"=" in e)
         return {"loaded": [m for m in ("numba", "rasterio", "zarr", "pipeline.engine.chunk")
                            if m in sys.modules],
-                "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "parent": os.getppid()}
+                "env": {k: env.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS",
+                                                 "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED")},
+                "parent": os.getppid()}
 
-    options = ClusterOptions(n_workers=1, threads_per_worker=1, dashboard_address=":0",
-                             warm_start=sys.argv[1] == "warm")
-    with start_local(options) as client:
-        info = next(iter(client.run(probe).values()))
-        # a task runs there like any other
-        info["task"] = client.submit(lambda x: x + 1, 41).result()
+    options = ClusterOptions(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+    with contextlib.ExitStack() as stack:
+        if sys.argv[1] == "warm":  # as the CLI does: first thing, distributed not yet imported
+            options = stack.enter_context(warm_started(options))
+        early = "distributed" in sys.modules
+        from pipeline.engine.clusters.local import start_local
+
+        with start_local(options) as client:
+            info = next(iter(client.run(probe).values()))
+            # a task runs there like any other
+            info["task"] = client.submit(lambda x: x + 1, 41).result()
+            if sys.argv[1] == "warm":  # the server: one thread (no OpenBLAS pool was started)
+                info["server_threads"] = len(os.listdir(f"/proc/{info['parent']}/task"))
+    info["distributed_before_start"] = early
     info["driver"] = os.getpid()
     info["driver_pandas"] = "pandas" in sys.modules
     print(json.dumps(info))
@@ -44,21 +58,28 @@ PROBE = textwrap.dedent("""
 def _probe(kind: str) -> dict:
     # (a LocalCluster's nanny leaves its settings in its process's environment, and an
     # environment's own value wins over Dask's pre-spawn-environ: start from one without them)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    keep = ("MALLOC_", "OMP_", "MKL_", "OPENBLAS_", "PYTHONHASHSEED")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(keep)}
     done = subprocess.run([sys.executable, "-c", PROBE, kind], capture_output=True, text=True,
                           timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_warm_started_worker_has_the_chunk_tasks_modules_before_its_first_task():
     warm, cold = _probe("warm"), _probe("cold")
     assert warm["loaded"] == ["numba", "rasterio", "zarr", "pipeline.engine.chunk"]
     assert cold["loaded"] == []  # a spawned worker imports them in its first chunk task
     assert warm["task"] == cold["task"] == 42
-    # forked by the server, not by the driver's nanny; glibc's settings as a spawned worker's
+    # the server was started before the driver imported distributed, as the CLI starts it
+    assert warm["distributed_before_start"] is False
+    # forked by the server, not by the driver's nanny; started with a spawned worker's settings
     assert warm["parent"] != warm["driver"] and cold["parent"] == cold["driver"]
-    assert warm["trim"] == cold["trim"] == str(2**28)
+    settings = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "OMP_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "6640"}
+    assert warm["env"] == cold["env"] == settings
+    assert warm["server_threads"] == 1
     # distributed's own preload list (pandas among it) was not imported into the driver
     assert warm["driver_pandas"] is False
 
@@ -96,7 +117,11 @@ def test_starting_the_server_leaves_this_process_environment_as_it_was(monkeypat
     monkeypatch.setattr(warm_start.forkserver, "ensure_running", lambda: seen.append(
         (os.environ.get("AQUILA_TEST_KEPT"), os.environ.get("AQUILA_TEST_ADDED"))))
     monkeypatch.setattr(warm_start, "running", lambda: False)
+    preload: list = []  # (this process's real fork server settings are left alone)
+    monkeypatch.setattr(warm_start.multiprocessing, "get_context", lambda method: type(
+        "Ctx", (), {"set_forkserver_preload": staticmethod(preload.append)})())
     assert warm_start.start({"AQUILA_TEST_KEPT": "server's", "AQUILA_TEST_ADDED": 1})
+    assert preload == [list(warm_start.PRELOAD)]
     assert seen == [("mine", "1")]  # the server starts with them (as text) ...
     assert os.environ["AQUILA_TEST_KEPT"] == "mine"  # ... and this process keeps its own
     assert "AQUILA_TEST_ADDED" not in os.environ
@@ -136,3 +161,29 @@ def test_a_command_that_ends_early_does_not_wait_for_the_servers_imports(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     info = json.loads(done.stdout.strip().splitlines()[-1])
     assert info["took"] < 15 and not info["alive"] and not info["running"], info
+
+
+LEAK = textwrap.dedent("""
+    import json
+    from pipeline.engine.clusters import warm_start
+    from pipeline.engine.clusters.local import start_local
+    from pipeline.engine.clusters.options import ClusterOptions
+
+    options = ClusterOptions(n_workers=1, threads_per_worker=1, dashboard_address=":0",
+                             memory_limit="not a size", warm_start=True)
+    try:
+        with start_local(options):
+            raise AssertionError("a cluster started")
+    except ValueError as exc:
+        print(json.dumps({"error": str(exc), "running": warm_start.running()}))
+""")
+
+
+def test_a_cluster_that_fails_to_start_stops_the_server_it_started():
+    """Through the API (ClusterOptions.warm_start), start_local starts the server itself: a
+    LocalCluster that cannot start must not leave it running for the rest of the program."""
+    done = subprocess.run([sys.executable, "-c", LEAK], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "notasize" in info["error"] and info["running"] is False, info

@@ -96,9 +96,9 @@ def warm_started(options: ClusterOptions, *, direct: bool = False) -> Iterator[C
         yield options
         return
     from pipeline.engine.clusters import warm_start
-    from pipeline.engine.clusters.local import worker_malloc_environ
+    from pipeline.engine.clusters.worker_env import worker_environ
 
-    started = warm_start.start(worker_malloc_environ())
+    started = warm_start.start(worker_environ())
     try:
         yield replace(options, warm_start=True)
     finally:

@@ -2,7 +2,7 @@
 just freed.
 
 Local workers run with glibc's trim threshold at 256 MiB (``MALLOC_TRIM_THRESHOLD_``,
-:func:`pipeline.engine.clusters.local.worker_malloc_environ`: page-faulting fresh memory for
+:func:`pipeline.engine.clusters.worker_env.worker_environ`: page-faulting fresh memory for
 every array had cost more system time than the work), and each thread of a worker allocates
 from an arena of its own. So the part stacks and slot planes a chunk task's threads free when
 its parts are done stay resident, and the mosaics' overview levels and encoded chunks that come

@@ -5,8 +5,10 @@ a dozen whole chunks. Through zarr-python each chunk costs ~1 ms of machinery be
 (a 200 × 200 float32 chunk encodes in ~0.1 ms; Icechunk stores one in ~0.4 ms), and opening an
 array ~0.5 ms. When an array has exactly the layout this project writes (little-endian numbers,
 ``BytesCodec`` then Blosc, default ``c/`` chunk keys: :func:`plain`), whole chunks are encoded and
-decoded here with numcodecs and moved in one concurrent store call, byte for byte what zarr would
-store (tested); any other layout, or a selection that is not one whole chunk, goes through zarr.
+decoded here with numcodecs, byte for byte what zarr would store (tested), and moved in
+concurrent store calls (reads in one call; writes as they are encoded, a few in flight per
+thread: :func:`write_all`); any other layout, or a selection that is not one whole chunk, goes
+through zarr.
 
 Measured on the benchmark's store, one chunk task (4 cube blocks and 11 mosaic chunks written,
 23 arrays opened), in-process: writes 25-35 → 11 ms, opens 15 → 3 ms.
@@ -265,9 +267,9 @@ def write_all(writes: Sequence[Write], *, threads: int = 1) -> None:
         run_all([a.async_array.setitem(sel, v) for a, sel, v in through_zarr])
 
 
-#: Encoded chunks a write lane lets its store hold in flight, at most: this many, and no more
-#: bytes than :data:`IN_FLIGHT_BYTES` beyond the oldest (small chunks, the 512 px bench job's
-#: 704 a run, are stored several at a time as before; a 2048 px layer's 16 MiB one by one).
+#: Store calls a write lane keeps in flight, at most: this many, and while they hold more than
+#: :data:`IN_FLIGHT_BYTES` of encoded chunks together, only the newest (small chunks, the 512 px
+#: bench job's 704 a run, are stored several at a time; a 2048 px layer's 12-16 MiB one by one).
 IN_FLIGHT = 8
 IN_FLIGHT_BYTES = 8 * 2**20
 
@@ -395,12 +397,13 @@ def settle(timeout_s: float = 10.0) -> bool:
     whether it got there. For a process about to exit after a store call failed.
 
     A failed store call leaves its siblings running: zarr-python gathers a node's metadata writes
-    (and :func:`write_all` its chunks) with ``asyncio.gather``, which returns the first error at
-    once. A process that exits right after, as ``aquila run`` does on a full disk, stops zarr's
-    loop (its ``atexit`` clean-up) between a sibling's thread finishing and its task taking the
-    result, and asyncio then prints "Future exception was never retrieved" with a traceback for
-    an error that was handled or already reported (seen in CI: the ``FileExistsError`` zarr's
-    exclusive ``zarr.json`` writes raise and catch themselves). Waiting here lets every such
+    with ``asyncio.gather``, which returns the first error at once (:func:`run_all` and
+    :func:`write_all` wait for every call of theirs). A process that exits right after, as
+    ``aquila run`` does on a full disk, stops zarr's loop (its ``atexit`` clean-up) between a
+    sibling's thread finishing and its task taking the result, and asyncio then prints "Future
+    exception was never retrieved" with a traceback for an error that was handled or already
+    reported (seen in CI: the ``FileExistsError`` zarr's exclusive ``zarr.json`` writes raise
+    and catch themselves). Waiting here lets every such
     task end where zarr handles its errors. Nothing is waited for when no loop was started."""
     from zarr.core import sync as zsync
 

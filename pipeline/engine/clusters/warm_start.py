@@ -20,7 +20,7 @@ children's, as a spawned worker's is.
 
 What a warm start changes for workers, and why only the CLI asks for one: a forked worker has
 the fork server's environment, which is the driver's as it was when the server started (plus
-what :func:`pipeline.engine.clusters.local.worker_malloc_environ` adds), not as it is when the
+what :func:`pipeline.engine.clusters.worker_env.worker_environ` adds), not as it is when the
 worker starts. A command's environment is fixed when it starts; a Python program that calls
 the API (or a test) may change ``os.environ`` between two runs, so the API keeps spawning
 fresh workers unless it sets ``ClusterOptions.warm_start`` (the server is then started as the
@@ -29,12 +29,15 @@ cluster starts, and stopped with it).
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Mapping
 from multiprocessing import forkserver
+
+log = logging.getLogger(__name__)
 
 #: What the fork server imports before it forks any worker.
 PRELOAD = ("distributed", "pipeline.engine.clusters.worker_preload")
@@ -58,9 +61,16 @@ def start(environ: Mapping[str, object]) -> bool:
     ctx.set_forkserver_preload(list(PRELOAD))
     added = {k: str(v) for k, v in environ.items() if k not in os.environ}
     os.environ.update(added)
+    # SIGINT ignored from the server's first instruction (an exec keeps an ignored signal
+    # ignored): a Ctrl-C during its imports would print its traceback, and the workers it forks
+    # ignore it too, as DriverHandlesCtrlC has spawned ones do once started
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         forkserver.ensure_running()
     finally:
+        if main and handler is not None:  # (None: a handler not set from Python, left be)
+            signal.signal(signal.SIGINT, handler)
         for k in added:
             os.environ.pop(k, None)
     return True
@@ -80,6 +90,8 @@ def stop() -> None:
     halt = getattr(server, "_stop", None)
     if pid is None or halt is None:
         return
-    with contextlib.suppress(ProcessLookupError):
+    try:
         os.kill(pid, signal.SIGTERM)
-    halt()
+        halt()
+    except OSError as exc:  # already gone, or reaped elsewhere: nothing left to stop
+        log.debug("stopping the fork server %s: %s", pid, exc)

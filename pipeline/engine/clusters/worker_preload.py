@@ -5,11 +5,13 @@ every worker it forks inherits the result.
 Importing it loads the chunk tasks' modules (numba, rasterio, zarr and Aquila's kernels) and
 makes one call of a cached numba kernel on a few pixels: numba's first dispatch in a process
 sets up its CPU target (~0.3 s) whatever the kernel. It starts no thread (a process is forked
-from it) and opens no file or dataset.
+from it; the server runs with OpenBLAS and OpenMP held to one thread, as workers do) and opens
+no file or dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 
 import numpy as np
@@ -21,7 +23,10 @@ from pipeline.kernels.median import keep_valid
 
 
 def _first_dispatch() -> None:
-    keep_valid(np.zeros((1, 1, 4), np.float32), np.zeros((1, 4), bool))
+    # a warm-up: the fork server must start whatever happens here; a chunk task's own first
+    # call raises the same error where it is seen
+    with contextlib.suppress(Exception):
+        keep_valid(np.zeros((1, 1, 4), np.float32), np.zeros((1, 4), bool))
 
 
 _first_dispatch()
