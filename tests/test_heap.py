@@ -25,7 +25,8 @@ HEAP = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason=(
+    "malloc_trim is glibc's (Linux); elsewhere release_free_memory does nothing"))
 def test_free_heap_memory_goes_back_to_the_system():
     """A worker's allocator settings keep freed heap memory resident (256 MiB trim threshold,
     arrays below 64 MiB from the heap): release_free_memory gives it back."""

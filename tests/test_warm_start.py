@@ -66,7 +66,8 @@ def _probe(kind: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="reads the processes' start environments in /proc (Linux only)")
 def test_a_warm_started_worker_has_the_chunk_tasks_modules_before_its_first_task():
     warm, cold = _probe("warm"), _probe("cold")
     assert warm["loaded"] == ["numba", "rasterio", "zarr", "pipeline.engine.chunk"]

@@ -134,12 +134,9 @@ def _nightly(args: argparse.Namespace, out: Output) -> int:
         )
         log.debug("nightly %s: %s", args.spec, options)
         publish_metrics(args, options.cluster, "nightly", spec.name)  # runs started
-        bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
-        try:
+        with ChunkBar(out.human, disable=args.no_progress or out.quiet) as bar:
             report = run_nightly(spec, spec_path=str(args.spec), options=options, progress=bar,
                                  on_event=lambda kind, value: _event(out.human, kind, value))
-        finally:
-            bar.stop()
     publish_metrics(args, options.cluster, "nightly", spec.name, report)
     if out.json:
         out.document(report_document(report))

@@ -33,3 +33,9 @@ class ChunkBar:
 
     def stop(self) -> None:
         self._bar.stop()
+
+    def __enter__(self) -> ChunkBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()  # the bar ends before what follows prints (a summary, a Ctrl-C line)

@@ -82,12 +82,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
         )
         log.debug("run %s: %s", args.spec, options)
         publish_metrics(args, options.cluster, "run", spec.name)  # runs started
-        bar = ChunkBar(out.human, disable=args.no_progress or out.quiet)
         try:
-            report = run_workflow(spec, spec_path=str(args.spec), options=options, progress=bar,
-                                  on_event=lambda kind, value: _event(out, kind, value))
+            with ChunkBar(out.human, disable=args.no_progress or out.quiet) as bar:
+                report = run_workflow(spec, spec_path=str(args.spec), options=options,
+                                      progress=bar,
+                                      on_event=lambda kind, value: _event(out, kind, value))
         except KeyboardInterrupt:  # run_workflow removed its builds and wrote the report first
-            bar.stop()
             where = options.report_path or report_location(spec)
             message = ("interrupted by Ctrl-C: nothing was published, the previous products "
                        f"are unchanged (report: {where})")
@@ -96,8 +96,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 out.document(failure_document("run", "interrupted", EXIT_INTERRUPTED, message)
                              | {"report": str(where)})
             return EXIT_INTERRUPTED
-        finally:
-            bar.stop()
     publish_metrics(args, options.cluster, "run", spec.name, report)
     if not args.no_pictures:
         draw_pictures(report)

@@ -255,10 +255,9 @@ def write_all(writes: Sequence[Write], *, threads: int = 1) -> None:
 
     Every store call ends before a failure is raised (no write is left in flight behind an
     error, e.g. a full disk); a local store's folder is checked before each chunk is stored
-    (:func:`require_roots`)."""
+    (:func:`require_roots`, in the lanes: a gone folder stops every lane at its first write)."""
     if not writes:
         return
-    require_roots(w[0].store for w in writes)
     n = max(1, min(threads, len(writes)))
     lanes = on_threads(_write_lane, [writes[i::n] for i in range(n)], n, "aquila-encode")
     through_zarr = [w for lane in lanes for w in lane]

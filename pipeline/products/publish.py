@@ -324,6 +324,8 @@ class Publication:
                 moved = _renameat2(build, gone, _RENAME_NOREPLACE)
             except OSError:  # EEXIST, or the build already gone: remove (at most) the build
                 moved = False
+            # never a user's store, folder or /: the path is the build (or the name it was just
+            # moved to), and rmtree refuses a symlink put in its place (ignored, nothing removed)
             shutil.rmtree(gone if moved else build, ignore_errors=True)
         self._made.clear()
 
