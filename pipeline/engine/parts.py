@@ -248,18 +248,43 @@ def _within(inner: ChunkGrid, outer: ChunkGrid) -> tuple[slice, slice]:
             slice(inner.x0 - outer.x0, inner.x0 - outer.x0 + inner.width))
 
 
+#: The scratch file's space is reserved this many bytes at a time, ahead of its writes.
+PREALLOCATE = 64 * 2**20
+
+
 class _Blocks:
-    """Contiguous blocks appended to an anonymous scratch file and read back by key."""
+    """Contiguous blocks appended to an anonymous scratch file and read back by key.
+
+    The file's space is reserved ahead of the writes, :data:`PREALLOCATE` bytes at a time
+    (``posix_fallocate``): appending to an ext4 file without it allocated its blocks write by
+    write, at 0.4-1.1 GiB/s against 5.1-5.8 GiB/s into reserved space (1 800 blocks of 1 MiB,
+    alternating runs), and the 2048 px bench job appends 1.8 GB. At most one step is reserved
+    beyond what is written; a file system that cannot reserve (or has less than a step free)
+    is written without, and its writes say whether the data fit."""
 
     def __init__(self, fd: int, task: ChunkTask) -> None:
         self.fd, self.task = fd, task
         self.at: dict[tuple[str, int, int], tuple[int, int]] = {}  # key -> (offset, bytes)
         self.end = 0
+        self.reserved = 0  # bytes of the file whose space is reserved; -1: cannot reserve
         self._lock = threading.Lock()  # regions are read on several threads
+
+    def _reserve(self, upto: int) -> None:
+        """Reserve the file's space up to ``upto`` bytes (at least a step ahead), if it can."""
+        if self.reserved < 0 or upto <= self.reserved:
+            return
+        size = max(PREALLOCATE, upto - self.reserved)
+        try:
+            os.posix_fallocate(self.fd, self.reserved, size)
+        except (OSError, AttributeError):  # full, over a limit, not supported: write without
+            self.reserved = -1
+            return
+        self.reserved += size
 
     def put(self, key: tuple[str, int, int], array: np.ndarray) -> None:
         data = np.ascontiguousarray(array)
         with self._lock:
+            self._reserve(self.end + data.nbytes)
             try:
                 written = os.pwrite(self.fd, data.view(np.uint8).reshape(-1), self.end)  # type: ignore[arg-type]
             except OSError as exc:
