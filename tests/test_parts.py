@@ -293,7 +293,7 @@ def _blocks(tmp_path, task=None):
 
     from pipeline.engine.parts import _Blocks
 
-    scratch = tempfile.TemporaryFile(dir=tmp_path)
+    scratch = tempfile.TemporaryFile(dir=tmp_path)  # noqa: SIM115 - the caller closes it
     return scratch, _Blocks(scratch.fileno(), task)
 
 
