@@ -299,8 +299,9 @@ def _blocks(tmp_path, task=None):
 
 def test_the_scratch_files_space_is_reserved_a_step_ahead_not_for_the_whole_stack(
         tmp_path, monkeypatch):
-    """Each put finds its space reserved (posix_fallocate: ext4 appends 5-10x slower without);
-    at most one step is reserved beyond what is written; every block reads back as written."""
+    """Each put finds its space reserved (fallocate(2): ext4 appends ran 5-10x slower without,
+    in some runs); at most one step is reserved beyond what is written; every block reads back
+    as written."""
     import os
 
     from pipeline.engine import parts
@@ -315,7 +316,7 @@ def test_the_scratch_files_space_is_reserved_a_step_ahead_not_for_the_whole_stac
             blocks.put(("v", 0, k), a)
             written[k] = a
             if blocks.reserved < 0:
-                pytest.skip(f"{tmp_path}'s file system cannot reserve space (posix_fallocate)")
+                pytest.skip(f"{tmp_path}'s file system cannot reserve space (fallocate)")
             size = os.fstat(scratch.fileno()).st_size
             assert blocks.end <= blocks.reserved == size, (k, blocks.end, blocks.reserved, size)
             assert blocks.reserved - blocks.end < parts.PREALLOCATE
