@@ -5,6 +5,7 @@ and prints the RSS sum beside it)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import subprocess
 import sys
@@ -23,8 +24,8 @@ import os, sys, time
 block = bytearray({SHARED_MIB} * 2**20)
 for i in range(0, len(block), 4096):
     block[i] = 1
-pid = os.fork()
-print("ready" if pid else "", flush=True)
+if os.fork():  # the parent says so; the child only waits (one writer: no interleaving)
+    print("ready", flush=True)
 time.sleep(60)
 """
 
@@ -54,9 +55,10 @@ def test_the_trees_pss_sum_counts_a_page_shared_by_a_fork_once():
             time.sleep(0.05)
         assert len(root.children()) == 1
         rss, pss = peers._tree_memory(root)
-    finally:
-        for child in psutil.Process(proc.pid).children():
-            child.kill()
+    finally:  # the fork first (the parent's exit would orphan it), then the parent
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(proc.pid).children():
+                child.kill()
         proc.kill()
         proc.wait()
     mib = 2**20
