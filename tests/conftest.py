@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -72,6 +75,19 @@ def cluster():
     # only this fixture's workers: chaos tests SIGKILL workers of their own clusters on purpose
     died = [d for d in deaths if d.split("process ")[-1].split(" ")[0] in mine]
     assert not died, f"worker processes died instead of exiting: {died}"
+
+
+def bench_module(filename: str) -> ModuleType:
+    """A script of benchmarks/ (not a package) loaded as a module, once per test process
+    (registered first: its dataclasses look their module up)."""
+    name = "aquila_bench_" + Path(filename).stem.lstrip("_")
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / filename
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def make_spec_dict(

@@ -5,7 +5,6 @@ approximate transformer), which is why the check exists."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,15 @@ from pyproj import Transformer
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 
+from tests.conftest import bench_module
+
 JOB = Path(__file__).resolve().parents[1] / "benchmarks" / "_odc_job.py"
 SRC_X0, SRC_Y0, RES = 300_000.0, 5_600_000.0, 10.0
 SRC_SHAPE, DST_SHAPE = (600, 600), (500, 500)
 
 
 def _job():
-    spec = importlib.util.spec_from_file_location("aquila_bench_odc_job", JOB)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module(JOB.name)
 
 
 def _exact_pick(src: np.ndarray, dst_transform) -> tuple[np.ndarray, np.ndarray]:

@@ -6,13 +6,14 @@ and prints the RSS sum beside it)."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import bench_module
 
 PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
 SHARED_MIB = 200
@@ -31,12 +32,7 @@ time.sleep(60)
 
 
 def _peers():
-    spec = importlib.util.spec_from_file_location("aquila_bench_peers", PEERS)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up
-    spec.loader.exec_module(sys.modules[spec.name])
-    return sys.modules[spec.name]
+    return bench_module(PEERS.name)
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(),

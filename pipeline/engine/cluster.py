@@ -98,12 +98,8 @@ def warm_started(options: ClusterOptions, *, direct: bool = False) -> Iterator[C
     from pipeline.engine.clusters import warm_start
     from pipeline.engine.clusters.worker_env import worker_environ
 
-    started = warm_start.start(worker_environ())
-    try:
+    with warm_start.held(worker_environ()):
         yield replace(options, warm_start=True)
-    finally:
-        if started:
-            warm_start.stop()
 
 
 @contextlib.contextmanager

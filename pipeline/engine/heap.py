@@ -16,22 +16,14 @@ Elsewhere than glibc (musl, macOS) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import functools
-from collections.abc import Callable
 
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:  # the process's own symbols, the C library's among them
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
+from pipeline.io.libc import libc_function
 
 
 def release_free_memory() -> bool:
     """Return the heap's free pages to the system (glibc's ``malloc_trim(0)``); whether it
     could be asked."""
-    trim = _malloc_trim()
+    trim = libc_function("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
     if trim is None:
         return False
     trim(0)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextvars
 import ctypes
-import functools
 import os
 import sys
 import tempfile
@@ -54,6 +53,7 @@ import numpy as np
 from pipeline.engine.heap import release_free_memory
 from pipeline.engine.memo import ChunkMemo
 from pipeline.errors import StoreUnwritable
+from pipeline.io.libc import libc_function
 from pipeline.plan.chunks import ChunkTask, Outputs
 from pipeline.plan.grid import ChunkGrid
 
@@ -254,20 +254,16 @@ def _within(inner: ChunkGrid, outer: ChunkGrid) -> tuple[slice, slice]:
 PREALLOCATE = 16 * 2**20
 
 
-@functools.cache
+_FALLOCATE_TYPES = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+
+
 def _fallocate() -> Callable[[int, int, int, int], int] | None:
     """Linux's ``fallocate(fd, mode, offset, length)`` from the C library (0, or -1 where the
     file system cannot reserve the space); None elsewhere. Not ``os.posix_fallocate``: where a
     file system cannot reserve, glibc emulates it by writing into every block, which would
     add writes, not save them."""
-    try:  # the process's own symbols, the C library's among them
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = getattr(libc, "fallocate64", None) or libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    call.restype = ctypes.c_int
-    return call
+    return (libc_function("fallocate64", _FALLOCATE_TYPES, ctypes.c_int)
+            or libc_function("fallocate", _FALLOCATE_TYPES, ctypes.c_int))
 
 
 class _Blocks:

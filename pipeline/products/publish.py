@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StoreNotOurs
+from pipeline.io.libc import libc_function
 
 PRODUCT_MARKER = "aquila:product"  # root attribute of every store Aquila creates: its kind
 BUILD_TAG = ".aquila-build-"  # .<name>.aquila-build-<run id>: a run's product being built
@@ -457,7 +458,8 @@ def recover_stale(store: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- renameat2
 # Python's os module has no renameat2 (nor RENAME_EXCHANGE / RENAME_NOREPLACE), and no library
-# this project depends on wraps it; libc's symbol is called through ctypes, and where it is
+# this project depends on wraps it; libc's symbol is called through ctypes
+# (pipeline/io/libc.py), and where it is
 # missing (not Linux, old glibc) or the file system refuses the flag, the publish falls back to
 # two renames (see publish()). ctypes here reaches libc's documented system call wrapper, not
 # any library's internals.
@@ -481,16 +483,9 @@ _LIBC: list[Any] = []
 
 
 def _libc_renameat2():
-    if not _LIBC:
-        try:
-            fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-        except OSError:
-            fn = None
-        if fn is not None:
-            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                           ctypes.c_uint]
-            fn.restype = ctypes.c_int
-        _LIBC.append(fn)
+    if not _LIBC:  # (a test puts [None] here: a system without renameat2)
+        _LIBC.append(libc_function("renameat2", (ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                                 ctypes.c_char_p, ctypes.c_uint), ctypes.c_int))
     return _LIBC[0]
 
 

@@ -137,10 +137,7 @@ def start_local(options: ClusterOptions) -> Iterator[Client]:
     with contextlib.ExitStack() as stack:  # closed in reverse: client, cluster, config, server
         if options.warm_start:
             config["distributed.worker.multiprocessing-method"] = "forkserver"
-            if _warm_start(environ):  # else the command that started it stops it
-                from pipeline.engine.clusters import warm_start
-
-                stack.callback(warm_start.stop)
+            stack.enter_context(_warm_start(environ))
         # for the cluster's whole life: a worker the nanny restarts starts as the first did
         stack.enter_context(dask.config.set(config))
         cluster = LocalCluster(
@@ -160,18 +157,19 @@ def start_local(options: ClusterOptions) -> Iterator[Client]:
         yield client
 
 
-def _warm_start(environ: dict[str, str]) -> bool:
-    """Workers forked from Aquila's fork server (:mod:`pipeline.engine.clusters.warm_start`;
-    started here unless the CLI started it earlier; whether this started it). distributed,
-    the first time it is asked for a fork server's context, imports its own list of modules
-    into this process (pandas among them: +64 MiB in the driver) to preload them in a server
-    that is already running; its flag for "done" is set first (a private name of distributed,
-    bounded in pyproject.toml; without it the driver only loads those modules)."""
+def _warm_start(environ: dict[str, str]) -> contextlib.AbstractContextManager[None]:
+    """Workers forked from Aquila's fork server (:mod:`pipeline.engine.clusters.warm_start`),
+    held for the cluster's life (started here unless the CLI started it earlier, and then left
+    to the CLI to stop). distributed, the first time it is asked for a fork server's context,
+    imports its own list of modules into this process (pandas among them: +64 MiB in the
+    driver) to preload them in a server that is already running; its flag for "done" is set
+    first (a private name of distributed, bounded in pyproject.toml; without it the driver only
+    loads those modules)."""
     import distributed.utils
 
     from pipeline.engine.clusters import warm_start
 
-    started = warm_start.start(environ)
+    held = warm_start.held(environ)
     if hasattr(distributed.utils, "_forkserver_preload_set"):
         distributed.utils._forkserver_preload_set = True
-    return started
+    return held

@@ -29,12 +29,13 @@ cluster starts, and stopped with it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from multiprocessing import forkserver
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,18 @@ def start(environ: Mapping[str, object]) -> bool:
         for k in added:
             os.environ.pop(k, None)
     return True
+
+
+@contextlib.contextmanager
+def held(environ: Mapping[str, object]) -> Iterator[None]:
+    """This process's fork server running for the block (:func:`start`), stopped at its end
+    (:func:`stop`) if the block started it: one started by a caller outside is left to it."""
+    started = start(environ)
+    try:
+        yield
+    finally:
+        if started:
+            stop()
 
 
 def stop() -> None:
