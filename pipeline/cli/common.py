@@ -106,10 +106,11 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     workers, threads = local_shape()
     parser.add_argument("--workers", type=positive_int, metavar="N",
                         help="local cluster: worker processes (default: about one per 4 usable "
-                        f"cores, at least one: {workers} here)")
+                        f"cores, at least one: {workers} here), forked from a server that "
+                        "loads the chunk tasks' libraries while the command plans")
     parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="local cluster: threads per worker, which share one tile cache "
-                        f"(default: the usable cores / workers: {threads} here)")
+                        help="local cluster: threads per worker; a chunk alone on its worker "
+                        f"uses them all (default: the usable cores / workers: {threads} here)")
     parser.add_argument("--memory-limit", default="auto", metavar="SIZE",
                         help="local cluster: memory per worker, e.g. 4GiB (default: auto)")
     parser.add_argument("--dashboard", default="127.0.0.1:8787", metavar="HOST:PORT",
