@@ -24,6 +24,16 @@ def tiny_catalog(tmp_path_factory):
     return generate_catalog(root / "catalog", preset="tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def demo_catalog(tmp_path_factory):
+    """The demo catalog as `make demo` generates it (catalogs/demo: 12 scenes, three
+    providers, 20 km x 20 km), here in a temporary folder; ~10 s, so for slow tests."""
+    from pipeline.demo import generate_catalog
+
+    return generate_catalog(tmp_path_factory.mktemp("demo-catalog") / "catalog", preset="demo",
+                            seed=0)
+
+
 @pytest.fixture()
 def catalog_copy(tiny_catalog, tmp_path):
     """A private copy of the tiny catalog that a test may break."""

@@ -219,15 +219,12 @@ DEMO_SPEC = Path(__file__).resolve().parents[1] / "workflows" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
-def demo_mosaic(tmp_path_factory) -> Path:
+def demo_mosaic(demo_catalog, tmp_path_factory) -> Path:
     """The demo's median mosaic (2000 x 2000 px, overview levels), made here as `make demo`
-    makes it: the demo catalog generated, workflows/demo.yaml run with its median alone."""
-    from pipeline.demo import generate_catalog
-
+    makes it: workflows/demo.yaml run over the demo catalog with its median alone."""
     root = tmp_path_factory.mktemp("demo")
-    catalog = generate_catalog(root / "catalog", preset="demo", seed=0)
     spec = yaml.safe_load(DEMO_SPEC.read_text())
-    spec["catalog"] = str(catalog.catalog_href)
+    spec["catalog"] = str(demo_catalog.catalog_href)
     store = root / "out" / "mosaic.zarr"
     spec["products"] = {"mosaic": {"store": str(store), "method": "median"}}
     path = root / "demo.yaml"
